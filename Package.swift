@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Three layers, each its own target:
+//   WavelaneProtocol  pure protocol logic (frames, envelopes, JSON, topic globs, message assembly); no I/O
+//   WavelaneAuth      JWT verification on the system OpenSSL (libcrypto); no I/O
+//   WavelaneEngine    the SwiftNIO server: HTTP upgrade, connections, topics, users, the event queue
+//   WavelaneCABI      the C ABI (@_cdecl) over the engine; header in Sources/CWavelane/include/wavelane.h
+// Only `wavelane` (the C ABI) is a dynamic product: one shared library holds all Swift code.
+let package = Package(
+    name: "Wavelane",
+    products: [
+        .library(name: "wavelane", type: .dynamic, targets: ["WavelaneCABI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CWavelaneOpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "CWavelane"),
+        .target(
+            name: "WavelaneProtocol",
+            dependencies: [
+                "CWavelaneOpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "WavelaneAuth",
+            dependencies: ["CWavelaneOpenSSL", "WavelaneProtocol"]
+        ),
+        .target(
+            name: "WavelaneEngine",
+            dependencies: [
+                "WavelaneProtocol",
+                "WavelaneAuth",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "WavelaneCABI",
+            dependencies: ["CWavelane", "WavelaneEngine"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]
+        ),
+        .testTarget(name: "WavelaneProtocolTests", dependencies: ["WavelaneProtocol"]),
+        .testTarget(name: "WavelaneAuthTests", dependencies: ["WavelaneAuth"], resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "WavelaneEngineTests",
+            dependencies: [
+                "WavelaneEngine",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

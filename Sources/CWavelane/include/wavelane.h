@@ -1,0 +1,132 @@
+/*
+ * wavelane.h — the C ABI of the Wavelane engine (libwavelane.so).
+ *
+ * One shared library holds all Swift code (the protocol layer, the SwiftNIO engine and these
+ * functions). Every function is thread-safe unless stated; none of them ever calls back into the
+ * caller. Strings are passed as (pointer, length) pairs and need not be NUL-terminated; the
+ * library copies whatever it keeps.
+ *
+ * Errors: functions that can fail take `char *err, size_t err_len` and write a NUL-terminated
+ * message there (truncated to fit). Messages that concern a configuration key start with the
+ * key's name followed by ": " so bindings can name it.
+ */
+#ifndef WAVELANE_H
+#define WAVELANE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WL_ABI_VERSION 1
+
+typedef struct wl_server wl_server;
+
+/* Event kinds delivered by wl_drain. */
+enum {
+    WL_EV_CONNECT = 1,           /* data: JSON {"user":..,"addr":..,"claims":{..},"path":..}  */
+    WL_EV_TEXT = 2,              /* data: UTF-8 text message (validated)                       */
+    WL_EV_BINARY = 3,            /* data: binary message                                       */
+    WL_EV_DISCONNECT = 4,        /* code: close code (1006 when the peer vanished); data: reason */
+    WL_EV_SUBSCRIBE_REQUEST = 5, /* data: JSON {"topics":[..],"id":<client id or null>}        */
+};
+
+/* One drained event. `data` stays valid until the batch is freed. */
+typedef struct wl_event {
+    uint32_t kind;
+    uint32_t code;
+    uint64_t conn;
+    const char *data;
+    size_t len;
+} wl_event;
+
+/* Payload kinds for wl_publish. */
+enum {
+    WL_PAYLOAD_TEXT = 0,   /* UTF-8 text: goes out as a JSON string in the envelope           */
+    WL_PAYLOAD_JSON = 1,   /* already-serialized JSON value: inlined in the envelope           */
+    WL_PAYLOAD_BINARY = 2, /* bytes: binary hot-lane frame (see docs/protocol.md)              */
+};
+
+/* Library version string, e.g. "0.1.0". Static storage. */
+const char *wl_version(void);
+
+/* Create a server from a JSON object of settings (see docs/python-api.md for the keys).
+ * Returns NULL and fills err on a bad key or value. Nothing is bound until wl_server_start. */
+wl_server *wl_server_new(const char *config_json, size_t config_len, char *err, size_t err_len);
+
+/* Serve `body` at GET `path` (plain HTTP on the same port). Call before wl_server_start. */
+int wl_server_add_route(wl_server *s, const char *path, size_t path_len, const char *content_type,
+                        size_t ct_len, const char *body, size_t body_len);
+
+/* Bind and start the event loops. Returns 0 on success, -1 with err filled (e.g. the port is in
+ * use). Returns at once; native threads serve. A stopped server can be started again. */
+int wl_server_start(wl_server *s, char *err, size_t err_len);
+
+/* The port actually bound (useful with port 0), or 0 when not running. */
+int wl_server_port(const wl_server *s);
+
+/* Close every connection with 1001, stop accepting, join the native threads. Waits at most
+ * timeout_ms for close handshakes. Idempotent. Wakes any thread blocked in wl_drain. */
+void wl_server_stop(wl_server *s, int timeout_ms);
+
+/* Stop if needed and free. `s` must not be used afterwards. */
+void wl_server_free(wl_server *s);
+
+/* Take up to max_events inbound events, waiting at most timeout_ms (0: don't wait) for the first.
+ * On return *events points to an array of the returned count and *batch to a handle that must be
+ * passed to wl_batch_free (both NULL when the count is 0). Returns -1 if the server is not
+ * running and its queue is empty. Blocks without any lock the caller could need. */
+int wl_drain(wl_server *s, int max_events, int timeout_ms, const wl_event **events, void **batch);
+void wl_batch_free(void *batch);
+
+/* Wake a thread blocked in wl_drain (it returns 0 events). */
+void wl_wake(wl_server *s);
+
+/* Number of events waiting in the inbound queue. */
+int64_t wl_pending(const wl_server *s);
+
+/* Publish to every subscriber of `topic` (exact and glob subscriptions). The frame is encoded
+ * once. Returns the topic offset given to this publication (>= 1), or -1 with err filled. */
+int64_t wl_publish(wl_server *s, const char *topic, size_t topic_len, const char *data, size_t len,
+                   int payload_kind, char *err, size_t err_len);
+
+/* Send one frame to one connection, exactly as given (binary != 0: binary frame, else text).
+ * Returns 1 if the connection is open and the frame was queued, 0 if it is unknown or closed,
+ * -1 on bad input (text that is not UTF-8) with err filled. */
+int wl_send(wl_server *s, uint64_t conn, const char *data, size_t len, int binary, char *err,
+            size_t err_len);
+
+/* Send one frame to every connection of `user`. Returns the number of connections it was queued
+ * for (0 if the user has none), or -1 on bad input with err filled. */
+int64_t wl_send_user(wl_server *s, const char *user, size_t user_len, const char *data, size_t len,
+                     int binary, char *err, size_t err_len);
+
+/* Subscribe / unsubscribe a connection server-side. `topics_json` is a JSON array of strings
+ * (glob patterns allowed). `ack_id_json` (may be NULL/0) is a JSON value: when given, the client
+ * gets a {"type":"subscribed"|"unsubscribed","topics":[..],"id":..} reply carrying it — this is how
+ * a subscription request that needed approval is answered. Returns 1 if the connection is open,
+ * 0 if unknown, -1 with err filled on bad topics. */
+int wl_subscribe(wl_server *s, uint64_t conn, const char *topics_json, size_t topics_len,
+                 const char *ack_id_json, size_t ack_len, char *err, size_t err_len);
+int wl_unsubscribe(wl_server *s, uint64_t conn, const char *topics_json, size_t topics_len,
+                   const char *ack_id_json, size_t ack_len, char *err, size_t err_len);
+
+/* Refuse a subscription request: the client gets {"type":"error","code":code,"message":..,"id":..}.
+ * Returns 1 if the connection is open, 0 if unknown. */
+int wl_deny(wl_server *s, uint64_t conn, const char *code, size_t code_len, const char *message,
+            size_t msg_len, const char *ack_id_json, size_t ack_len);
+
+/* Close one connection with a close code (1000, 1001, 1008, 1011, 3000-4999) and reason.
+ * Returns 1 if the connection was open, 0 if unknown, -1 on a bad code. */
+int wl_close(wl_server *s, uint64_t conn, int code, const char *reason, size_t reason_len);
+
+/* Counters as a JSON object into buf (NUL-terminated). Returns the length needed (excluding the
+ * NUL); if that is >= buf_len the output was truncated. */
+size_t wl_stats(const wl_server *s, char *buf, size_t buf_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WAVELANE_H */

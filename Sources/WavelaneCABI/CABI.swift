@@ -1,0 +1,318 @@
+// The C ABI of libwavelane.so: thin @_cdecl shims over `ServerCore`. Prototypes and the contract
+// of every function are in Sources/CWavelane/include/wavelane.h (also at include/wavelane.h).
+// Nothing here blocks except wl_drain (on the queue's condition variable) and wl_server_stop.
+
+import CWavelane
+import NIOCore
+import WavelaneEngine
+import WavelaneProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+private func writeError(_ message: String, _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) {
+    guard let err, errLen > 0 else { return }
+    let bytes = FrameEncoder.truncatedUTF8(message, maxBytes: errLen - 1)
+    bytes.withUnsafeBytes { src in
+        if let base = src.baseAddress { _ = memcpy(err, base, src.count) }
+    }
+    err[bytes.count] = 0
+}
+
+private func string(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> String? {
+    guard let ptr else { return len == 0 ? "" : nil }
+    let buffer = UnsafeRawBufferPointer(start: ptr, count: len)
+    guard UTF8Validator.isValid(buffer) else { return nil }
+    return String(decoding: buffer, as: UTF8.self)
+}
+
+private func bytes(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> UnsafeRawBufferPointer {
+    guard let ptr, len > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+    return UnsafeRawBufferPointer(start: ptr, count: len)
+}
+
+private func server(_ s: OpaquePointer?) -> ServerCore? {
+    guard let s else { return nil }
+    return Unmanaged<ServerCore>.fromOpaque(UnsafeRawPointer(s)).takeUnretainedValue()
+}
+
+/// Parses an optional JSON value passed as (pointer, length): NULL/0 means "absent".
+private func optionalJSON(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> Result<JSONValue?, ArgumentError> {
+    guard let ptr, len > 0 else { return .success(nil) }
+    do {
+        return .success(try JSONParser.parse(UnsafeRawBufferPointer(start: ptr, count: len)))
+    } catch {
+        return .failure(ArgumentError("id: not valid JSON: \(error.message)"))
+    }
+}
+
+private func topicList(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> Result<[String], ArgumentError> {
+    guard let ptr, len > 0 else { return .failure(ArgumentError("topics: missing")) }
+    guard let value = try? JSONParser.parse(UnsafeRawBufferPointer(start: ptr, count: len)),
+          let list = value.arrayValue else {
+        return .failure(ArgumentError("topics: must be a JSON array of strings"))
+    }
+    var topics: [String] = []
+    for item in list {
+        guard let s = item.stringValue else { return .failure(ArgumentError("topics: must be a JSON array of strings")) }
+        topics.append(s)
+    }
+    return .success(topics)
+}
+
+private let versionCString: UnsafePointer<CChar> = {
+    let s = strdup(wavelaneVersion)!
+    return UnsafePointer(s)
+}()
+
+@_cdecl("wl_version")
+public func wl_version() -> UnsafePointer<CChar> {
+    versionCString
+}
+
+@_cdecl("wl_server_new")
+public func wl_server_new(_ configJSON: UnsafePointer<CChar>?, _ configLen: Int,
+                          _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> OpaquePointer? {
+    let json: JSONValue
+    if let configJSON, configLen > 0 {
+        do {
+            json = try JSONParser.parse(UnsafeRawBufferPointer(start: configJSON, count: configLen))
+        } catch {
+            writeError("config: not valid JSON: \(error.message)", err, errLen)
+            return nil
+        }
+    } else {
+        json = .object([:])
+    }
+    do {
+        let configuration = try EngineConfiguration(json: json)
+        let core = try ServerCore(configuration: configuration)
+        return OpaquePointer(Unmanaged.passRetained(core).toOpaque())
+    } catch {
+        writeError(error.message, err, errLen)
+        return nil
+    }
+}
+
+@_cdecl("wl_server_add_route")
+public func wl_server_add_route(_ s: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ pathLen: Int,
+                                _ contentType: UnsafePointer<CChar>?, _ ctLen: Int,
+                                _ body: UnsafePointer<CChar>?, _ bodyLen: Int) -> Int32 {
+    guard let core = server(s), let path = string(path, pathLen), path.hasPrefix("/"),
+          let contentType = string(contentType, ctLen) else { return -1 }
+    core.addRoute(path: path, contentType: contentType, body: Array(bytes(body, bodyLen)))
+    return 0
+}
+
+@_cdecl("wl_server_start")
+public func wl_server_start(_ s: OpaquePointer?, _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    do {
+        try core.start()
+        return 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+@_cdecl("wl_server_port")
+public func wl_server_port(_ s: OpaquePointer?) -> Int32 {
+    Int32(server(s)?.port ?? 0)
+}
+
+@_cdecl("wl_server_stop")
+public func wl_server_stop(_ s: OpaquePointer?, _ timeoutMs: Int32) {
+    server(s)?.stop(timeout: Double(max(0, timeoutMs)) / 1000)
+}
+
+@_cdecl("wl_server_free")
+public func wl_server_free(_ s: OpaquePointer?) {
+    guard let s else { return }
+    let unmanaged = Unmanaged<ServerCore>.fromOpaque(UnsafeRawPointer(s))
+    unmanaged.takeUnretainedValue().stop(timeout: 0)
+    unmanaged.release()
+}
+
+/// A drained batch: the C event array and one arena holding every payload.
+private final class Batch {
+    let events: UnsafeMutablePointer<wl_event>
+    let arena: UnsafeMutableRawPointer?
+
+    init(_ drained: [InboundEvent]) {
+        self.events = .allocate(capacity: drained.count)
+        var total = 0
+        for e in drained { total += e.payload.readableBytes }
+        self.arena = total > 0 ? .allocate(byteCount: total, alignment: 8) : nil
+        var offset = 0
+        for (i, e) in drained.enumerated() {
+            let n = e.payload.readableBytes
+            var data: UnsafePointer<CChar>? = nil
+            if n > 0, let arena = self.arena {
+                let dst = arena + offset
+                e.payload.withUnsafeReadableBytes { src in dst.copyMemory(from: src.baseAddress!, byteCount: n) }
+                data = UnsafePointer(dst.assumingMemoryBound(to: CChar.self))
+                offset += n
+            }
+            (self.events + i).initialize(to: wl_event(kind: e.kind.rawValue, code: e.code, conn: e.conn, data: data, len: n))
+        }
+    }
+
+    deinit {
+        self.events.deallocate()
+        self.arena?.deallocate()
+    }
+}
+
+@_cdecl("wl_drain")
+public func wl_drain(_ s: OpaquePointer?, _ maxEvents: Int32, _ timeoutMs: Int32,
+                     _ eventsOut: UnsafeMutablePointer<UnsafePointer<wl_event>?>?,
+                     _ batchOut: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
+    eventsOut?.pointee = nil
+    batchOut?.pointee = nil
+    guard let core = server(s) else { return -1 }
+    let drained = core.queue.drain(max: Int(maxEvents), timeoutMs: Int(timeoutMs))
+    if drained.isEmpty {
+        return core.queue.isOpen ? 0 : -1
+    }
+    let batch = Batch(drained)
+    eventsOut?.pointee = UnsafePointer(batch.events)
+    batchOut?.pointee = Unmanaged.passRetained(batch).toOpaque()
+    return Int32(drained.count)
+}
+
+@_cdecl("wl_batch_free")
+public func wl_batch_free(_ batch: UnsafeMutableRawPointer?) {
+    guard let batch else { return }
+    Unmanaged<Batch>.fromOpaque(batch).release()
+}
+
+@_cdecl("wl_wake")
+public func wl_wake(_ s: OpaquePointer?) {
+    server(s)?.queue.wake()
+}
+
+@_cdecl("wl_pending")
+public func wl_pending(_ s: OpaquePointer?) -> Int64 {
+    Int64(server(s)?.queue.count ?? 0)
+}
+
+@_cdecl("wl_publish")
+public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ topicLen: Int,
+                       _ data: UnsafePointer<CChar>?, _ len: Int, _ payloadKind: Int32,
+                       _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else { return -1 }
+    guard let topic = string(topic, topicLen) else {
+        writeError("topic: not valid UTF-8", err, errLen)
+        return -1
+    }
+    guard let kind = PayloadKind(rawValue: payloadKind) else {
+        writeError("kind: must be 0 (text), 1 (json) or 2 (binary)", err, errLen)
+        return -1
+    }
+    do {
+        return Int64(try core.publish(topic: topic, kind: kind, payload: bytes(data, len)))
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+@_cdecl("wl_send")
+public func wl_send(_ s: OpaquePointer?, _ conn: UInt64, _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
+                    _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    do {
+        return try core.send(conn: conn, payload: bytes(data, len), binary: binary != 0) ? 1 : 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+@_cdecl("wl_send_user")
+public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ userLen: Int,
+                         _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
+                         _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else { return -1 }
+    guard let user = string(user, userLen) else {
+        writeError("user: not valid UTF-8", err, errLen)
+        return -1
+    }
+    do {
+        return Int64(try core.sendUser(user, payload: bytes(data, len), binary: binary != 0))
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+private func subscription(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: UnsafePointer<CChar>?, _ topicsLen: Int,
+                          _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
+                          _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int, subscribe: Bool) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    do {
+        let topics = try topicList(topicsJSON, topicsLen).get()
+        // Absent ack → no reply; present → a reply carrying that id.
+        let ack: JSONValue?? = (ackJSON == nil || ackLen == 0) ? nil : .some(try optionalJSON(ackJSON, ackLen).get())
+        let ok = subscribe
+            ? try core.subscribe(conn: conn, topics: topics, ack: ack)
+            : try core.unsubscribe(conn: conn, topics: topics, ack: ack)
+        return ok ? 1 : 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+@_cdecl("wl_subscribe")
+public func wl_subscribe(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: UnsafePointer<CChar>?, _ topicsLen: Int,
+                         _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
+                         _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    subscription(s, conn, topicsJSON, topicsLen, ackJSON, ackLen, err, errLen, subscribe: true)
+}
+
+@_cdecl("wl_unsubscribe")
+public func wl_unsubscribe(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: UnsafePointer<CChar>?, _ topicsLen: Int,
+                           _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
+                           _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    subscription(s, conn, topicsJSON, topicsLen, ackJSON, ackLen, err, errLen, subscribe: false)
+}
+
+@_cdecl("wl_deny")
+public func wl_deny(_ s: OpaquePointer?, _ conn: UInt64, _ code: UnsafePointer<CChar>?, _ codeLen: Int,
+                    _ message: UnsafePointer<CChar>?, _ msgLen: Int,
+                    _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    let id = (try? optionalJSON(ackJSON, ackLen).get()) ?? nil
+    let code = string(code, codeLen).flatMap { $0.isEmpty ? nil : $0 } ?? "denied"
+    let message = string(message, msgLen) ?? ""
+    return core.deny(conn: conn, code: code, message: message, id: id) ? 1 : 0
+}
+
+@_cdecl("wl_close")
+public func wl_close(_ s: OpaquePointer?, _ conn: UInt64, _ code: Int32, _ reason: UnsafePointer<CChar>?, _ reasonLen: Int) -> Int32 {
+    guard let core = server(s), let code = UInt16(exactly: code), let reason = string(reason, reasonLen) else { return -1 }
+    do {
+        return try core.close(conn: conn, code: code, reason: reason) ? 1 : 0
+    } catch {
+        return -1
+    }
+}
+
+@_cdecl("wl_stats")
+public func wl_stats(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int {
+    guard let core = server(s) else { return 0 }
+    let json = Array(core.statsJSON().utf8)
+    if let buf, bufLen > 0 {
+        let n = min(json.count, bufLen - 1)
+        json.withUnsafeBytes { src in
+            if let base = src.baseAddress { _ = memcpy(buf, base, n) }
+        }
+        buf[n] = 0
+    }
+    return json.count
+}

@@ -1,0 +1,176 @@
+import WavelaneAuth
+import WavelaneProtocol
+
+/// A bad configuration key or value. `message` starts with the key: "port: must be 0...65535".
+public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var key: String
+    public var problem: String
+    public var message: String { "\(self.key): \(self.problem)" }
+    public var description: String { self.message }
+    public init(_ key: String, _ problem: String) {
+        self.key = key
+        self.problem = problem
+    }
+}
+
+/// Every engine setting with its default. The bindings pass settings as one JSON object whose keys
+/// are the snake_case names below (docs/python-api.md lists them with what each protects against).
+public struct EngineConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8765
+    /// Event loops; 0 = one per core.
+    public var threads = 0
+    /// The path the WebSocket endpoint answers on; nil = any path.
+    public var wsPath: String? = nil
+
+    public var jwt: JWTConfiguration? = nil
+    public var jwtCookie: String? = "token"
+    public var jwtQueryParam: String? = "token"
+    public var jwtHeader = true
+
+    public var pingInterval = 20.0
+    public var idleTimeout = 60.0
+    public var handshakeTimeout = 10.0
+    public var closeTimeout = 5.0
+
+    public var maxMessageSize = 1 << 20
+    public var maxFrameSize = 1 << 20
+    public var maxConnections = 100_000
+    public var maxSubscriptions = 1024
+    public var maxTopicLength = 256
+    public var inboundQueueSize = 65536
+    public var maxSendQueue = 8 << 20
+    public var slowConsumerTimeout = 10.0
+    public var clientSubscriptions = true
+    public var subscribeApproval = false
+
+    public init() {}
+
+    /// The keys `init(json:)` accepts.
+    public static let keys: Set<String> = [
+        "host", "port", "threads", "ws_path",
+        "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
+        "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp",
+        "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
+        "max_message_size", "max_frame_size", "max_connections", "max_subscriptions", "max_topic_length",
+        "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
+        "client_subscriptions", "subscribe_approval",
+    ]
+
+    /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
+    /// JSON null means "the default" for every key.
+    public init(json: JSONValue) throws(ConfigurationError) {
+        guard case .object(let object) = json else { throw ConfigurationError("config", "must be a JSON object") }
+        for key in object.keys.sorted() where !Self.keys.contains(key) {
+            throw ConfigurationError(key, "unknown setting")
+        }
+        let r = Reader(object: object)
+        if let v = try r.string("host") { self.host = v }
+        if let v = try r.int("port", 0...65535) { self.port = v }
+        if let v = try r.int("threads", 0...1024) { self.threads = v }
+        if r.has("ws_path") {
+            self.wsPath = try r.string("ws_path")
+            if let p = self.wsPath, !p.hasPrefix("/") { throw ConfigurationError("ws_path", "must start with '/'") }
+        }
+        if let v = try r.seconds("ping_interval") { self.pingInterval = v }
+        if let v = try r.seconds("idle_timeout") { self.idleTimeout = v }
+        if let v = try r.seconds("handshake_timeout") { self.handshakeTimeout = v }
+        if let v = try r.seconds("close_timeout") { self.closeTimeout = v }
+        if let v = try r.seconds("slow_consumer_timeout") { self.slowConsumerTimeout = v }
+        if let v = try r.int("max_message_size", 16...(1 << 30)) { self.maxMessageSize = v }
+        if let v = try r.int("max_frame_size", 16...(1 << 30)) { self.maxFrameSize = v }
+        if let v = try r.int("max_connections", 1...10_000_000) { self.maxConnections = v }
+        if let v = try r.int("max_subscriptions", 1...10_000_000) { self.maxSubscriptions = v }
+        if let v = try r.int("max_topic_length", 1...65535) { self.maxTopicLength = v }
+        if let v = try r.int("inbound_queue_size", 16...100_000_000) { self.inboundQueueSize = v }
+        if let v = try r.int("max_send_queue", 1024...(1 << 34)) { self.maxSendQueue = v }
+        if let v = try r.bool("client_subscriptions") { self.clientSubscriptions = v }
+        if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
+        if let v = try r.bool("jwt_header") { self.jwtHeader = v }
+        if r.has("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }
+        if r.has("jwt_query_param") { self.jwtQueryParam = try r.string("jwt_query_param") }
+        if self.idleTimeout < self.pingInterval {
+            throw ConfigurationError("idle_timeout", "must be at least ping_interval (\(self.pingInterval) s)")
+        }
+
+        var jwt = JWTConfiguration()
+        var anyJWT = false
+        if let secret = try r.string("jwt_secret") {
+            guard !secret.isEmpty else { throw ConfigurationError("jwt_secret", "must not be empty") }
+            jwt.secrets.append(Array(secret.utf8)); anyJWT = true
+        }
+        if let secret = try r.string("jwt_previous_secret") {
+            guard !secret.isEmpty else { throw ConfigurationError("jwt_previous_secret", "must not be empty") }
+            guard anyJWT else { throw ConfigurationError("jwt_previous_secret", "needs jwt_secret") }
+            jwt.secrets.append(Array(secret.utf8))
+        }
+        if let pem = try r.string("jwt_public_key") { jwt.publicKeysPEM.append(pem); anyJWT = true }
+        if let list = try r.stringList("jwt_algorithms") {
+            var algorithms = Set<JWTAlgorithm>()
+            for name in list {
+                guard let a = JWTAlgorithm(rawValue: name.uppercased()) else {
+                    throw ConfigurationError("jwt_algorithms", "unsupported algorithm \"\(name)\" (supported: \(JWTAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                algorithms.insert(a)
+            }
+            jwt.algorithms = algorithms
+        }
+        if let v = try r.string("jwt_issuer") { jwt.issuer = v }
+        if let v = try r.string("jwt_audience") { jwt.audience = v }
+        if let v = try r.seconds("jwt_leeway", allowZero: true) { jwt.leeway = Int64(v.rounded(.up)) }
+        if let v = try r.bool("jwt_require_exp") { jwt.requireExpiry = v }
+        if anyJWT {
+            self.jwt = jwt
+        } else {
+            for key in ["jwt_algorithms", "jwt_issuer", "jwt_audience"] where r.has(key) {
+                throw ConfigurationError(key, "needs jwt_secret or jwt_public_key")
+            }
+        }
+    }
+
+    private struct Reader {
+        let object: [String: JSONValue]
+
+        func has(_ key: String) -> Bool {
+            if let v = self.object[key], v != .null { return true }
+            return false
+        }
+        func string(_ key: String) throws(ConfigurationError) -> String? {
+            guard let v = self.object[key], v != .null else { return nil }
+            guard let s = v.stringValue else { throw ConfigurationError(key, "must be a string") }
+            return s
+        }
+        func int(_ key: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let v = self.object[key], v != .null else { return nil }
+            guard case .int(let i) = v else { throw ConfigurationError(key, "must be an integer") }
+            guard let n = Int(exactly: i), range.contains(n) else {
+                throw ConfigurationError(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(i)")
+            }
+            return n
+        }
+        func seconds(_ key: String, allowZero: Bool = false) throws(ConfigurationError) -> Double? {
+            guard let v = self.object[key], v != .null else { return nil }
+            if case .bool = v { throw ConfigurationError(key, "must be a number of seconds") }
+            guard let d = v.doubleValue, d.isFinite else { throw ConfigurationError(key, "must be a number of seconds") }
+            guard allowZero ? d >= 0 : d > 0, d <= 86400 * 365 else {
+                throw ConfigurationError(key, allowZero ? "must be >= 0" : "must be > 0")
+            }
+            return d
+        }
+        func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+            guard let v = self.object[key], v != .null else { return nil }
+            guard let b = v.boolValue else { throw ConfigurationError(key, "must be true or false") }
+            return b
+        }
+        func stringList(_ key: String) throws(ConfigurationError) -> [String]? {
+            guard let v = self.object[key], v != .null else { return nil }
+            guard let list = v.arrayValue else { throw ConfigurationError(key, "must be a list of strings") }
+            var out: [String] = []
+            for item in list {
+                guard let s = item.stringValue else { throw ConfigurationError(key, "must be a list of strings") }
+                out.append(s)
+            }
+            return out
+        }
+    }
+}

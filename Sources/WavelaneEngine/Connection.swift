@@ -1,0 +1,331 @@
+import NIOCore
+import NIOWebSocket
+import WavelaneProtocol
+
+/// One upgraded WebSocket connection: the channel handler at the tail of its pipeline.
+///
+/// Threading: every mutable property is touched only on `eventLoop`. Other threads (Python's)
+/// find a connection through the registry and hop onto its loop with `eventLoop.execute`.
+final class Connection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    enum State {
+        case open
+        /// We sent a close frame and wait for the peer's.
+        case closing
+        case closed
+    }
+
+    let id: UInt64
+    let user: String?
+    let eventLoop: EventLoop
+    let shard: Shard
+    private let server: ServerCore
+    private let connectPayload: ByteBuffer
+
+    private var context: ChannelHandlerContext?
+    private var assembler: MessageAssembler
+    private(set) var state = State.open
+    private(set) var subscriptions = Set<String>()
+    var lastActivity: NIODeadline
+    var lastPing: NIODeadline
+    var dirty = false
+    private var closeCode: UInt16?
+    private var closeReason = ""
+    private var closeTimer: Scheduled<Void>?
+    var unwritableSince: NIODeadline?
+    private var bytesWhileUnwritable = 0
+
+    init(id: UInt64, user: String?, connectPayload: ByteBuffer, shard: Shard, server: ServerCore) {
+        self.id = id
+        self.user = user
+        self.connectPayload = connectPayload
+        self.shard = shard
+        self.eventLoop = shard.eventLoop
+        self.server = server
+        self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize)
+        let now = NIODeadline.now()
+        self.lastActivity = now
+        self.lastPing = now
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.shard.connections[self.id] = self
+        self.server.registry.add(self)
+        self.server.stats.add(.connectionsAccepted)
+        let ready = ServerMessage.ready(
+            conn: self.id, user: self.user, server: "wavelane/\(wavelaneVersion)",
+            heartbeat: self.server.config.pingInterval, epoch: self.server.epoch,
+            maxMessageSize: self.server.config.maxMessageSize)
+        self.writeFrame(FrameEncoder.frame(opcode: .text, bytes: ready, allocator: context.channel.allocator))
+        self.push(InboundEvent(kind: .connect, conn: self.id, payload: self.connectPayload), context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.teardown(context: context)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.teardown(context: context)
+    }
+
+    private func teardown(context: ChannelHandlerContext) {
+        guard self.context != nil else { return }
+        self.state = .closed
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
+        for topic in self.subscriptions { self.shard.topics.unsubscribe(self.id, from: topic) }
+        self.subscriptions.removeAll()
+        self.shard.connections[self.id] = nil
+        self.server.registry.remove(self)
+        self.server.stats.add(.connectionsClosed)
+        var reason = context.channel.allocator.buffer(capacity: self.closeReason.utf8.count)
+        reason.writeString(self.closeReason)
+        let code = UInt32(self.closeCode ?? CloseCode.abnormal)
+        // Disconnect events are never refused: the queue's bound is enforced by pausing reads.
+        self.server.queue.push(InboundEvent(kind: .disconnect, code: code, conn: self.id, payload: reason), from: nil)
+        self.context = nil
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = self.unwrapInboundIn(data)
+        self.lastActivity = .now()
+        switch self.assembler.receive(frame) {
+        case .none, .pong:
+            break
+        case .message(let kind, let payload):
+            guard self.state == .open else { return }
+            self.server.stats.add(.messagesIn)
+            self.server.stats.add(.bytesIn, payload.readableBytes)
+            if kind == .text,
+               let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
+                self.handle(control)
+            } else {
+                self.push(InboundEvent(kind: kind == .text ? .text : .binary, conn: self.id, payload: payload), context: context)
+            }
+        case .ping(let payload):
+            guard self.state == .open else { return }
+            self.writeFrame(FrameEncoder.frame(opcode: .pong, payload: payload, allocator: context.channel.allocator))
+        case .close(let code, let reason):
+            self.peerClosed(code: code, reason: reason, context: context)
+        case .fail(let code, let reason):
+            self.server.stats.add(.protocolErrors)
+            self.fail(code: code, reason: reason, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let wsError = error as? NIOWebSocketError {
+            self.server.stats.add(.protocolErrors)
+            switch wsError {
+            case .invalidFrameLength:
+                self.fail(code: CloseCode.messageTooBig, reason: "frame too big", context: context)
+            default:
+                self.fail(code: CloseCode.protocolError, reason: "bad control frame", context: context)
+            }
+            return
+        }
+        // I/O errors (reset by peer and the like): the connection is gone.
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.unwritableSince = nil
+            self.bytesWhileUnwritable = 0
+        } else if self.unwritableSince == nil {
+            self.unwritableSince = .now()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func push(_ event: InboundEvent, context: ChannelHandlerContext) {
+        if self.server.queue.push(event, from: context.channel) {
+            self.server.stats.add(.backpressurePauses)
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    // MARK: control messages
+
+    private func handle(_ control: ClientControl) {
+        switch control {
+        case .ping(let id):
+            self.sendJSON(ServerMessage.pong(id: id))
+        case .invalid(let message, let id):
+            self.sendJSON(ServerMessage.error(code: "bad_request", message: message, id: id))
+        case .unsubscribe(let topics, let id):
+            self.unsubscribe(topics, ack: .some(id))
+        case .subscribe(let topics, let id):
+            guard self.server.config.clientSubscriptions else {
+                self.sendJSON(ServerMessage.error(code: "forbidden", message: "clients may not subscribe on this server", id: id))
+                return
+            }
+            for topic in topics {
+                if let problem = Topic.validate(topic, maxLength: self.server.config.maxTopicLength, allowWildcards: true) {
+                    self.sendJSON(ServerMessage.error(code: "invalid_topic", message: problem.message, id: id))
+                    return
+                }
+            }
+            let new = Set(topics).subtracting(self.subscriptions).count
+            if self.subscriptions.count + new > self.server.config.maxSubscriptions {
+                self.sendJSON(ServerMessage.error(
+                    code: "too_many_subscriptions",
+                    message: "at most \(self.server.config.maxSubscriptions) subscriptions per connection", id: id))
+                return
+            }
+            if self.server.config.subscribeApproval {
+                var body: [UInt8] = Array(#"{"topics":["#.utf8)
+                for (i, t) in topics.enumerated() {
+                    if i > 0 { body.append(UInt8(ascii: ",")) }
+                    JSONWriter.appendString(t, to: &body)
+                }
+                body.append(contentsOf: #"],"id":"#.utf8)
+                (id ?? .null).write(into: &body)
+                body.append(UInt8(ascii: "}"))
+                guard let context = self.context else { return }
+                var payload = context.channel.allocator.buffer(capacity: body.count)
+                payload.writeBytes(body)
+                self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
+                return
+            }
+            self.subscribe(topics, ack: .some(id))
+        }
+    }
+
+    /// Adds subscriptions. `ack`: nil = no reply; .some(id) = reply `subscribed` with that id (nil: no id field).
+    func subscribe(_ topics: [String], ack: JSONValue??) {
+        guard self.state == .open else { return }
+        for topic in topics where self.subscriptions.insert(topic).inserted {
+            self.shard.topics.subscribe(self.id, to: topic)
+        }
+        if let ack { self.sendJSON(ServerMessage.ack("subscribed", topics: topics, id: ack)) }
+    }
+
+    func unsubscribe(_ topics: [String], ack: JSONValue??) {
+        guard self.state == .open else { return }
+        for topic in topics where self.subscriptions.remove(topic) != nil {
+            self.shard.topics.unsubscribe(self.id, from: topic)
+        }
+        if let ack { self.sendJSON(ServerMessage.ack("unsubscribed", topics: topics, id: ack)) }
+    }
+
+    func sendJSON(_ bytes: [UInt8]) {
+        guard let context = self.context else { return }
+        self.writeFrame(FrameEncoder.frame(opcode: .text, bytes: bytes, allocator: context.channel.allocator))
+    }
+
+    // MARK: outbound
+
+    /// Queues one complete frame (header included). Flushed once per event-loop tick by the shard.
+    func writeFrame(_ frame: ByteBuffer) {
+        guard self.state == .open, let context = self.context else { return }
+        let size = frame.readableBytes
+        context.write(self.wrapOutboundOut(frame), promise: nil)
+        self.server.stats.add(.framesOut)
+        self.server.stats.add(.bytesOut, size)
+        if !context.channel.isWritable {
+            self.bytesWhileUnwritable += size
+            if self.bytesWhileUnwritable > self.server.config.maxSendQueue {
+                self.closeSlowConsumer()
+                return
+            }
+        }
+        if !self.dirty {
+            self.dirty = true
+            self.shard.markDirty(self)
+        }
+    }
+
+    func flush() {
+        self.dirty = false
+        self.context?.flush()
+    }
+
+    /// Sends a WebSocket ping (heartbeat).
+    func sendPing(now: NIODeadline) {
+        guard self.state == .open, let context = self.context else { return }
+        self.lastPing = now
+        self.writeFrame(FrameEncoder.frame(opcode: .ping, bytes: EmptyCollection<UInt8>(), allocator: context.channel.allocator))
+    }
+
+    // MARK: closing
+
+    /// Starts the close handshake (server side): close frame now, TCP close when the peer answers or
+    /// after close_timeout.
+    func initiateClose(code: UInt16, reason: String) {
+        guard self.state == .open, let context = self.context else { return }
+        self.closeCode = code
+        self.closeReason = reason
+        context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)), promise: nil)
+        context.flush()
+        self.state = .closing
+        let channel = context.channel
+        self.closeTimer = self.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.server.config.closeTimeout * 1e9))) {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Closes the TCP connection at once (the close frame is attempted but not awaited).
+    func abort(code: UInt16, reason: String) {
+        guard let context = self.context, self.state != .closed else { return }
+        if self.state == .open {
+            self.closeCode = code
+            self.closeReason = reason
+            context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)), promise: nil)
+            context.flush()
+        }
+        self.state = .closed
+        context.close(promise: nil)
+    }
+
+    private func closeSlowConsumer() {
+        self.server.stats.add(.slowConsumerCloses)
+        self.abort(code: CloseCode.policyViolation, reason: "slow consumer")
+    }
+
+    func checkSlowConsumer(now: NIODeadline) {
+        if let since = self.unwritableSince,
+           now - since > .nanoseconds(Int64(self.server.config.slowConsumerTimeout * 1e9)) {
+            self.closeSlowConsumer()
+        }
+    }
+
+    private func peerClosed(code: UInt16?, reason: String, context: ChannelHandlerContext) {
+        switch self.state {
+        case .open:
+            self.closeCode = code ?? CloseCode.noStatus
+            self.closeReason = reason
+            self.state = .closed
+            let echo = code.map { FrameEncoder.close(code: $0, reason: "", allocator: context.channel.allocator) }
+                ?? FrameEncoder.emptyClose(allocator: context.channel.allocator)
+            context.writeAndFlush(self.wrapOutboundOut(echo)).whenComplete { _ in context.close(promise: nil) }
+        case .closing:
+            self.state = .closed
+            context.close(promise: nil)
+        case .closed:
+            break
+        }
+    }
+
+    private func fail(code: UInt16, reason: String, context: ChannelHandlerContext) {
+        guard self.state != .closed else { return }
+        let wasOpen = self.state == .open
+        self.state = .closed
+        if wasOpen {
+            self.closeCode = code
+            self.closeReason = reason
+            let frame = FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+}

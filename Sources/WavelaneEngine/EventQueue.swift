@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+
+/// One inbound event for the application (docs/python-api.md, "Events").
+public struct InboundEvent: Sendable {
+    public enum Kind: UInt32, Sendable {
+        case connect = 1
+        case text = 2
+        case binary = 3
+        case disconnect = 4
+        case subscribeRequest = 5
+    }
+
+    public var kind: Kind
+    /// The close code for `disconnect`, else 0.
+    public var code: UInt32
+    public var conn: UInt64
+    public var payload: ByteBuffer
+
+    public init(kind: Kind, code: UInt32 = 0, conn: UInt64, payload: ByteBuffer) {
+        self.kind = kind
+        self.code = code
+        self.conn = conn
+        self.payload = payload
+    }
+}
+
+/// The bounded multi-producer, single-consumer queue between the event loops and Python.
+///
+/// Producers (event loops) never block: `push` appends and reports whether the queue is above its
+/// high-water mark, in which case the producer's channel is recorded and must stop reading from
+/// its socket (TCP backpressure). When the consumer drains the queue below the low-water mark
+/// (half the capacity) every paused channel is resumed. The queue therefore holds at most about
+/// `capacity` events plus what paused connections had already read, and nothing is ever dropped.
+public final class EventQueue: @unchecked Sendable {
+    // Heap-allocated so their addresses are stable (never `&` a stored pthread object in Swift).
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var events: [InboundEvent] = []
+    private var head = 0
+    private var paused: [ObjectIdentifier: Channel] = [:]
+    private var wakeups = 0
+    private var open = true
+
+    public let capacity: Int
+    public var lowWater: Int { self.capacity / 2 }
+
+    public init(capacity: Int) {
+        self.capacity = capacity
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(self.cond, &attr)
+        pthread_condattr_destroy(&attr)
+        pthread_mutex_init(self.mutex, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(self.cond)
+        pthread_mutex_destroy(self.mutex)
+        self.cond.deallocate()
+        self.mutex.deallocate()
+    }
+
+    /// Number of events waiting.
+    public var count: Int {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return self.events.count - self.head
+    }
+
+    /// Appends an event. Returns true when the producer's channel must pause reading; the channel
+    /// is then resumed by a later `drain`.
+    @discardableResult
+    public func push(_ event: InboundEvent, from channel: Channel?) -> Bool {
+        pthread_mutex_lock(self.mutex)
+        let wasEmpty = self.events.count == self.head
+        self.events.append(event)
+        var pause = false
+        if let channel, self.events.count - self.head >= self.capacity {
+            self.paused[ObjectIdentifier(channel)] = channel
+            pause = true
+        }
+        pthread_mutex_unlock(self.mutex)
+        if wasEmpty { pthread_cond_signal(self.cond) }
+        return pause
+    }
+
+    /// Takes up to `max` events, waiting up to `timeoutMs` for the first one. Returns an empty array
+    /// on timeout, after `wake()`, or once the queue is closed and empty.
+    public func drain(max: Int, timeoutMs: Int) -> [InboundEvent] {
+        pthread_mutex_lock(self.mutex)
+        if self.events.count == self.head && timeoutMs > 0 && self.open {
+            let wakeupsBefore = self.wakeups
+            var deadline = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &deadline)
+            let ns = Int(deadline.tv_nsec) + (timeoutMs % 1000) * 1_000_000
+            deadline.tv_sec += timeoutMs / 1000 + ns / 1_000_000_000
+            deadline.tv_nsec = ns % 1_000_000_000
+            while self.events.count == self.head && self.open && self.wakeups == wakeupsBefore {
+                if pthread_cond_timedwait(self.cond, self.mutex, &deadline) == ETIMEDOUT { break }
+            }
+        }
+        let available = self.events.count - self.head
+        let n = Swift.min(Swift.max(max, 0), available)
+        var out: [InboundEvent] = []
+        var resume: [Channel] = []
+        if n > 0 {
+            out = Array(self.events[self.head..<(self.head + n)])
+            self.head += n
+            if self.head == self.events.count {
+                self.events.removeAll(keepingCapacity: self.events.capacity <= 4 * self.capacity)
+                self.head = 0
+            } else if self.head >= 4096 && self.head * 2 >= self.events.count {
+                self.events.removeFirst(self.head)
+                self.head = 0
+            }
+            if !self.paused.isEmpty && self.events.count - self.head <= self.lowWater {
+                resume = Array(self.paused.values)
+                self.paused.removeAll()
+            }
+        }
+        pthread_mutex_unlock(self.mutex)
+        for channel in resume {
+            channel.eventLoop.execute {
+                channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            }
+        }
+        return out
+    }
+
+    /// Wakes a consumer blocked in `drain` (it returns what is there, possibly nothing).
+    public func wake() {
+        pthread_mutex_lock(self.mutex)
+        self.wakeups &+= 1
+        pthread_mutex_unlock(self.mutex)
+        pthread_cond_broadcast(self.cond)
+    }
+
+    /// Marks the queue open (start) or closed (stop); a closed queue still hands out what it holds.
+    public func setOpen(_ open: Bool) {
+        pthread_mutex_lock(self.mutex)
+        self.open = open
+        if open {
+            self.events.removeAll()
+            self.head = 0
+        }
+        self.paused.removeAll()
+        pthread_mutex_unlock(self.mutex)
+        pthread_cond_broadcast(self.cond)
+    }
+
+    public var isOpen: Bool {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return self.open
+    }
+
+    /// Channels currently paused for backpressure.
+    public var pausedCount: Int {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return self.paused.count
+    }
+}

@@ -1,0 +1,255 @@
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+import WavelaneAuth
+import WavelaneProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Per-connection state of the HTTP phase, shared by the upgrader and the HTTP handler.
+/// Touched only on the channel's event loop.
+final class HandshakeState: @unchecked Sendable {
+    struct Rejection: Error {
+        var status: HTTPResponseStatus
+        var reason: String
+    }
+
+    var rejection: Rejection?
+    var slotHeld = false
+    var upgraded = false
+    var timeout: Scheduled<Void>?
+    /// Set by a successful check: the connection's id, user and connect-event payload.
+    var accepted: (id: UInt64, user: String?, payload: ByteBuffer)?
+}
+
+/// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
+/// the limits before anything is sent, so a refused client gets a plain HTTP status (401, 404, 503)
+/// and never a 101; then installs NIO's frame decoder and our `Connection` handler.
+struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
+    let supportedProtocol = "websocket"
+    let requiredUpgradeHeaders: [String] = []  // checked in `check` so a bad request gets a clear 400
+    let server: ServerCore
+    let state: HandshakeState
+
+    struct Refused: Error {}
+
+    func buildUpgradeResponse(channel: Channel, upgradeRequest: HTTPRequestHead,
+                              initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
+        switch self.check(channel: channel, request: upgradeRequest) {
+        case .success(let key):
+            var headers = initialResponseHeaders
+            headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
+            return channel.eventLoop.makeSucceededFuture(headers)
+        case .failure(let rejection):
+            self.state.rejection = rejection
+            return channel.eventLoop.makeFailedFuture(Refused())
+        }
+    }
+
+    private func check(channel: Channel, request: HTTPRequestHead) -> Result<String, HandshakeState.Rejection> {
+        let config = self.server.config
+        let stats = self.server.stats
+        guard self.server.accepting else {
+            stats.add(.rejectedCapacity)
+            return .failure(.init(status: .serviceUnavailable, reason: "server is shutting down"))
+        }
+        guard request.method == .GET else {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .methodNotAllowed, reason: "websocket upgrades use GET"))
+        }
+        let (path, query) = Handshake.splitTarget(request.uri)
+        if let wsPath = config.wsPath, path != Substring(wsPath) {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .notFound, reason: "no websocket endpoint at this path"))
+        }
+        let versions = request.headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0] == "13" else {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .upgradeRequired, reason: "unsupported websocket version (13 required)"))
+        }
+        let keys = request.headers["sec-websocket-key"]
+        guard keys.count == 1, Handshake.isValidKey(keys[0].trimmingSpaces) else {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .badRequest, reason: "bad Sec-WebSocket-Key"))
+        }
+        if stats.connectionSlots.load(ordering: .relaxed) >= config.maxConnections {
+            stats.add(.rejectedCapacity)
+            return .failure(.init(status: .serviceUnavailable, reason: "too many connections"))
+        }
+
+        var user: String? = nil
+        var claimsJSON = "{}"
+        if let verifier = self.server.verifier {
+            guard let token = self.token(request: request, query: query) else {
+                stats.add(.rejectedAuth)
+                return .failure(.init(status: .unauthorized, reason: "missing token"))
+            }
+            switch verifier.verify(token, now: Int64(time(nil))) {
+            case .success(let verified):
+                user = verified.subject
+                claimsJSON = verified.claimsJSON
+            case .failure(let error):
+                stats.add(.rejectedAuth)
+                return .failure(.init(status: .unauthorized, reason: error.reason))
+            }
+        }
+
+        let slots = stats.connectionSlots.wrappingAdd(1, ordering: .relaxed).newValue
+        if slots > config.maxConnections {
+            stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
+            stats.add(.rejectedCapacity)
+            return .failure(.init(status: .serviceUnavailable, reason: "too many connections"))
+        }
+        self.state.slotHeld = true
+
+        let id = self.server.nextConnectionID(on: channel.eventLoop)
+        var body: [UInt8] = Array(#"{"user":"#.utf8)
+        if let user { JSONWriter.appendString(user, to: &body) } else { body.append(contentsOf: "null".utf8) }
+        body.append(contentsOf: #","addr":"#.utf8)
+        JSONWriter.appendString(Self.describe(channel.remoteAddress), to: &body)
+        body.append(contentsOf: #","path":"#.utf8)
+        JSONWriter.appendString(String(path), to: &body)
+        body.append(contentsOf: #","claims":"#.utf8)
+        body.append(contentsOf: claimsJSON.utf8)
+        body.append(UInt8(ascii: "}"))
+        var payload = channel.allocator.buffer(capacity: body.count)
+        payload.writeBytes(body)
+        self.state.accepted = (id, user, payload)
+        return .success(keys[0].trimmingSpaces)
+    }
+
+    private func token(request: HTTPRequestHead, query: Substring?) -> String? {
+        let config = self.server.config
+        if config.jwtHeader {
+            for value in request.headers["authorization"] {
+                if let token = Handshake.bearerToken(fromAuthorization: value) { return token }
+            }
+        }
+        if let name = config.jwtCookie {
+            for header in request.headers["cookie"] {
+                if let token = Handshake.cookie(named: name, in: header), !token.isEmpty { return token }
+            }
+        }
+        if let name = config.jwtQueryParam, let query,
+           let token = Handshake.queryParameter(named: name, in: query), !token.isEmpty {
+            return token
+        }
+        return nil
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+        let channel = context.channel
+        guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
+            return channel.eventLoop.makeFailedFuture(Refused())
+        }
+        self.state.upgraded = true
+        self.state.timeout?.cancel()
+        self.state.timeout = nil
+        let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
+                                    shard: shard, server: self.server)
+        return channel.eventLoop.makeCompletedFuture {
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))
+            try sync.addHandler(connection)
+        }
+    }
+
+    static func describe(_ address: SocketAddress?) -> String {
+        guard let address else { return "" }
+        switch address {
+        case .v4:
+            return "\(address.ipAddress ?? ""):\(address.port ?? 0)"
+        case .v6:
+            return "[\(address.ipAddress ?? "")]:\(address.port ?? 0)"
+        case .unixDomainSocket:
+            return address.pathname ?? "unix"
+        }
+    }
+}
+
+/// Plain HTTP on the WebSocket port: the routes Python registered (e.g. the demo page), `/health`,
+/// and the answer to a refused upgrade. Every response closes the connection.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let server: ServerCore
+    private let state: HandshakeState
+    private var responded = false
+
+    init(server: ServerCore, state: HandshakeState) {
+        self.server = server
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = self.unwrapInboundIn(data), !self.responded else { return }
+        self.responded = true
+        if let rejection = self.state.rejection {
+            var extra: [(String, String)] = []
+            if rejection.status == .upgradeRequired { extra.append(("Sec-WebSocket-Version", "13")) }
+            self.respond(context: context, status: rejection.status, contentType: "text/plain; charset=utf-8",
+                         body: Array(rejection.reason.utf8), head: head, extraHeaders: extra)
+            return
+        }
+        if head.headers.contains(name: "upgrade") {
+            // An upgrade that no upgrader took (not "websocket", or missing WebSocket headers).
+            self.server.stats.add(.rejectedBadRequest)
+            self.respond(context: context, status: .badRequest, contentType: "text/plain; charset=utf-8",
+                         body: Array("bad websocket upgrade request".utf8), head: head)
+            return
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            self.respond(context: context, status: .methodNotAllowed, contentType: "text/plain; charset=utf-8",
+                         body: Array("method not allowed".utf8), head: head, extraHeaders: [("Allow", "GET, HEAD")])
+            return
+        }
+        let path = String(Handshake.splitTarget(head.uri).path)
+        if let route = self.server.route(path) {
+            self.respond(context: context, status: .ok, contentType: route.contentType, body: route.body, head: head)
+        } else if path == "/health" {
+            let body = #"{"status":"ok","connections":\#(self.server.stats.activeConnections)}"#
+            self.respond(context: context, status: .ok, contentType: "application/json", body: Array(body.utf8), head: head)
+        } else {
+            self.respond(context: context, status: .notFound, contentType: "text/plain; charset=utf-8",
+                         body: Array("not found".utf8), head: head)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String,
+                         body: [UInt8], head: HTTPRequestHead, extraHeaders: [(String, String)] = []) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: "Server", value: "wavelane/\(wavelaneVersion)")
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD && !body.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: body.count)
+            buffer.writeBytes(body)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A refused upgrade is reported here before the request is passed on; it is answered in
+        // channelRead. Anything else (bad HTTP, I/O errors) closes the connection.
+        if error is WebSocketUpgrader.Refused { return }
+        context.close(promise: nil)
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,344 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import WavelaneAuth
+import WavelaneProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+public let wavelaneVersion = "0.1.0"
+
+/// `start()` failed (the port is in use, the host does not resolve, ...).
+public struct StartError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { self.message }
+}
+
+/// A call from the application had a bad argument.
+public struct ArgumentError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { self.message }
+    public init(_ message: String) { self.message = message }
+}
+
+/// The engine: owns the event loops, the listening socket, the connection registry and the inbound
+/// queue. Its methods are thread-safe; Python calls them through the C ABI from any thread.
+public final class ServerCore: @unchecked Sendable {
+    public let config: EngineConfiguration
+    let verifier: JWTVerifier?
+    public let queue: EventQueue
+    public let stats = EngineStats()
+    let registry = ConnectionRegistry()
+    let offsets = TopicOffsets()
+    private(set) var epoch = ServerCore.makeEpoch()
+    private let allocator = ByteBufferAllocator()
+
+    private struct Route {
+        var contentType: String
+        var body: [UInt8]
+    }
+
+    private let lifecycleLock = NIOLock()
+    private var group: MultiThreadedEventLoopGroup?
+    private var listener: Channel?
+    private var boundPort = 0
+    private let shardsBox = NIOLockedValueBox<[Shard]>([])
+    private let routes = NIOLockedValueBox<[String: Route]>([:])
+    private let acceptingFlag = Atomic<Bool>(false)
+    private let connectionCounter = Atomic<UInt64>(0)
+
+    public init(configuration: EngineConfiguration) throws(ConfigurationError) {
+        self.config = configuration
+        if let jwt = configuration.jwt {
+            do {
+                self.verifier = try JWTVerifier(jwt)
+            } catch {
+                let key = configuration.jwt?.publicKeysPEM.isEmpty == false ? "jwt_public_key" : "jwt_secret"
+                throw ConfigurationError(key, error.message)
+            }
+        } else {
+            self.verifier = nil
+        }
+        self.queue = EventQueue(capacity: configuration.inboundQueueSize)
+    }
+
+    deinit {
+        self.stop(timeout: 0)
+    }
+
+    var accepting: Bool { self.acceptingFlag.load(ordering: .relaxed) }
+
+    public var isRunning: Bool { self.lifecycleLock.withLock { self.group != nil } }
+
+    public var port: Int { self.lifecycleLock.withLock { self.boundPort } }
+
+    // MARK: routes
+
+    /// Serves `body` at GET `path`. Routes may be added at any time.
+    public func addRoute(path: String, contentType: String, body: [UInt8]) {
+        self.routes.withLockedValue { $0[path] = Route(contentType: contentType, body: body) }
+    }
+
+    func route(_ path: String) -> (contentType: String, body: [UInt8])? {
+        self.routes.withLockedValue { $0[path].map { ($0.contentType, $0.body) } }
+    }
+
+    // MARK: lifecycle
+
+    public func start() throws(StartError) {
+        self.lifecycleLock.lock()
+        defer { self.lifecycleLock.unlock() }
+        do {
+            guard self.group == nil else { throw StartError(message: "server is already running") }
+            let threads = self.config.threads == 0 ? System.coreCount : self.config.threads
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+            var shards: [Shard] = []
+            for (i, loop) in group.makeIterator().enumerated() {
+                shards.append(Shard(index: i, eventLoop: loop, server: self))
+            }
+            self.shardsBox.withLockedValue { $0 = shards }
+            self.queue.setOpen(true)
+            self.offsets.reset()
+            self.epoch = Self.makeEpoch()
+            self.acceptingFlag.store(true, ordering: .relaxed)
+
+            let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 64 * 1024, high: 256 * 1024)
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(ChannelOptions.backlog, value: 4096)
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
+                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 8)
+                .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
+            do {
+                let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
+                self.listener = listener
+                self.boundPort = listener.localAddress?.port ?? self.config.port
+            } catch {
+                self.acceptingFlag.store(false, ordering: .relaxed)
+                self.shardsBox.withLockedValue { $0 = [] }
+                try? group.syncShutdownGracefully()
+                self.queue.setOpen(false)
+                throw StartError(message: "cannot listen on \(self.config.host):\(self.config.port): \(Self.describe(error))")
+            }
+            self.group = group
+            for shard in shards {
+                shard.eventLoop.execute { shard.startSweeping() }
+            }
+        }
+    }
+
+    /// Stops accepting, closes every connection with 1001 (waiting up to `timeout` seconds for the
+    /// close handshakes), then joins the event-loop threads. Idempotent; `start()` may follow.
+    public func stop(timeout: Double) {
+        let taken: (MultiThreadedEventLoopGroup, Channel?, [Shard])? = self.lifecycleLock.withLock {
+            guard let group = self.group else { return nil }
+            self.acceptingFlag.store(false, ordering: .relaxed)
+            let result = (group, self.listener, self.shardsBox.withLockedValue { $0 })
+            self.group = nil
+            self.listener = nil
+            self.boundPort = 0
+            return result
+        }
+        guard let (group, listener, shards) = taken else { return }
+        try? listener?.close().wait()
+        for shard in shards {
+            shard.eventLoop.execute {
+                for connection in shard.connections.values {
+                    connection.initiateClose(code: CloseCode.goingAway, reason: "server shutting down")
+                }
+            }
+        }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0, timeout) * 1e9))
+        while self.registry.count > 0 && NIODeadline.now() < deadline { usleep(2000) }
+        for shard in shards {
+            try? shard.eventLoop.submit {
+                shard.stopSweeping()
+                for connection in shard.connections.values {
+                    connection.abort(code: CloseCode.goingAway, reason: "server shutting down")
+                }
+            }.wait()
+        }
+        let closeDeadline = NIODeadline.now() + .seconds(1)
+        while self.registry.count > 0 && NIODeadline.now() < closeDeadline { usleep(1000) }
+        try? group.syncShutdownGracefully()
+        self.shardsBox.withLockedValue { $0 = [] }
+        self.queue.setOpen(false)
+        self.queue.wake()
+    }
+
+    private func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
+        let state = HandshakeState()
+        let upgrader = WebSocketUpgrader(server: self, state: state)
+        let httpHandler = HTTPHandler(server: self, state: state)
+        do {
+            let sync = channel.pipeline.syncOperations
+            try sync.configureHTTPServerPipeline(
+                withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                    // The upgrade is happening: plain-HTTP handling leaves the pipeline.
+                    context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
+                }),
+                withErrorHandling: true)
+            try sync.addHandler(httpHandler)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        let stats = self.stats
+        state.timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.config.handshakeTimeout * 1e9))) {
+            if !state.upgraded {
+                stats.add(.handshakeTimeouts)
+                channel.close(promise: nil)
+            }
+        }
+        channel.closeFuture.whenComplete { _ in
+            state.timeout?.cancel()
+            state.timeout = nil
+            if state.slotHeld {
+                state.slotHeld = false
+                stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
+            }
+        }
+        return channel.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func shard(for loop: EventLoop) -> Shard? {
+        self.shardsBox.withLockedValue { shards in shards.first { $0.eventLoop === loop } }
+    }
+
+    func nextConnectionID(on loop: EventLoop) -> UInt64 {
+        self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    // MARK: application calls
+
+    /// Publishes to every subscriber of `topic` on every loop; returns the publication's offset.
+    public func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer) throws(ArgumentError) -> UInt64 {
+        if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
+            throw ArgumentError("topic: \(problem.message)")
+        }
+        if kind == .text && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
+        if kind == .json {
+            do { _ = try JSONParser.parse(payload, maxDepth: 512) } catch { throw ArgumentError("data: not valid JSON: \(error.message)") }
+        }
+        let shards = self.shardsBox.withLockedValue { $0 }
+        guard !shards.isEmpty else { throw ArgumentError("server is not running") }
+        self.stats.add(.publications)
+        return self.offsets.lock.withLock {
+            let offset = self.offsets.nextLocked(topic)
+            let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)
+            for shard in shards {
+                shard.eventLoop.execute { shard.deliver(topic: topic, frame: frame) }
+            }
+            return offset
+        }
+    }
+
+    /// Sends one frame to one connection. Returns false when the connection is unknown or closed.
+    public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool) throws(ArgumentError) -> Bool {
+        if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
+        guard let connection = self.registry.connection(conn) else { return false }
+        let frame = FrameEncoder.frame(opcode: binary ? .binary : .text, payload: payload, allocator: self.allocator)
+        connection.eventLoop.execute { connection.writeFrame(frame) }
+        return true
+    }
+
+    /// Sends one frame to every connection of `user`; returns how many connections it was queued for.
+    public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool) throws(ArgumentError) -> Int {
+        if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
+        let connections = self.registry.connections(ofUser: user)
+        guard !connections.isEmpty else { return 0 }
+        let frame = FrameEncoder.frame(opcode: binary ? .binary : .text, payload: payload, allocator: self.allocator)
+        for connection in connections {
+            connection.eventLoop.execute { connection.writeFrame(frame) }
+        }
+        return connections.count
+    }
+
+    /// Subscribes a connection server-side; `ack` (when given) is sent back as the `id` of a `subscribed` reply.
+    public func subscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
+        try self.validateSubscriptions(topics)
+        guard let connection = self.registry.connection(conn) else { return false }
+        connection.eventLoop.execute { connection.subscribe(topics, ack: ack) }
+        return true
+    }
+
+    public func unsubscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
+        try self.validateSubscriptions(topics)
+        guard let connection = self.registry.connection(conn) else { return false }
+        connection.eventLoop.execute { connection.unsubscribe(topics, ack: ack) }
+        return true
+    }
+
+    /// Answers a client request with an error reply (e.g. a refused subscription).
+    public func deny(conn: UInt64, code: String, message: String, id: JSONValue?) -> Bool {
+        guard let connection = self.registry.connection(conn) else { return false }
+        let body = ServerMessage.error(code: code, message: message, id: id)
+        connection.eventLoop.execute { connection.sendJSON(body) }
+        return true
+    }
+
+    /// Starts the close handshake with one connection.
+    public func close(conn: UInt64, code: UInt16, reason: String) throws(ArgumentError) -> Bool {
+        guard CloseCode.isValidForApplication(code) else {
+            throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
+        }
+        guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
+        guard let connection = self.registry.connection(conn) else { return false }
+        connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
+        return true
+    }
+
+    private func validateSubscriptions(_ topics: [String]) throws(ArgumentError) {
+        for topic in topics {
+            if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: true) {
+                throw ArgumentError("topics: \(problem.message): \"\(topic)\"")
+            }
+        }
+    }
+
+    /// All counters as one JSON object.
+    public func statsJSON() -> String {
+        var out: [UInt8] = Array("{".utf8)
+        func field(_ name: String, _ value: Int) {
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
+            JSONWriter.appendString(name, to: &out)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: String(value).utf8)
+        }
+        for counter in EngineStats.Counter.allCases { field(counter.name, self.stats.value(counter)) }
+        field("connections_active", self.registry.count)
+        field("users_active", self.registry.userCount)
+        field("inbound_queue", self.queue.count)
+        field("inbound_paused", self.queue.pausedCount)
+        field("topics_with_offsets", self.offsets.count)
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    // MARK: helpers
+
+    static func makeEpoch() -> String {
+        var bytes = [UInt8](repeating: 0, count: 8)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for b in bytes {
+            out.append(hex[Int(b >> 4)])
+            out.append(hex[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func describe(_ error: Error) -> String {
+        if let io = error as? IOError {
+            return "\(String(cString: strerror(io.errnoCode))) (errno \(io.errnoCode))"
+        }
+        return String(describing: error)
+    }
+}

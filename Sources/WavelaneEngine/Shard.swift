@@ -1,0 +1,161 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import WavelaneProtocol
+
+/// The state of one event loop: its connections, their topic subscriptions, and the list of
+/// connections with unflushed writes. Everything here is touched only on `eventLoop`, so fan-out
+/// takes no lock: a publication hops once to each loop and is written to that loop's subscribers.
+final class Shard: @unchecked Sendable {
+    let index: Int
+    let eventLoop: EventLoop
+    private unowned let server: ServerCore
+
+    var connections: [UInt64: Connection] = [:]
+    var topics = TopicIndex<UInt64>()
+    private var dirty: [Connection] = []
+    private var flushScheduled = false
+    private var sweeper: RepeatedTask?
+
+    init(index: Int, eventLoop: EventLoop, server: ServerCore) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.server = server
+    }
+
+    /// Starts the heartbeat / idle / slow-consumer sweep on this loop.
+    func startSweeping() {
+        let config = self.server.config
+        let period = max(0.05, min(1.0, config.pingInterval / 4, config.idleTimeout / 4))
+        let ns = Int64(period * 1e9)
+        self.sweeper = self.eventLoop.scheduleRepeatedTask(initialDelay: .nanoseconds(ns), delay: .nanoseconds(ns)) { [weak self] _ in
+            self?.sweep()
+        }
+    }
+
+    func stopSweeping() {
+        self.sweeper?.cancel()
+        self.sweeper = nil
+    }
+
+    private func sweep() {
+        let now = NIODeadline.now()
+        let idle = TimeAmount.nanoseconds(Int64(self.server.config.idleTimeout * 1e9))
+        let ping = TimeAmount.nanoseconds(Int64(self.server.config.pingInterval * 1e9))
+        for connection in self.connections.values where connection.state == .open {
+            if now - connection.lastActivity > idle {
+                self.server.stats.add(.idleTimeouts)
+                connection.abort(code: CloseCode.goingAway, reason: "idle timeout")
+                continue
+            }
+            if now - connection.lastPing >= ping && now - connection.lastActivity >= ping {
+                connection.sendPing(now: now)
+            }
+            connection.checkSlowConsumer(now: now)
+        }
+    }
+
+    /// Delivers an encoded publication to every local subscriber of `topic`.
+    func deliver(topic: String, frame: ByteBuffer) {
+        var delivered = 0
+        self.topics.forEachSubscriber(of: topic) { id in
+            if let connection = self.connections[id] {
+                connection.writeFrame(frame)
+                delivered += 1
+            }
+        }
+        if delivered > 0 { self.server.stats.add(.deliveries, delivered) }
+    }
+
+    /// Records a connection with pending writes; all of them are flushed once, at the end of this tick.
+    func markDirty(_ connection: Connection) {
+        self.dirty.append(connection)
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            self.eventLoop.execute { self.flushAll() }
+        }
+    }
+
+    private func flushAll() {
+        self.flushScheduled = false
+        let pending = self.dirty
+        self.dirty.removeAll(keepingCapacity: true)
+        for connection in pending { connection.flush() }
+    }
+}
+
+/// Connections and users by id, for calls that come from Python threads. One lock; held only to
+/// look up or update a dictionary, never while doing I/O.
+final class ConnectionRegistry: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var connections: [UInt64: Connection] = [:]
+    private var users: [String: [UInt64: Connection]] = [:]
+
+    func add(_ connection: Connection) {
+        self.lock.withLock {
+            self.connections[connection.id] = connection
+            if let user = connection.user { self.users[user, default: [:]][connection.id] = connection }
+        }
+    }
+
+    func remove(_ connection: Connection) {
+        self.lock.withLock {
+            self.connections[connection.id] = nil
+            if let user = connection.user, var set = self.users[user] {
+                set[connection.id] = nil
+                self.users[user] = set.isEmpty ? nil : set
+            }
+        }
+    }
+
+    func connection(_ id: UInt64) -> Connection? {
+        self.lock.withLock { self.connections[id] }
+    }
+
+    func connections(ofUser user: String) -> [Connection] {
+        self.lock.withLock { self.users[user].map { Array($0.values) } ?? [] }
+    }
+
+    func all() -> [Connection] {
+        self.lock.withLock { Array(self.connections.values) }
+    }
+
+    var count: Int { self.lock.withLock { self.connections.count } }
+    var userCount: Int { self.lock.withLock { self.users.count } }
+}
+
+/// Per-topic publication offsets. Offsets start at 1 and grow by one per publication. The table is
+/// bounded: when it reaches `limit` topics, topics not published since the previous prune are
+/// forgotten (their offsets restart at 1; docs/protocol.md says so).
+final class TopicOffsets: @unchecked Sendable {
+    let lock = NIOLock()
+    private var offsets: [String: (offset: UInt64, generation: UInt32)] = [:]
+    private var generation: UInt32 = 0
+    private let limit: Int
+
+    init(limit: Int = 1 << 20) {
+        self.limit = limit
+    }
+
+    /// The next offset of `topic`. Call with `lock` held (the caller also hands the publication to the
+    /// event loops under it, so concurrent publishers keep per-topic order).
+    func nextLocked(_ topic: String) -> UInt64 {
+        if self.offsets.count >= self.limit && self.offsets[topic] == nil {
+            let current = self.generation
+            self.offsets = self.offsets.filter { $0.value.generation == current }
+            if self.offsets.count >= self.limit { self.offsets.removeAll() }
+            self.generation &+= 1
+        }
+        let next = (self.offsets[topic]?.offset ?? 0) + 1
+        self.offsets[topic] = (next, self.generation)
+        return next
+    }
+
+    var count: Int { self.lock.withLock { self.offsets.count } }
+
+    func reset() {
+        self.lock.withLock {
+            self.offsets.removeAll()
+            self.generation = 0
+        }
+    }
+}

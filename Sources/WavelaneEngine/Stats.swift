@@ -1,0 +1,69 @@
+import Synchronization
+
+/// Engine counters, updated with relaxed atomics from any thread and read as one snapshot.
+public final class EngineStats: Sendable {
+    public enum Counter: Int, CaseIterable, Sendable {
+        case connectionsAccepted
+        case connectionsClosed
+        case rejectedAuth
+        case rejectedCapacity
+        case rejectedBadRequest
+        case handshakeTimeouts
+        case messagesIn
+        case bytesIn
+        case framesOut
+        case bytesOut
+        case publications
+        case deliveries
+        case protocolErrors
+        case idleTimeouts
+        case slowConsumerCloses
+        case backpressurePauses
+
+        public var name: String {
+            switch self {
+            case .connectionsAccepted: return "connections_accepted"
+            case .connectionsClosed: return "connections_closed"
+            case .rejectedAuth: return "rejected_auth"
+            case .rejectedCapacity: return "rejected_capacity"
+            case .rejectedBadRequest: return "rejected_bad_request"
+            case .handshakeTimeouts: return "handshake_timeouts"
+            case .messagesIn: return "messages_in"
+            case .bytesIn: return "bytes_in"
+            case .framesOut: return "frames_out"
+            case .bytesOut: return "bytes_out"
+            case .publications: return "publications"
+            case .deliveries: return "deliveries"
+            case .protocolErrors: return "protocol_errors"
+            case .idleTimeouts: return "idle_timeouts"
+            case .slowConsumerCloses: return "slow_consumer_closes"
+            case .backpressurePauses: return "backpressure_pauses"
+            }
+        }
+    }
+
+    final class Cell: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    private let counters: [Cell]
+    /// Connections upgraded and not yet closed, plus handshakes holding a slot.
+    let connectionSlots = Atomic<Int>(0)
+
+    public init() {
+        self.counters = Counter.allCases.map { _ in Cell() }
+    }
+
+    @inline(__always)
+    public func add(_ counter: Counter, _ n: Int = 1) {
+        self.counters[counter.rawValue].value.wrappingAdd(n, ordering: .relaxed)
+    }
+
+    public func value(_ counter: Counter) -> Int {
+        self.counters[counter.rawValue].value.load(ordering: .relaxed)
+    }
+
+    public var activeConnections: Int {
+        self.value(.connectionsAccepted) - self.value(.connectionsClosed)
+    }
+}

@@ -1,0 +1,136 @@
+import NIOCore
+import NIOWebSocket
+
+/// The inbound half of a server-side WebSocket connection as a pure state machine: it takes the
+/// frames NIOWebSocket's `WebSocketFrameDecoder` parsed and returns what the connection must do.
+/// It enforces RFC 6455 for client frames: masking, reserved bits and opcodes, control-frame rules,
+/// fragmentation order, UTF-8 validity of text (incrementally, failing fast across fragments), the
+/// close-frame payload, and the maximum message size.
+public struct MessageAssembler {
+    public enum MessageKind: Sendable, Equatable {
+        case text
+        case binary
+    }
+
+    public enum Action: Equatable {
+        /// Nothing to do yet (a non-final fragment was absorbed).
+        case none
+        /// A complete, validated message.
+        case message(MessageKind, ByteBuffer)
+        /// Answer with a pong carrying this payload.
+        case ping(ByteBuffer)
+        /// A pong arrived (the connection is alive).
+        case pong
+        /// The peer started the close handshake. `code` is nil when the close frame had no payload.
+        case close(code: UInt16?, reason: String)
+        /// The peer broke the protocol: close with `code` (1002, 1007, 1009) and this reason.
+        case fail(code: UInt16, reason: String)
+    }
+
+    public let maxMessageSize: Int
+    private var fragmentKind: MessageKind?
+    private var fragments: ByteBuffer?
+    private var validator = UTF8Validator()
+    private var failed = false
+
+    public init(maxMessageSize: Int) {
+        self.maxMessageSize = maxMessageSize
+    }
+
+    /// True while a fragmented message is being assembled.
+    public var isAssembling: Bool { self.fragmentKind != nil }
+
+    public mutating func receive(_ frame: WebSocketFrame) -> Action {
+        if self.failed { return .none }
+        guard frame.maskKey != nil else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
+        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+            return self.fail(CloseCode.protocolError, "reserved bits set without a negotiated extension")
+        }
+        switch frame.opcode {
+        case .text:
+            return self.startMessage(.text, frame)
+        case .binary:
+            return self.startMessage(.binary, frame)
+        case .continuation:
+            return self.continueMessage(frame)
+        case .ping:
+            guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
+            return .ping(frame.unmaskedData)
+        case .pong:
+            guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
+            return .pong
+        case .connectionClose:
+            guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
+            return self.closeFrame(frame.unmaskedData)
+        default:
+            return self.fail(CloseCode.protocolError, "reserved opcode")
+        }
+    }
+
+    private mutating func startMessage(_ kind: MessageKind, _ frame: WebSocketFrame) -> Action {
+        guard self.fragmentKind == nil else {
+            return self.fail(CloseCode.protocolError, "new message started inside a fragmented message")
+        }
+        if frame.length > self.maxMessageSize { return self.fail(CloseCode.messageTooBig, "message too big") }
+        let data = frame.unmaskedData
+        if kind == .text {
+            self.validator = UTF8Validator()
+            let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
+            guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
+        }
+        if frame.fin {
+            if kind == .text && !self.validator.isComplete {
+                return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message")
+            }
+            return .message(kind, data)
+        }
+        self.fragmentKind = kind
+        self.fragments = data
+        return .none
+    }
+
+    private mutating func continueMessage(_ frame: WebSocketFrame) -> Action {
+        guard let kind = self.fragmentKind, var buffer = self.fragments else {
+            return self.fail(CloseCode.protocolError, "continuation frame without a message to continue")
+        }
+        if buffer.readableBytes + frame.length > self.maxMessageSize {
+            return self.fail(CloseCode.messageTooBig, "message too big")
+        }
+        let data = frame.unmaskedData
+        if kind == .text {
+            let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
+            guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
+        }
+        self.fragments = nil  // keep the buffer uniquely referenced while appending
+        var data2 = data
+        buffer.writeBuffer(&data2)
+        if frame.fin {
+            self.fragmentKind = nil
+            if kind == .text && !self.validator.isComplete {
+                return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message")
+            }
+            return .message(kind, buffer)
+        }
+        self.fragments = buffer
+        return .none
+    }
+
+    private mutating func closeFrame(_ payload: ByteBuffer) -> Action {
+        var payload = payload
+        if payload.readableBytes == 0 { return .close(code: nil, reason: "") }
+        guard payload.readableBytes >= 2, let code = payload.readInteger(as: UInt16.self) else {
+            return self.fail(CloseCode.protocolError, "close frame payload of one byte")
+        }
+        guard CloseCode.isValidOnWire(code) else { return self.fail(CloseCode.protocolError, "invalid close code") }
+        let valid = payload.withUnsafeReadableBytes { UTF8Validator.isValid($0) }
+        guard valid else { return self.fail(CloseCode.invalidPayload, "close reason is not UTF-8") }
+        return .close(code: code, reason: payload.readString(length: payload.readableBytes) ?? "")
+    }
+
+    private mutating func fail(_ code: UInt16, _ reason: String) -> Action {
+        self.failed = true
+        self.fragments = nil
+        self.fragmentKind = nil
+        return .fail(code: code, reason: reason)
+    }
+}

@@ -1,0 +1,125 @@
+"""python -m wavelane demo / echo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import wavelane
+from wavelane.__main__ import handle_demo_events, main, make_demo_server
+from conftest import Collector, http_get, open_client, recv, recv_json, request, run
+
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(wavelane.__file__)))
+
+
+def test_demo_page_served_at_root():
+    srv = make_demo_server(port=0)
+    srv.start()
+    try:
+        status, headers, body = http_get(srv.port, "/")
+        assert status == 200
+        assert headers["content-type"].startswith("text/html")
+        assert b"<html" in body and b"WebSocket" in body
+    finally:
+        srv.stop()
+
+
+def test_demo_relays_chat_to_room():
+    srv = make_demo_server(port=0)
+    srv.start()
+    nicks = {}
+    events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], nicks))
+    try:
+
+        async def main_():
+            ann, _ = await open_client(srv, "/ws")
+            bob, _ = await open_client(srv, "/ws")
+            for ws in (ann, bob):
+                reply = await request(ws, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
+                assert reply["type"] == "subscribed"
+            await ann.send(json.dumps({"type": "chat", "room": "lobby", "nick": "ann", "text": "hi"}))
+            for ws in (ann, bob):
+                msg = await recv_json(ws)
+                assert msg["topic"] == "room:lobby"
+                assert msg["data"]["nick"] == "ann" and msg["data"]["text"] == "hi"
+            await ann.close()
+            await bob.close()
+
+        run(main_())
+    finally:
+        events.close()
+        srv.stop()
+
+
+def _spawn(*args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavelane", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    m = re.search(r":(\d+)/", line)
+    assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, int(m.group(1))
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+
+
+def test_echo_command_echoes_exactly():
+    proc, port = _spawn("echo", "--host", "127.0.0.1", "--port", "0")
+    try:
+        from websockets.asyncio.client import connect
+
+        async def main_():
+            async with connect(f"ws://127.0.0.1:{port}/", max_size=None, open_timeout=5) as ws:
+                ready = json.loads(await recv(ws))
+                assert ready["type"] == "ready"
+                for m in ["hello", b"\x00\x01binary", "", "é" * 1000, b"x" * 200_000]:
+                    await ws.send(m)
+                    assert await recv(ws) == m
+
+        run(main_())
+    finally:
+        _stop(proc)
+
+
+def test_demo_command_prints_url_and_stops_on_ctrl_c():
+    proc, port = _spawn("demo", "--port", "0")
+    try:
+        status, _, body = http_get(port, "/")
+        assert status == 200 and b"Wavelane chat" in body
+    finally:
+        _stop(proc)
+
+
+def test_cli_reports_port_in_use(capsys):
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        assert main(["echo", "--port", str(blocker.getsockname()[1])]) == 1
+        assert "cannot start" in capsys.readouterr().err
+    finally:
+        blocker.close()

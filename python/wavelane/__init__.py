@@ -1,0 +1,39 @@
+"""Wavelane: a realtime WebSocket engine for Python backends.
+
+The server core (HTTP upgrade, JWT auth, topics, fan-out, backpressure) runs natively on
+SwiftNIO event loops inside ``libwavelane.so``; Python drains events and publishes::
+
+    import wavelane
+
+    with wavelane.Server(port=8765) as server:
+        while True:
+            for kind, conn, data in server.drain(timeout=1.0):
+                if kind == "message":
+                    server.publish("chat", data)
+
+See ``docs/python-api.md`` for the whole API.
+"""
+
+from ._server import CONFIG_DEFAULTS, Event, Server
+from .errors import ConfigError, StartError, WavelaneError
+
+__version__ = "0.1.0"
+
+
+def engine_version() -> str:
+    """Version string of the loaded native engine (``libwavelane.so``)."""
+    from . import _native
+
+    return _native.version()
+
+
+__all__ = [
+    "Server",
+    "Event",
+    "CONFIG_DEFAULTS",
+    "WavelaneError",
+    "ConfigError",
+    "StartError",
+    "engine_version",
+    "__version__",
+]

@@ -1,0 +1,136 @@
+"""Command line: ``python -m wavelane demo|echo [--host H] [--port P]``.
+
+* ``demo`` serves a small chat page at ``/`` and the WebSocket endpoint at ``/ws`` on the same
+  port. Clients subscribe to ``room:<name>`` themselves; each chat message a client sends
+  (``{"type":"chat","room":"lobby","nick":"ann","text":"hi"}``) is published to the room.
+* ``echo`` (no auth, any path) sends every message back to its sender exactly as received:
+  text as text, binary as binary. Used by the Autobahn conformance suite.
+
+Ctrl-C stops either cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from typing import Any, Dict, List, Optional
+
+from . import Server, StartError, __version__
+
+MAX_TEXT = 2000
+MAX_NICK = 32
+MAX_ROOM = 64
+
+
+def _chat_page() -> bytes:
+    return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined]
+
+
+def make_demo_server(host: str = "127.0.0.1", port: int = 8765) -> Server:
+    """The demo chat server (not started): page at ``/``, WebSocket at ``/ws``."""
+    server = Server(host, port, ws_path="/ws", parse_json=True, max_message_size=64 * 1024)
+    server.add_route("/", _chat_page(), "text/html; charset=utf-8")
+    return server
+
+
+def make_echo_server(host: str = "127.0.0.1", port: int = 9001) -> Server:
+    """The echo server used for conformance testing (not started)."""
+    big = 64 * 1024 * 1024
+    return Server(
+        host,
+        port,
+        ws_path=None,
+        client_subscriptions=False,
+        max_message_size=big,
+        max_frame_size=big,
+        max_send_queue=4 * big,
+        idle_timeout=300,
+    )
+
+
+def _clean(value: Any, limit: int) -> Optional[str]:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:limit] if value else None
+
+
+def handle_demo_events(server: Server, events: List[Any], nicks: Dict[int, str]) -> None:
+    """Relay chat messages to their room topics (one batch of drained events)."""
+    for kind, conn, data in events:
+        if kind == "disconnect":
+            nicks.pop(conn, None)
+            continue
+        if kind != "message" or not isinstance(data, dict) or data.get("type") != "chat":
+            continue
+        room = _clean(data.get("room"), MAX_ROOM)
+        text = _clean(data.get("text"), MAX_TEXT)
+        nick = _clean(data.get("nick"), MAX_NICK) or "anon"
+        if room is None or text is None:
+            continue
+        nicks[conn] = nick
+        server.publish(
+            f"room:{room}",
+            {"type": "chat", "room": room, "nick": nick, "text": text, "ts": time.time()},
+        )
+
+
+def run_demo(host: str, port: int) -> None:
+    server = make_demo_server(host, port)
+    server.start()
+    print(f"wavelane {__version__} chat demo: http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+    nicks: Dict[int, str] = {}
+    try:
+        while True:
+            handle_demo_events(server, server.drain(timeout=1.0), nicks)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    print("stopped", flush=True)
+
+
+def run_echo(host: str, port: int) -> None:
+    server = make_echo_server(host, port)
+    server.start()
+    print(f"wavelane {__version__} echo server: ws://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+    send = server.send
+    try:
+        while True:
+            for kind, conn, data in server.drain(max_events=4096, timeout=1.0):
+                if kind == "message":
+                    send(conn, data)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    print("stopped", flush=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wavelane", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wavelane {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, default_port, help_text in (
+        ("demo", 8765, "serve the chat demo page and its WebSocket endpoint"),
+        ("echo", 9001, "echo every message back to its sender (conformance testing)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port}; 0 = any)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(args.host, args.port)
+        else:
+            run_echo(args.host, args.port)
+    except StartError as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

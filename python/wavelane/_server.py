@@ -1,0 +1,429 @@
+"""The public :class:`Server` class: a thin, typed layer over :mod:`wavelane._native`."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import threading
+import weakref
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from . import _native
+from .errors import ConfigError, StartError
+
+try:  # orjson is optional: faster, same output for what we serialize
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = ["Server", "Event", "CONFIG_DEFAULTS"]
+
+#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`.
+Event = Tuple[str, int, Any]
+
+Payload = Union[str, bytes, bytearray, memoryview]
+
+_PAYLOAD_TEXT = _native.PAYLOAD_TEXT
+_PAYLOAD_JSON = _native.PAYLOAD_JSON
+_PAYLOAD_BINARY = _native.PAYLOAD_BINARY
+
+#: Engine configuration keys and their defaults (``None`` for keys that are unset by default).
+CONFIG_DEFAULTS: Dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8765,
+    "threads": 0,
+    "ws_path": None,
+    "jwt_secret": None,
+    "jwt_previous_secret": None,
+    "jwt_public_key": None,
+    "jwt_algorithms": None,
+    "jwt_issuer": None,
+    "jwt_audience": None,
+    "jwt_leeway": 5,
+    "jwt_cookie": "token",
+    "jwt_query_param": "token",
+    "jwt_header": True,
+    "ping_interval": 20,
+    "idle_timeout": 60,
+    "handshake_timeout": 10,
+    "close_timeout": 5,
+    "max_message_size": 1048576,
+    "max_frame_size": 1048576,
+    "max_connections": 100000,
+    "max_subscriptions": 1024,
+    "max_topic_length": 256,
+    "inbound_queue_size": 65536,
+    "max_send_queue": 8388608,
+    "slow_consumer_timeout": 10,
+    "client_subscriptions": True,
+    "subscribe_approval": False,
+}
+
+_STR_KEYS = frozenset(
+    {"host", "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_issuer", "jwt_audience"}
+)
+_NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param"})
+_INT_KEYS = frozenset(
+    {
+        "port",
+        "threads",
+        "max_message_size",
+        "max_frame_size",
+        "max_connections",
+        "max_subscriptions",
+        "max_topic_length",
+        "inbound_queue_size",
+        "max_send_queue",
+    }
+)
+_NUMBER_KEYS = frozenset(
+    {
+        "jwt_leeway",
+        "ping_interval",
+        "idle_timeout",
+        "handshake_timeout",
+        "close_timeout",
+        "slow_consumer_timeout",
+    }
+)
+_BOOL_KEYS = frozenset({"jwt_header", "client_subscriptions", "subscribe_approval"})
+_STR_LIST_KEYS = frozenset({"jwt_algorithms"})
+
+_KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
+
+
+def _check_config(cfg: Mapping[str, Any]) -> None:
+    """Type-check known keys (the engine checks values and rejects unknown keys)."""
+    for key, value in cfg.items():
+        if key in _STR_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{key}: must be a str, not {type(value).__name__}", key)
+        elif key in _NULLABLE_STR_KEYS:
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}: must be a str or None, not {type(value).__name__}", key)
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}: must be an int, not {type(value).__name__}", key)
+            if value < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {value}", key)
+            if key == "port" and value > 65535:
+                raise ConfigError(f"port: must be in 0..65535, got {value}", key)
+        elif key in _NUMBER_KEYS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}: must be a number of seconds, not {type(value).__name__}", key)
+            if not value >= 0:
+                raise ConfigError(f"{key}: must be >= 0, got {value}", key)
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: must be a bool, not {type(value).__name__}", key)
+        elif key in _STR_LIST_KEYS:
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key}: must be a list of str, not {type(value).__name__}", key)
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key}: every item must be a str", key)
+
+
+def _config_error(message: str) -> ConfigError:
+    m = _KEY_PREFIX.match(message)
+    return ConfigError(message, m.group(1) if m else None)
+
+
+def _dumps(obj: Any, argname: str) -> str:
+    """Serialize ``obj`` to compact JSON (orjson when available)."""
+    try:
+        if _orjson is not None:
+            return _orjson.dumps(obj, option=_orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{argname} is not JSON-serializable: {exc}") from None
+
+
+def _topics_json(topics: Union[str, Iterable[str]], argname: str = "topics") -> str:
+    if isinstance(topics, str):
+        items = [topics]
+    else:
+        try:
+            items = list(topics)
+        except TypeError:
+            raise TypeError(
+                f"{argname} must be a str or an iterable of str, not {type(topics).__name__}"
+            ) from None
+        for t in items:
+            if not isinstance(t, str):
+                raise TypeError(f"{argname} must contain only str, found {type(t).__name__}")
+    return json.dumps(items, ensure_ascii=False)
+
+
+# Servers that are running: stopped at interpreter exit so that native threads end before the
+# interpreter is torn down.
+_running: "weakref.WeakSet[Server]" = weakref.WeakSet()
+_running_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    with _running_lock:
+        servers = list(_running)
+    for server in servers:
+        try:
+            server.stop(timeout=1.0)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+class Server:
+    """A Wavelane WebSocket server.
+
+    The native engine (SwiftNIO event loops) accepts connections, authenticates them (JWT),
+    answers control messages and fans publications out; Python receives events with
+    :meth:`drain` and acts with :meth:`publish`, :meth:`send`, :meth:`subscribe`...
+
+    ``Server(...)`` validates the configuration immediately (raising :class:`ConfigError`) but
+    binds nothing until :meth:`start`. Use it as a context manager to start and stop it::
+
+        with wavelane.Server(port=8765, jwt_secret="s3cret") as server:
+            while True:
+                for kind, conn, data in server.drain():
+                    if kind == "message":
+                        server.send(conn, data)
+
+    Configuration keys not listed as parameters are passed as keyword arguments (see
+    ``docs/python-api.md`` and :data:`CONFIG_DEFAULTS`). Parameters left at ``None`` use the
+    engine's default; keys where ``None`` is meaningful (``ws_path``, ``jwt_cookie``,
+    ``jwt_query_param``) are sent as given.
+
+    Threading: call :meth:`drain` from one thread at a time. Every other method is thread-safe.
+    Start servers after ``fork()``, never before (native threads do not survive a fork).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        jwt_secret: Optional[str] = None,
+        jwt_previous_secret: Optional[str] = None,
+        jwt_public_key: Optional[str] = None,
+        jwt_algorithms: Optional[List[str]] = None,
+        jwt_issuer: Optional[str] = None,
+        jwt_audience: Optional[str] = None,
+        threads: Optional[int] = None,
+        parse_json: bool = False,
+        **config: Any,
+    ) -> None:
+        cfg: Dict[str, Any] = {"host": host, "port": port}
+        for key, value in (
+            ("jwt_secret", jwt_secret),
+            ("jwt_previous_secret", jwt_previous_secret),
+            ("jwt_public_key", jwt_public_key),
+            ("jwt_algorithms", jwt_algorithms),
+            ("jwt_issuer", jwt_issuer),
+            ("jwt_audience", jwt_audience),
+            ("threads", threads),
+        ):
+            if value is not None:
+                cfg[key] = list(value) if key == "jwt_algorithms" and isinstance(value, tuple) else value
+        cfg.update(config)
+        if not isinstance(parse_json, bool):
+            raise TypeError(f"parse_json must be a bool, not {type(parse_json).__name__}")
+        _check_config(cfg)
+        try:
+            self._engine = _native.Engine(json.dumps(cfg))
+        except ValueError as exc:
+            raise _config_error(str(exc)) from None
+        self._config = cfg
+        self._parse_json = parse_json
+        self._running = False
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "Server":
+        """Bind and start serving; returns at once (native threads serve).
+
+        Raises :class:`StartError` when the server cannot start (e.g. the port is in use).
+        Starting a running server does nothing. A stopped server can be started again.
+        """
+        with self._lock:
+            if self._running:
+                return self
+            try:
+                self._engine.start()
+            except OSError as exc:
+                raise StartError(str(exc)) from None
+            self._running = True
+        with _running_lock:
+            _running.add(self)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every client with 1001 (going away), stop accepting and join native threads.
+
+        Waits at most ``timeout`` seconds for close handshakes. Idempotent. Wakes a thread
+        blocked in :meth:`drain`; events still queued can be drained afterwards.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+        with self._lock:
+            self._running = False
+            self._engine.stop(float(timeout))
+        with _running_lock:
+            _running.discard(self)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._running
+
+    @property
+    def port(self) -> int:
+        """The bound port while running (useful with ``port=0``), else the configured port."""
+        if self._running:
+            bound = self._engine.port
+            if bound:
+                return bound
+        return int(self._config.get("port", 8765))
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """A copy of the configuration given to the engine (engine defaults not included)."""
+        return dict(self._config)
+
+    def add_route(
+        self, path: str, body: Union[str, bytes], content_type: str = "text/html; charset=utf-8"
+    ) -> None:
+        """Serve ``body`` at ``GET path`` over plain HTTP on the same port. Call before start()."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError("path must be a str starting with '/'")
+        if isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        self._engine.add_route(path, content_type, body)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def drain(self, max_events: int = 1024, timeout: float = 0.05) -> List[Event]:
+        """Take up to ``max_events`` inbound events, waiting at most ``timeout`` seconds.
+
+        Returns a list of ``(kind, conn, data)`` tuples, in arrival order per connection:
+
+        * ``("connect", conn, {"user", "addr", "claims", "path"})``
+        * ``("message", conn, str | bytes)`` — a text message (with ``parse_json=True``, text that
+          starts with ``{`` or ``[`` and parses is given as the decoded JSON value) or a binary one
+        * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
+        * ``("subscribe_request", conn, {"topics": [...], "id": ...})`` — with
+          ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
+
+        The GIL is released while waiting; Ctrl-C raises :class:`KeyboardInterrupt` within
+        about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
+        and early when :meth:`wake` is called. Call from one thread at a time.
+        """
+        return self._engine.drain(max_events, timeout, self._parse_json)
+
+    def wake(self) -> None:
+        """Make a thread waiting in :meth:`drain` return (an empty list) promptly."""
+        self._engine.wake()
+
+    def pending(self) -> int:
+        """Number of inbound events waiting to be drained."""
+        return self._engine.pending()
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def publish(self, topic: str, data: Any) -> int:
+        """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
+
+        ``str`` goes out as a JSON string, ``bytes``/``bytearray``/``memoryview`` as a binary
+        hot-lane frame, anything else is serialized to JSON once (``ValueError`` if it cannot
+        be). Raises ``ValueError`` for a topic the engine refuses (empty, too long).
+        """
+        t = type(data)
+        if t is str:
+            return self._engine.publish(topic, data, _PAYLOAD_TEXT)
+        if t is bytes or t is bytearray:
+            return self._engine.publish(topic, data, _PAYLOAD_BINARY)
+        if t is memoryview:
+            return self._engine.publish(topic, data.tobytes(), _PAYLOAD_BINARY)
+        return self._engine.publish(topic, _dumps(data, "data"), _PAYLOAD_JSON)
+
+    def send(self, conn: int, data: Payload) -> bool:
+        """Send one frame to one connection exactly as given (str: text, bytes: binary).
+
+        Returns ``True`` if the frame was queued, ``False`` if the connection is unknown or
+        already closed (not an error: clients come and go).
+        """
+        if type(data) is memoryview:
+            data = data.tobytes()
+        return self._engine.send(conn, data)
+
+    def send_user(self, user: str, data: Payload) -> int:
+        """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many."""
+        if type(data) is memoryview:
+            data = data.tobytes()
+        return self._engine.send_user(user, data)
+
+    def subscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
+        """Subscribe a connection server-side (glob patterns allowed). False if conn is unknown."""
+        return self._engine.subscribe(conn, _topics_json(topics), None)
+
+    def unsubscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
+        """Unsubscribe a connection server-side. False if conn is unknown."""
+        return self._engine.unsubscribe(conn, _topics_json(topics), None)
+
+    def allow(self, conn: int, request: Mapping[str, Any]) -> bool:
+        """Grant a ``subscribe_request``: subscribe and acknowledge with the request's id."""
+        topics, ack = self._request_parts(request)
+        return self._engine.subscribe(conn, topics, ack)
+
+    def deny(
+        self,
+        conn: int,
+        request: Mapping[str, Any],
+        reason: str = "subscription denied",
+        code: str = "forbidden",
+    ) -> bool:
+        """Refuse a ``subscribe_request``: the client gets an ``error`` message with its id."""
+        _, ack = self._request_parts(request)
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if not isinstance(code, str) or not code:
+            raise TypeError("code must be a non-empty str")
+        return self._engine.deny(conn, code, reason, ack)
+
+    @staticmethod
+    def _request_parts(request: Mapping[str, Any]) -> Tuple[str, str]:
+        if not isinstance(request, Mapping) or "topics" not in request:
+            raise TypeError("request must be the data dict of a 'subscribe_request' event")
+        return _topics_json(request["topics"], "request['topics']"), _dumps(
+            request.get("id"), "request['id']"
+        )
+
+    def close(self, conn: int, code: int = 1000, reason: str = "") -> bool:
+        """Close one connection (code 1000, 1001, 1008, 1011 or 3000-4999).
+
+        Returns ``False`` if the connection is unknown or already closed; raises ``ValueError``
+        on a bad code.
+        """
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(f"code must be an int, not {type(code).__name__}")
+        if code not in (1000, 1001, 1008, 1011) and not 3000 <= code <= 4999:
+            raise ValueError(f"code must be 1000, 1001, 1008, 1011 or 3000-4999, got {code}")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("reason must be at most 123 bytes of UTF-8")
+        return self._engine.close(conn, code, reason)
+
+    def stats(self) -> Dict[str, Any]:
+        """Engine counters (connections, messages, bytes, queue depths...) as a dict."""
+        return json.loads(self._engine.stats())
+
+    def __repr__(self) -> str:
+        state = f"running on {self._config.get('host')}:{self.port}" if self._running else "stopped"
+        return f"<wavelane.Server {state}>"

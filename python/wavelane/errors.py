@@ -1,0 +1,39 @@
+"""Every exception Wavelane raises, in one place.
+
+* :class:`WavelaneError` — base class of the exceptions below.
+* :class:`ConfigError` — a configuration key has a bad name, type or value. Also a
+  :class:`ValueError`. ``key`` names the offending key.
+* :class:`StartError` — :meth:`Server.start` could not bind or start (port in use, bad host...).
+  Also an :class:`OSError`.
+
+Bad arguments to methods raise the built-in :class:`TypeError` (wrong type) or
+:class:`ValueError` (bad value; e.g. a topic the engine refuses, an invalid close code, an object
+that cannot be JSON-serialized); the message names the argument. Using a server whose native
+engine was released raises :class:`RuntimeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["WavelaneError", "ConfigError", "StartError"]
+
+
+class WavelaneError(Exception):
+    """Base class of Wavelane's own exceptions."""
+
+
+class ConfigError(WavelaneError, ValueError):
+    """A configuration key is unknown or has a bad type or value.
+
+    The message starts with the key's name (``"port: must be an int"``); :attr:`key` holds it
+    (``None`` when the error does not concern one key).
+    """
+
+    def __init__(self, message: str, key: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StartError(WavelaneError, OSError):
+    """The server could not start (for example the port is already in use)."""
