@@ -29,10 +29,13 @@ SWIFT_BUILD = [
     "-Xswiftc", "-static-stdlib", "-Xlinker", "-z", "-Xlinker", "nodelete",
 ]
 
-try:
-    from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
-except ImportError:  # pragma: no cover - wheel is a build requirement
-    _bdist_wheel = None
+try:  # setuptools >= 70.1 ships bdist_wheel itself
+    from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
+except ImportError:  # pragma: no cover - older setuptools: the wheel package
+    try:
+        from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
+    except ImportError:
+        _bdist_wheel = None
 
 
 class BuildWavelane(build_ext):

@@ -43,6 +43,11 @@ public struct EngineConfiguration: Sendable {
     public var slowConsumerTimeout = 10.0
     public var clientSubscriptions = true
     public var subscribeApproval = false
+    /// Send the `ready` message after the upgrade (off only for raw echo servers, e.g. conformance runs).
+    public var readyMessage = true
+    /// Handle the client's JSON control messages (subscribe/unsubscribe/ping) in the engine; when off,
+    /// every frame is the application's.
+    public var controlMessages = true
 
     public init() {}
 
@@ -54,11 +59,12 @@ public struct EngineConfiguration: Sendable {
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
         "max_message_size", "max_frame_size", "max_connections", "max_subscriptions", "max_topic_length",
         "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
-        "client_subscriptions", "subscribe_approval",
+        "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
-    /// JSON null means "the default" for every key.
+    /// JSON null means "the default" for every key, except `jwt_cookie` and `jwt_query_param`, where it
+    /// switches that token source off.
     public init(json: JSONValue) throws(ConfigurationError) {
         guard case .object(let object) = json else { throw ConfigurationError("config", "must be a JSON object") }
         for key in object.keys.sorted() where !Self.keys.contains(key) {
@@ -86,9 +92,12 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.int("max_send_queue", 1024...(1 << 34)) { self.maxSendQueue = v }
         if let v = try r.bool("client_subscriptions") { self.clientSubscriptions = v }
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
+        if let v = try r.bool("ready_message") { self.readyMessage = v }
+        if let v = try r.bool("control_messages") { self.controlMessages = v }
         if let v = try r.bool("jwt_header") { self.jwtHeader = v }
-        if r.has("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }
-        if r.has("jwt_query_param") { self.jwtQueryParam = try r.string("jwt_query_param") }
+        // For these two, an explicit null switches the token source off.
+        if r.present("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }
+        if r.present("jwt_query_param") { self.jwtQueryParam = try r.string("jwt_query_param") }
         if self.idleTimeout < self.pingInterval {
             throw ConfigurationError("idle_timeout", "must be at least ping_interval (\(self.pingInterval) s)")
         }
@@ -130,6 +139,8 @@ public struct EngineConfiguration: Sendable {
 
     private struct Reader {
         let object: [String: JSONValue]
+
+        func present(_ key: String) -> Bool { self.object[key] != nil }
 
         func has(_ key: String) -> Bool {
             if let v = self.object[key], v != .null { return true }

@@ -57,12 +57,18 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.shard.connections[self.id] = self
         self.server.registry.add(self)
         self.server.stats.add(.connectionsAccepted)
+        if self.server.config.readyMessage {
+            self.sendReady(context: context)
+        }
+        self.push(InboundEvent(kind: .connect, conn: self.id, payload: self.connectPayload), context: context)
+    }
+
+    private func sendReady(context: ChannelHandlerContext) {
         let ready = ServerMessage.ready(
             conn: self.id, user: self.user, server: "wavelane/\(wavelaneVersion)",
             heartbeat: self.server.config.pingInterval, epoch: self.server.epoch,
             maxMessageSize: self.server.config.maxMessageSize)
         self.writeFrame(FrameEncoder.frame(opcode: .text, bytes: ready, allocator: context.channel.allocator))
-        self.push(InboundEvent(kind: .connect, conn: self.id, payload: self.connectPayload), context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -104,7 +110,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             guard self.state == .open else { return }
             self.server.stats.add(.messagesIn)
             self.server.stats.add(.bytesIn, payload.readableBytes)
-            if kind == .text,
+            if kind == .text, self.server.config.controlMessages,
                let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
                 self.handle(control)
             } else {

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 from conftest import open_client, raw_upgrade, run, url
 from websockets.asyncio.client import connect
 
-SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef"
+SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef-0123456789"
 
 
 def token(key: Any = SECRET, alg: str = "HS256", **claims: Any) -> str:
@@ -103,6 +103,16 @@ def test_query_param_accepted(make_server):
 def test_disabled_query_param_is_ignored(make_server):
     srv, _ = make_server(jwt_secret=SECRET, jwt_query_param=None)
     run(expect_401(srv, f"/?token={token()}"))
+
+
+def test_disabled_cookie_is_ignored(make_server):
+    srv, _ = make_server(jwt_secret=SECRET, jwt_cookie=None)
+    run(expect_401(srv, additional_headers={"Cookie": f"token={token()}"}))
+
+
+def test_disabled_bearer_header_is_ignored(make_server):
+    srv, _ = make_server(jwt_secret=SECRET, jwt_header=False)
+    run(expect_401(srv, additional_headers={"Authorization": f"Bearer {token()}"}))
 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
@@ -212,7 +222,7 @@ def test_expired_within_leeway_is_accepted(make_server):
 
 def test_401_happens_before_upgrade_raw_socket(make_server):
     srv, _ = make_server(jwt_secret=SECRET)
-    sock, status, _ = raw_upgrade(srv.port, headers=[("Authorization", f"Bearer {token('nope')}")])
+    sock, status, _ = raw_upgrade(srv.port, headers=[("Authorization", f"Bearer {token('nope-' + SECRET)}")])
     sock.close()
     assert status.startswith("HTTP/1.1 401"), status
     sock, status, _ = raw_upgrade(srv.port, headers=[("Authorization", f"Bearer {token()}")])

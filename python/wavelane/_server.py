@@ -44,6 +44,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "jwt_cookie": "token",
     "jwt_query_param": "token",
     "jwt_header": True,
+    "jwt_require_exp": None,
     "ping_interval": 20,
     "idle_timeout": 60,
     "handshake_timeout": 10,
@@ -58,6 +59,8 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "slow_consumer_timeout": 10,
     "client_subscriptions": True,
     "subscribe_approval": False,
+    "ready_message": True,
+    "control_messages": True,
 }
 
 _STR_KEYS = frozenset(
@@ -87,7 +90,16 @@ _NUMBER_KEYS = frozenset(
         "slow_consumer_timeout",
     }
 )
-_BOOL_KEYS = frozenset({"jwt_header", "client_subscriptions", "subscribe_approval"})
+_BOOL_KEYS = frozenset(
+    {
+        "jwt_header",
+        "jwt_require_exp",
+        "client_subscriptions",
+        "subscribe_approval",
+        "ready_message",
+        "control_messages",
+    }
+)
 _STR_LIST_KEYS = frozenset({"jwt_algorithms"})
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
