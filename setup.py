@@ -73,6 +73,9 @@ class BuildWavelane(build_ext):
                 # Copy to a temporary name then rename: never rewrite a mapped library in place.
                 tmp = dest + ".tmp"
                 shutil.copyfile(lib, tmp)
+                # The release build carries DWARF (~17 MB); the installed library does not need it.
+                if shutil.which("strip") and os.environ.get("WAVELANE_KEEP_DEBUG_INFO") != "1":
+                    subprocess.call(["strip", "--strip-unneeded", tmp])
                 os.replace(tmp, dest)
         for ext in self.extensions:
             ext.library_dirs = [ext_dir] + list(ext.library_dirs)

@@ -48,6 +48,8 @@ public struct EngineConfiguration: Sendable {
     /// Handle the client's JSON control messages (subscribe/unsubscribe/ping) in the engine; when off,
     /// every frame is the application's.
     public var controlMessages = true
+    /// permessage-deflate (RFC 7692) policy.
+    public var compression = PerMessageDeflate.ServerPolicy()
 
     public init() {}
 
@@ -60,6 +62,8 @@ public struct EngineConfiguration: Sendable {
         "max_message_size", "max_frame_size", "max_connections", "max_subscriptions", "max_topic_length",
         "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
         "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
+        "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
+        "compression_server_context_takeover", "compression_client_context_takeover",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -94,6 +98,13 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
         if let v = try r.bool("ready_message") { self.readyMessage = v }
         if let v = try r.bool("control_messages") { self.controlMessages = v }
+        if let v = try r.bool("compression") { self.compression.enabled = v }
+        if let v = try r.int("compression_min_size", 1...(1 << 30)) { self.compression.minSize = v }
+        if let v = try r.int("compression_level", 1...9) { self.compression.level = v }
+        if let v = try r.int("compression_window_bits", 9...15) { self.compression.maxWindowBits = v }
+        if let v = try r.int("compression_mem_level", 1...9) { self.compression.memLevel = v }
+        if let v = try r.bool("compression_server_context_takeover") { self.compression.serverContextTakeover = v }
+        if let v = try r.bool("compression_client_context_takeover") { self.compression.clientContextTakeover = v }
         if let v = try r.bool("jwt_header") { self.jwtHeader = v }
         // For these two, an explicit null switches the token source off.
         if r.present("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }

@@ -23,6 +23,13 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     let shard: Shard
     private let server: ServerCore
     private let connectPayload: ByteBuffer
+    /// permessage-deflate parameters, when negotiated.
+    let deflate: PerMessageDeflate.Parameters?
+    /// True when this connection takes the publication compressed once for everybody (no context
+    /// takeover, 15-bit window: what browsers negotiate).
+    let sharesCompressedPublications: Bool
+    private var ownDeflater: Deflater?
+    private var ownInflater: Inflater?
 
     private var context: ChannelHandlerContext?
     private var assembler: MessageAssembler
@@ -37,14 +44,27 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     var unwritableSince: NIODeadline?
     private var bytesWhileUnwritable = 0
 
-    init(id: UInt64, user: String?, connectPayload: ByteBuffer, shard: Shard, server: ServerCore) {
+    init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
+         shard: Shard, server: ServerCore) {
         self.id = id
         self.user = user
         self.connectPayload = connectPayload
+        self.deflate = deflate
+        self.sharesCompressedPublications = deflate.map { $0.serverNoContextTakeover && $0.serverWindowBits == 15 } ?? false
         self.shard = shard
         self.eventLoop = shard.eventLoop
         self.server = server
-        self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize)
+        self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize, compression: deflate != nil)
+        if let deflate {
+            let policy = server.config.compression
+            if !deflate.serverNoContextTakeover {
+                self.ownDeflater = Deflater(level: policy.level, windowBits: deflate.serverWindowBits,
+                                            memLevel: policy.memLevel, contextTakeover: true)
+            }
+            if !deflate.clientNoContextTakeover {
+                self.ownInflater = Inflater(contextTakeover: true)
+            }
+        }
         let now = NIODeadline.now()
         self.lastActivity = now
         self.lastPing = now
@@ -57,6 +77,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.shard.connections[self.id] = self
         self.server.registry.add(self)
         self.server.stats.add(.connectionsAccepted)
+        if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingAdd(1, ordering: .relaxed) }
         if self.server.config.readyMessage {
             self.sendReady(context: context)
         }
@@ -89,6 +110,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.subscriptions.removeAll()
         self.shard.connections[self.id] = nil
         self.server.registry.remove(self)
+        if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
+        self.ownDeflater = nil
+        self.ownInflater = nil
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: self.closeReason.utf8.count)
         reason.writeString(self.closeReason)
@@ -106,17 +130,32 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         switch self.assembler.receive(frame) {
         case .none, .pong:
             break
+        case .compressedMessage(let kind, let compressed):
+            guard self.state == .open else { return }
+            let inflater = self.ownInflater ?? self.shard.inflater
+            let payload: ByteBuffer
+            do {
+                payload = try inflater.decompress(compressed, limit: self.server.config.maxMessageSize,
+                                                  allocator: context.channel.allocator)
+            } catch {
+                self.server.stats.add(.protocolErrors)
+                switch error {
+                case .tooBig: self.fail(code: CloseCode.messageTooBig, reason: "message too big", context: context)
+                case .corrupt: self.fail(code: CloseCode.invalidPayload, reason: "bad compressed data", context: context)
+                }
+                return
+            }
+            if kind == .text && !payload.withUnsafeReadableBytes({ UTF8Validator.isValid($0) }) {
+                self.server.stats.add(.protocolErrors)
+                self.fail(code: CloseCode.invalidPayload, reason: "invalid UTF-8 in text message", context: context)
+                return
+            }
+            self.received(kind, payload, context: context)
         case .message(let kind, let payload):
             guard self.state == .open else { return }
-            self.server.stats.add(.messagesIn)
-            self.server.stats.add(.bytesIn, payload.readableBytes)
-            if kind == .text, self.server.config.controlMessages,
-               let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
-                self.handle(control)
-            } else {
-                self.push(InboundEvent(kind: kind == .text ? .text : .binary, conn: self.id, payload: payload), context: context)
-            }
+            self.received(kind, payload, context: context)
         case .ping(let payload):
+
             guard self.state == .open else { return }
             self.writeFrame(FrameEncoder.frame(opcode: .pong, payload: payload, allocator: context.channel.allocator))
         case .close(let code, let reason):
@@ -124,6 +163,17 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         case .fail(let code, let reason):
             self.server.stats.add(.protocolErrors)
             self.fail(code: code, reason: reason, context: context)
+        }
+    }
+
+    private func received(_ kind: MessageAssembler.MessageKind, _ payload: ByteBuffer, context: ChannelHandlerContext) {
+        self.server.stats.add(.messagesIn)
+        self.server.stats.add(.bytesIn, payload.readableBytes)
+        if kind == .text, self.server.config.controlMessages,
+           let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
+            self.handle(control)
+        } else {
+            self.push(InboundEvent(kind: kind == .text ? .text : .binary, conn: self.id, payload: payload), context: context)
         }
     }
 
@@ -248,6 +298,40 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.dirty = true
             self.shard.markDirty(self)
         }
+    }
+
+    /// Queues one application message (send / send_user), compressed when negotiated and large enough.
+    func writeMessage(opcode: WebSocketOpcode, payload: ByteBuffer) {
+        guard self.state == .open, let context = self.context else { return }
+        if self.deflate != nil, payload.readableBytes >= self.server.config.compression.minSize {
+            self.writeFrame(self.compressedFrame(opcode: opcode, body: payload, allocator: context.channel.allocator))
+        } else {
+            self.writeFrame(FrameEncoder.frame(opcode: opcode, payload: payload, allocator: context.channel.allocator))
+        }
+    }
+
+    /// Queues a topic publication: the shared plain frame, the shared compressed frame, or (for
+    /// unusual deflate parameters) a frame compressed for this connection.
+    func writePublication(_ publication: Publication) {
+        guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {
+            self.writeFrame(publication.frame)
+            return
+        }
+        if self.sharesCompressedPublications, let compressed = publication.compressedFrame {
+            self.writeFrame(compressed)
+        } else if let context = self.context {
+            self.writeFrame(self.compressedFrame(opcode: publication.opcode, body: publication.body,
+                                                 allocator: context.channel.allocator))
+        }
+    }
+
+    private func compressedFrame(opcode: WebSocketOpcode, body: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let deflater = self.ownDeflater ?? self.shard.deflater(windowBits: self.deflate?.serverWindowBits ?? 15)
+        let compressed = body.withUnsafeReadableBytes { deflater.compress($0) }
+        var frame = allocator.buffer(capacity: FrameEncoder.headerSize(payloadLength: compressed.count) + compressed.count)
+        FrameEncoder.writeHeader(opcode: opcode, payloadLength: compressed.count, rsv1: true, into: &frame)
+        frame.writeBytes(compressed)
+        return frame
     }
 
     func flush() {

@@ -23,7 +23,7 @@ final class HandshakeState: @unchecked Sendable {
     var upgraded = false
     var timeout: Scheduled<Void>?
     /// Set by a successful check: the connection's id, user and connect-event payload.
-    var accepted: (id: UInt64, user: String?, payload: ByteBuffer)?
+    var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?)?
 }
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
@@ -43,6 +43,9 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         case .success(let key):
             var headers = initialResponseHeaders
             headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
+            if let deflate = self.state.accepted?.deflate {
+                headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader)
+            }
             return channel.eventLoop.makeSucceededFuture(headers)
         case .failure(let rejection):
             self.state.rejection = rejection
@@ -118,7 +121,8 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         body.append(UInt8(ascii: "}"))
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
-        self.state.accepted = (id, user, payload)
+        let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
+        self.state.accepted = (id, user, payload, deflate)
         return .success(keys[0].trimmingSpaces)
     }
 
@@ -150,7 +154,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.timeout?.cancel()
         self.state.timeout = nil
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
-                                    shard: shard, server: self.server)
+                                    deflate: accepted.deflate, shard: shard, server: self.server)
         return channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import Synchronization
 import WavelaneAuth
 import WavelaneProtocol
@@ -52,6 +53,12 @@ public final class ServerCore: @unchecked Sendable {
     private let routes = NIOLockedValueBox<[String: Route]>([:])
     private let acceptingFlag = Atomic<Bool>(false)
     private let connectionCounter = Atomic<UInt64>(0)
+    /// Connections that take the shared compressed publication frame.
+    let sharedDeflateConnections = Atomic<Int>(0)
+    /// Compresses publications once for all sharing connections; used under `offsets.lock`.
+    private lazy var publicationDeflater = Deflater(
+        level: self.config.compression.level, windowBits: 15, memLevel: self.config.compression.memLevel,
+        contextTakeover: false)
 
     public init(configuration: EngineConfiguration) throws(ConfigurationError) {
         self.config = configuration
@@ -232,8 +239,21 @@ public final class ServerCore: @unchecked Sendable {
         return self.offsets.lock.withLock {
             let offset = self.offsets.nextLocked(topic)
             let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)
+            let bodyLength = FrameEncoder.payloadLength(ofFrameSize: frame.readableBytes)
+            let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - bodyLength, length: bodyLength)!
+            let opcode: WebSocketOpcode = kind == .binary ? .binary : .text
+            var compressed: ByteBuffer? = nil
+            if self.config.compression.enabled, bodyLength >= self.config.compression.minSize,
+               self.sharedDeflateConnections.load(ordering: .relaxed) > 0 {
+                let bytes = body.withUnsafeReadableBytes { self.publicationDeflater.compress($0) }
+                var buffer = self.allocator.buffer(capacity: FrameEncoder.headerSize(payloadLength: bytes.count) + bytes.count)
+                FrameEncoder.writeHeader(opcode: opcode, payloadLength: bytes.count, rsv1: true, into: &buffer)
+                buffer.writeBytes(bytes)
+                compressed = buffer
+            }
+            let publication = Publication(frame: frame, body: body, opcode: opcode, compressedFrame: compressed)
             for shard in shards {
-                shard.eventLoop.execute { shard.deliver(topic: topic, frame: frame) }
+                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
             }
             return offset
         }
@@ -243,8 +263,15 @@ public final class ServerCore: @unchecked Sendable {
     public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool) throws(ArgumentError) -> Bool {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
         guard let connection = self.registry.connection(conn) else { return false }
-        let frame = FrameEncoder.frame(opcode: binary ? .binary : .text, payload: payload, allocator: self.allocator)
-        connection.eventLoop.execute { connection.writeFrame(frame) }
+        let opcode: WebSocketOpcode = binary ? .binary : .text
+        if connection.deflate != nil && payload.count >= self.config.compression.minSize {
+            var body = self.allocator.buffer(capacity: payload.count)
+            body.writeBytes(payload)
+            connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body) }
+        } else {
+            let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
+            connection.eventLoop.execute { connection.writeFrame(frame) }
+        }
         return true
     }
 
@@ -253,9 +280,16 @@ public final class ServerCore: @unchecked Sendable {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
         let connections = self.registry.connections(ofUser: user)
         guard !connections.isEmpty else { return 0 }
-        let frame = FrameEncoder.frame(opcode: binary ? .binary : .text, payload: payload, allocator: self.allocator)
+        let opcode: WebSocketOpcode = binary ? .binary : .text
+        let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
+        let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - payload.count, length: payload.count)!
+        let compressible = payload.count >= self.config.compression.minSize
         for connection in connections {
-            connection.eventLoop.execute { connection.writeFrame(frame) }
+            if connection.deflate != nil && compressible {
+                connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body) }
+            } else {
+                connection.eventLoop.execute { connection.writeFrame(frame) }
+            }
         }
         return connections.count
     }

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOWebSocket
 import WavelaneProtocol
 
 /// The state of one event loop: its connections, their topic subscriptions, and the list of
@@ -13,6 +14,9 @@ final class Shard: @unchecked Sendable {
     var connections: [UInt64: Connection] = [:]
     var topics = TopicIndex<UInt64>()
     private var dirty: [Connection] = []
+    /// Shared permessage-deflate state for connections without context takeover (reset per message).
+    private(set) lazy var inflater = Inflater(contextTakeover: false)
+    private var deflaters: [Int: Deflater] = [:]
     private var flushScheduled = false
     private var sweeper: RepeatedTask?
 
@@ -54,12 +58,21 @@ final class Shard: @unchecked Sendable {
         }
     }
 
+    /// The no-context-takeover compressor for a window size, made on first use.
+    func deflater(windowBits: Int) -> Deflater {
+        if let d = self.deflaters[windowBits] { return d }
+        let policy = self.server.config.compression
+        let d = Deflater(level: policy.level, windowBits: windowBits, memLevel: policy.memLevel, contextTakeover: false)
+        self.deflaters[windowBits] = d
+        return d
+    }
+
     /// Delivers an encoded publication to every local subscriber of `topic`.
-    func deliver(topic: String, frame: ByteBuffer) {
+    func deliver(topic: String, publication: Publication) {
         var delivered = 0
         self.topics.forEachSubscriber(of: topic) { id in
             if let connection = self.connections[id] {
-                connection.writeFrame(frame)
+                connection.writePublication(publication)
                 delivered += 1
             }
         }
@@ -81,6 +94,16 @@ final class Shard: @unchecked Sendable {
         self.dirty.removeAll(keepingCapacity: true)
         for connection in pending { connection.flush() }
     }
+}
+
+/// One publication, encoded once: the plain frame, its body (a slice of the frame, for connections
+/// that compress with their own parameters) and, when any connection can share it, the frame
+/// compressed once with no context takeover and a 15-bit window.
+struct Publication: Sendable {
+    let frame: ByteBuffer
+    let body: ByteBuffer
+    let opcode: WebSocketOpcode
+    let compressedFrame: ByteBuffer?
 }
 
 /// Connections and users by id, for calls that come from Python threads. One lock; held only to

@@ -13,6 +13,14 @@ public enum FrameEncoder {
         return 10
     }
 
+    /// The payload length of a complete frame of `frameSize` bytes (inverse of `headerSize`).
+    @inlinable
+    public static func payloadLength(ofFrameSize frameSize: Int) -> Int {
+        if frameSize - 2 <= 125 { return frameSize - 2 }
+        if frameSize - 4 <= 0xFFFF { return frameSize - 4 }
+        return frameSize - 10
+    }
+
     /// Writes a frame header for a final, unmasked frame.
     @inlinable
     public static func writeHeader(opcode: WebSocketOpcode, payloadLength length: Int, rsv1: Bool = false,

@@ -17,6 +17,9 @@ public struct MessageAssembler {
         case none
         /// A complete, validated message.
         case message(MessageKind, ByteBuffer)
+        /// A complete permessage-deflate message (RSV1 was set): still compressed. The caller inflates
+        /// it (bounded by `maxMessageSize`) and validates text afterwards.
+        case compressedMessage(MessageKind, ByteBuffer)
         /// Answer with a pong carrying this payload.
         case ping(ByteBuffer)
         /// A pong arrived (the connection is alive).
@@ -28,13 +31,17 @@ public struct MessageAssembler {
     }
 
     public let maxMessageSize: Int
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    public let compression: Bool
     private var fragmentKind: MessageKind?
+    private var fragmentCompressed = false
     private var fragments: ByteBuffer?
     private var validator = UTF8Validator()
     private var failed = false
 
-    public init(maxMessageSize: Int) {
+    public init(maxMessageSize: Int, compression: Bool = false) {
         self.maxMessageSize = maxMessageSize
+        self.compression = compression
     }
 
     /// True while a fragmented message is being assembled.
@@ -43,8 +50,14 @@ public struct MessageAssembler {
     public mutating func receive(_ frame: WebSocketFrame) -> Action {
         if self.failed { return .none }
         guard frame.maskKey != nil else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
-        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+        if frame.rsv2 || frame.rsv3 {
             return self.fail(CloseCode.protocolError, "reserved bits set without a negotiated extension")
+        }
+        if frame.rsv1 {
+            // RSV1 is permessage-deflate's "compressed" bit: only on the first frame of a data message.
+            guard self.compression, frame.opcode == .text || frame.opcode == .binary else {
+                return self.fail(CloseCode.protocolError, "RSV1 set without permessage-deflate, or on a non-initial frame")
+            }
         }
         switch frame.opcode {
         case .text:
@@ -73,6 +86,14 @@ public struct MessageAssembler {
         }
         if frame.length > self.maxMessageSize { return self.fail(CloseCode.messageTooBig, "message too big") }
         let data = frame.unmaskedData
+        if frame.rsv1 {
+            if frame.fin { return .compressedMessage(kind, data) }
+            self.fragmentKind = kind
+            self.fragmentCompressed = true
+            self.fragments = data
+            return .none
+        }
+        self.fragmentCompressed = false
         if kind == .text {
             self.validator = UTF8Validator()
             let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
@@ -97,7 +118,7 @@ public struct MessageAssembler {
             return self.fail(CloseCode.messageTooBig, "message too big")
         }
         let data = frame.unmaskedData
-        if kind == .text {
+        if kind == .text && !self.fragmentCompressed {
             let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
             guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
         }
@@ -106,6 +127,10 @@ public struct MessageAssembler {
         buffer.writeBuffer(&data2)
         if frame.fin {
             self.fragmentKind = nil
+            if self.fragmentCompressed {
+                self.fragmentCompressed = false
+                return .compressedMessage(kind, buffer)
+            }
             if kind == .text && !self.validator.isComplete {
                 return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message")
             }
