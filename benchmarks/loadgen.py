@@ -26,7 +26,7 @@ import uvloop
 from picows import WSListener, WSMsgType, ws_connect
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
-from common import JWT_SECRET, envelope, payload  # noqa: E402
+from common import JWT_SECRET, envelope, payload, raise_nofile  # noqa: E402
 
 TEXT = WSMsgType.TEXT
 
@@ -256,10 +256,7 @@ async def fanout(a) -> dict:
     t_end = time.perf_counter()
     phase("publish_end")
     c1 = cpu()
-    try:
-        done = await ctl.request({"type": "noop"}, "bench_done", 5) if False else None
-    except Exception:  # noqa: BLE001
-        done = None
+    done = None
     while not ctl.q.empty():
         m = json.loads(ctl.q.get_nowait())
         if m.get("type") == "bench_done":
@@ -420,7 +417,7 @@ async def idle(a) -> dict:
         for r in res:
             (held if isinstance(r, Client) else failed).append(r)
         await asyncio.sleep(0.5)
-        alive = sum(1 for c in held if not c.transport.is_disconnected())
+        alive = sum(1 for c in held if not c.transport.is_disconnected)
         sys.stdout.write(json.dumps({"step": step, "open": alive, "failed": len(failed),
                                      "fail_samples": [repr(f) for f in failed[:2]]}) + "\n")
         sys.stdout.flush()
@@ -446,8 +443,7 @@ def main() -> None:
     ap.add_argument("--drain-test", action="store_true")
     ap.add_argument("--timeout", type=float, default=120.0)
     a = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     fn = {"fanout": fanout, "inbound": inbound, "rtt": rtt, "handshakes": handshakes,
           "idle": idle}[a.mode]
     result = uvloop.run(asyncio.wait_for(fn(a), a.timeout + 60))

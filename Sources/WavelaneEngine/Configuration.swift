@@ -48,6 +48,11 @@ public struct EngineConfiguration: Sendable {
     /// Handle the client's JSON control messages (subscribe/unsubscribe/ping) in the engine; when off,
     /// every frame is the application's.
     public var controlMessages = true
+    /// TLS (wss): PEM certificate chain and private key files; with a client CA, clients must
+    /// present a certificate signed by it (mutual TLS).
+    public var tlsCertificatePath: String? = nil
+    public var tlsKeyPath: String? = nil
+    public var tlsClientCAPath: String? = nil
     /// permessage-deflate (RFC 7692) policy.
     public var compression = PerMessageDeflate.ServerPolicy()
 
@@ -64,6 +69,7 @@ public struct EngineConfiguration: Sendable {
         "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
+        "tls_cert", "tls_key", "tls_client_ca",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -98,6 +104,15 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
         if let v = try r.bool("ready_message") { self.readyMessage = v }
         if let v = try r.bool("control_messages") { self.controlMessages = v }
+        self.tlsCertificatePath = try r.string("tls_cert")
+        self.tlsKeyPath = try r.string("tls_key")
+        self.tlsClientCAPath = try r.string("tls_client_ca")
+        if (self.tlsCertificatePath == nil) != (self.tlsKeyPath == nil) {
+            throw ConfigurationError(self.tlsCertificatePath == nil ? "tls_cert" : "tls_key", "tls_cert and tls_key go together")
+        }
+        if self.tlsClientCAPath != nil && self.tlsCertificatePath == nil {
+            throw ConfigurationError("tls_client_ca", "needs tls_cert and tls_key")
+        }
         if let v = try r.bool("compression") { self.compression.enabled = v }
         if let v = try r.int("compression_min_size", 1...(1 << 30)) { self.compression.minSize = v }
         if let v = try r.int("compression_level", 1...9) { self.compression.level = v }

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import Synchronization
 import WavelaneAuth
@@ -33,6 +34,7 @@ public struct ArgumentError: Error, CustomStringConvertible, Sendable {
 public final class ServerCore: @unchecked Sendable {
     public let config: EngineConfiguration
     let verifier: JWTVerifier?
+    private let tlsContext: NIOSSLContext?
     public let queue: EventQueue
     public let stats = EngineStats()
     let registry = ConnectionRegistry()
@@ -72,7 +74,40 @@ public final class ServerCore: @unchecked Sendable {
         } else {
             self.verifier = nil
         }
+        self.tlsContext = try Self.makeTLSContext(configuration)
         self.queue = EventQueue(capacity: configuration.inboundQueueSize)
+    }
+
+    private static func makeTLSContext(_ config: EngineConfiguration) throws(ConfigurationError) -> NIOSSLContext? {
+        guard let certPath = config.tlsCertificatePath, let keyPath = config.tlsKeyPath else { return nil }
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certPath)
+        } catch {
+            throw ConfigurationError("tls_cert", "cannot read a PEM certificate from \(certPath): \(error)")
+        }
+        guard !chain.isEmpty else { throw ConfigurationError("tls_cert", "no certificate in \(certPath)") }
+        let key: NIOSSLPrivateKey
+        do {
+            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+        } catch {
+            throw ConfigurationError("tls_key", "cannot read a PEM private key from \(keyPath): \(error)")
+        }
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        if let caPath = config.tlsClientCAPath {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath))
+            } catch {
+                throw ConfigurationError("tls_client_ca", "cannot read PEM certificates from \(caPath): \(error)")
+            }
+            tls.certificateVerification = .noHostnameVerification
+        }
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw ConfigurationError("tls_key", "the certificate and key do not make a TLS context: \(error)")
+        }
     }
 
     deinit {
@@ -186,6 +221,9 @@ public final class ServerCore: @unchecked Sendable {
         let httpHandler = HTTPHandler(server: self, state: state)
         do {
             let sync = channel.pipeline.syncOperations
+            if let tlsContext = self.tlsContext {
+                try sync.addHandler(NIOSSLServerHandler(context: tlsContext))
+            }
             try sync.configureHTTPServerPipeline(
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                     // The upgrade is happening: plain-HTTP handling leaves the pipeline.

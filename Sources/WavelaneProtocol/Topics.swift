@@ -25,9 +25,13 @@ public enum Topic {
         let utf8 = topic.utf8
         if utf8.isEmpty { return .empty }
         if utf8.count > maxLength { return .tooLong(max: maxLength) }
+        var previous: UInt8 = 0
         for b in utf8 {
             if b < 0x20 || b == 0x7F { return .controlCharacter }
+            // C1 controls U+0080...U+009F are C2 80...C2 9F in UTF-8.
+            if previous == 0xC2 && b >= 0x80 && b <= 0x9F { return .controlCharacter }
             if !allowWildcards && (b == UInt8(ascii: "*") || b == UInt8(ascii: "?")) { return .wildcardNotAllowed }
+            previous = b
         }
         return nil
     }

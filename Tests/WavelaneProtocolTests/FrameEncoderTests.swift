@@ -57,6 +57,12 @@ struct FrameEncoderHeaderTests {
         #expect(f[10...].allSatisfy { $0 == 0xAB })
     }
 
+    @Test func payloadLengthInvertsHeaderSize() {
+        for n in [0, 1, 124, 125, 126, 127, 1000, 65534, 65535, 65536, 65537, 1 << 24] {
+            #expect(FrameEncoder.payloadLength(ofFrameSize: FrameEncoder.headerSize(payloadLength: n) + n) == n, "payload \(n)")
+        }
+    }
+
     @Test func writeHeaderDirectly() {
         var b = allocator.buffer(capacity: 16)
         FrameEncoder.writeHeader(opcode: .binary, payloadLength: 0x0102_0304_0506, into: &b)

@@ -159,16 +159,25 @@ struct GlobPatternTests {
     }
 }
 
+/// A reference wrapper so mutating calls can sit inside `#expect`.
+private final class Index {
+    var inner = TopicIndex<Int>()
+    @discardableResult func subscribe(_ s: Int, to t: String) -> Bool { self.inner.subscribe(s, to: t) }
+    @discardableResult func unsubscribe(_ s: Int, from t: String) -> Bool { self.inner.unsubscribe(s, from: t) }
+    var topicCount: Int { self.inner.topicCount }
+    func subscriberCount(of t: String) -> Int { self.inner.subscriberCount(of: t) }
+}
+
 @Suite("TopicIndex")
 struct TopicIndexTests {
-    private func subscribers(_ index: TopicIndex<Int>, _ topic: String) -> [Int] {
+    private func subscribers(_ index: Index, _ topic: String) -> [Int] {
         var out: [Int] = []
-        index.forEachSubscriber(of: topic) { out.append($0) }
+        index.inner.forEachSubscriber(of: topic) { out.append($0) }
         return out
     }
 
     @Test func subscribeAndUnsubscribeReturnValues() {
-        var index = TopicIndex<Int>()
+        let index = Index()
         #expect(index.subscribe(1, to: "chat"))
         #expect(!index.subscribe(1, to: "chat"), "already subscribed")
         #expect(index.subscribe(2, to: "chat"))
@@ -192,7 +201,7 @@ struct TopicIndexTests {
     }
 
     @Test func exactAndPatternDelivery() {
-        var index = TopicIndex<Int>()
+        let index = Index()
         index.subscribe(1, to: "user:42:events")
         index.subscribe(2, to: "user:*:events")
         index.subscribe(3, to: "room:?")
@@ -206,7 +215,7 @@ struct TopicIndexTests {
     }
 
     @Test func eachSubscriberVisitedOnce() {
-        var index = TopicIndex<Int>()
+        let index = Index()
         // Subscriber 1: exact + three patterns that all match; subscriber 2: two patterns; 3: exact only.
         index.subscribe(1, to: "user:42:events")
         index.subscribe(1, to: "user:*:events")
@@ -225,7 +234,7 @@ struct TopicIndexTests {
     }
 
     @Test func removingLastSubscriberCleansUp() {
-        var index = TopicIndex<Int>()
+        let index = Index()
         #expect(index.topicCount == 0)
         index.subscribe(1, to: "a")
         index.subscribe(2, to: "a")
@@ -250,12 +259,21 @@ struct TopicIndexTests {
     }
 
     @Test func manySubscribers() {
-        var index = TopicIndex<Int>()
+        let index = Index()
         for i in 0..<1000 { index.subscribe(i, to: i.isMultiple(of: 2) ? "even" : "odd:*") }
         #expect(index.subscriberCount(of: "even") == 500)
         #expect(index.subscriberCount(of: "odd:x") == 500)
         #expect(index.topicCount == 2)
         for i in 0..<1000 { #expect(index.unsubscribe(i, from: i.isMultiple(of: 2) ? "even" : "odd:*")) }
         #expect(index.topicCount == 0)
+    }
+}
+
+@Suite struct TopicC1ControlTests {
+    @Test func c1ControlCharactersAreRefused() {
+        #expect(Topic.validate("a\u{85}b", maxLength: 64, allowWildcards: true) == .controlCharacter)
+        #expect(Topic.validate("a\u{9F}", maxLength: 64, allowWildcards: false) == .controlCharacter)
+        // Other characters encoded with a C2 lead byte are fine (U+00A0...U+00BF).
+        #expect(Topic.validate("a\u{A9}b", maxLength: 64, allowWildcards: false) == nil)
     }
 }

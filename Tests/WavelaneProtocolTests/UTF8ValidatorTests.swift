@@ -126,9 +126,11 @@ struct UTF8ValidatorTests {
         #expect(!validWhole(bytes))
         #expect(!oracleValid(bytes))
         var v = UTF8Validator()
-        #expect(!bytes.withUnsafeBytes { v.feed($0) }, "feed must return false, not just leave an incomplete state")
+        let fed = bytes.withUnsafeBytes { v.feed($0) }
+        #expect(!fed, "feed must return false, not just leave an incomplete state")
         // Once rejected, always rejected.
-        #expect(!v.feed(bytes: Array("ok".utf8)))
+        let again = v.feed(bytes: Array("ok".utf8))
+        #expect(!again)
         #expect(!v.isComplete)
     }
 
@@ -137,18 +139,22 @@ struct UTF8ValidatorTests {
     ])
     func truncatedSequencesAreIncomplete(bytes: [UInt8]) {
         var v = UTF8Validator()
-        #expect(bytes.withUnsafeBytes { v.feed($0) }, "a truncated sequence is still a valid prefix")
+        let fed = bytes.withUnsafeBytes { v.feed($0) }
+        #expect(fed, "a truncated sequence is still a valid prefix")
         #expect(!v.isComplete)
         #expect(!validWhole(bytes))
     }
 
     @Test func completingATruncatedSequence() {
         var v = UTF8Validator()
-        #expect(v.feed(bytes: [0xF0, 0x9F]))
+        let r1 = v.feed(bytes: [0xF0, 0x9F])
+        #expect(r1)
         #expect(!v.isComplete)
-        #expect(v.feed(bytes: [0x98]))
+        let r2 = v.feed(bytes: [0x98])
+        #expect(r2)
         #expect(!v.isComplete)
-        #expect(v.feed(bytes: [0x80]))
+        let r3 = v.feed(bytes: [0x80])
+        #expect(r3)
         #expect(v.isComplete)
     }
 
@@ -156,8 +162,10 @@ struct UTF8ValidatorTests {
         // A lead byte followed by a long ASCII run: the 8-byte fast path must not run in a
         // non-accepting state.
         var v = UTF8Validator()
-        #expect(v.feed(bytes: [0xC3]))
-        #expect(!v.feed(bytes: Array("abcdefghijklmnop".utf8)))
+        let lead = v.feed(bytes: [0xC3])
+        #expect(lead)
+        let run = v.feed(bytes: Array("abcdefghijklmnop".utf8))
+        #expect(!run)
         #expect(!validWhole([0xE2, 0x82] + Array("abcdefghijklmnop".utf8)))
         #expect(!validWhole(Array("abcdefgh".utf8) + [0xF0, 0x9F] + Array("abcdefghijklmnop".utf8)))
     }
@@ -178,7 +186,8 @@ struct UTF8ValidatorTests {
                 // A lone lead byte at the end of a long ASCII run is incomplete.
                 var v = UTF8Validator()
                 let truncated = [UInt8](repeating: 0x61, count: offset + 8) + [0xE2]
-                #expect(truncated.withUnsafeBytes { v.feed($0) })
+                let fed = truncated.withUnsafeBytes { v.feed($0) }
+                #expect(fed)
                 #expect(!v.isComplete)
             }
         }
@@ -211,7 +220,8 @@ struct UTF8ValidatorTests {
             #expect(UTF8Validator.isValid(bytes: bytes) == expected, "\(bytes)")
             let byByte = feedByteByByte(bytes)
             #expect(byByte.valid == expected, "\(bytes)")
-            #expect(feedChunked(bytes, using: &rng) == expected, "\(bytes)")
+            let chunked = feedChunked(bytes, using: &rng)
+            #expect(chunked == expected, "\(bytes)")
             // Fail fast: feed fails exactly at the first byte after which no completion is possible.
             if let i = byByte.failedAt {
                 #expect(isViablePrefix(Array(bytes[..<i])), "\(bytes) failed too early at \(i)")

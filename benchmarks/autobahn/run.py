@@ -67,7 +67,7 @@ CASE_SETS: Dict[str, Tuple[List[str], str]] = {
            "permessage-deflate subgroup: 385 cases, ~1.5 min"),
     "all": (["*"], "every case: 517, ~10-14 min (12.*/13.* take most of it)"),
 }
-DEFAULT_TIMEOUTS = {"quick": 300, "ci": 600, "all": 2400}
+DEFAULT_TIMEOUTS = {"quick": 300, "ci": 600, "all": 3600}
 
 
 def split_patterns(text: str) -> List[str]:
@@ -83,9 +83,9 @@ def resolve_cases(spec: str) -> Tuple[str, List[str]]:
         # wstest: a pattern with "*" is a regex prefix match ("." literal, "*" = ".*");
         # without "*" it must be an exact case id (an unknown one crashes wstest).
         if not re.fullmatch(r"[0-9*]+(\.[0-9*]+)*", p):
-            raise SystemExit(f"run.py: bad case pattern {p!r} (e.g. 1.*, 7.1.5, 12.1.1*)")
+            raise CannotRun(f"bad case pattern {p!r} (e.g. 1.*, 7.1.5, 12.1.1*)")
     if not pats:
-        raise SystemExit("run.py: --cases is empty")
+        raise CannotRun("--cases is empty")
     return "custom", pats
 
 
@@ -107,7 +107,8 @@ class CannotRun(Exception):
 def run_bounded(cmd: Sequence[str], timeout: float, what: str, **kw) -> None:
     log(f"{what}: {' '.join(cmd)}")
     try:
-        r = subprocess.run(list(cmd), timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+        env = dict(os.environ, PIP_NO_PYTHON_VERSION_WARNING="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        r = subprocess.run(list(cmd), timeout=timeout, stdin=subprocess.DEVNULL, env=env, **kw)
     except subprocess.TimeoutExpired:
         raise CannotRun(f"{what} did not finish within {timeout:.0f} s") from None
     except OSError as exc:
@@ -213,6 +214,12 @@ def kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to SIG_DFL so that Python installs its KeyboardInterrupt handler
+    (a shell starts background jobs with SIGINT ignored, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class EchoServer:
     """``python -m wavelane echo`` in its own process group, output to ``logfile``."""
 
@@ -232,10 +239,10 @@ class EchoServer:
             self.port = free_port(self.host)  # may be taken meanwhile: retried below
             cmd = [self.python, "-m", "wavelane", "echo", "--host", self.host, "--port", str(self.port)]
             log(f"starting the echo server: PYTHONPATH={pydir} {' '.join(cmd)}")
-            with open(self.logfile, "ab") as out:
+            with open(self.logfile, "wb" if attempt == 1 else "ab") as out:
                 self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                                              stdout=out, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=_default_sigint)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -498,7 +505,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--strict-close", action="store_true",
                    help="count a non-OK closing behaviour as failure even if the case passed")
     p.add_argument("--timeout", type=float, default=None,
-                   help="time limit for wstest in seconds (default: quick 300, ci 600, all 2400)")
+                   help="time limit for wstest in seconds (default: quick 300, ci 600, all 3600)")
     p.add_argument("--outdir", default=None, help="directory for the spec, logs and reports "
                    "(default: a new temporary directory, kept)")
     p.add_argument("--venv", default=os.environ.get("AUTOBAHN_VENV", DEFAULT_VENV),
@@ -513,11 +520,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--agent", default="wavelane", help="agent name in the reports")
     args = p.parse_args(argv)
 
-    setname, cases = resolve_cases(args.cases)
-    exclude = [x for e in args.exclude for x in split_patterns(e)]
-    timeout = args.timeout or DEFAULT_TIMEOUTS.get(setname, 1800)
-
     try:
+        setname, cases = resolve_cases(args.cases)
+        exclude = [x for e in args.exclude for x in split_patterns(e)]
+        timeout = args.timeout or DEFAULT_TIMEOUTS.get(setname, 1800)
         wstest = find_wstest(args.venv, install=not args.no_install)
     except CannotRun as exc:
         log(f"cannot run: {exc}")

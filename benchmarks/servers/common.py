@@ -72,3 +72,17 @@ class Bench:
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE (root may raise the hard limit too); returns the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in ((max(want, hard), max(want, hard)), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, target)
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

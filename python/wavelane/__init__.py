@@ -15,6 +15,7 @@ See ``docs/python-api.md`` for the whole API.
 """
 
 from ._server import CONFIG_DEFAULTS, Event, Server
+from .config import load_config
 from .errors import ConfigError, StartError, WavelaneError
 
 __version__ = "0.1.0"
@@ -35,5 +36,6 @@ __all__ = [
     "ConfigError",
     "StartError",
     "engine_version",
+    "load_config",
     "__version__",
 ]

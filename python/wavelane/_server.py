@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import re
 import threading
 import weakref
@@ -61,10 +62,30 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "subscribe_approval": False,
     "ready_message": True,
     "control_messages": True,
+    "compression": True,
+    "compression_min_size": 256,
+    "compression_level": 6,
+    "compression_window_bits": 15,
+    "compression_mem_level": 8,
+    "compression_server_context_takeover": False,
+    "compression_client_context_takeover": False,
+    "tls_cert": None,
+    "tls_key": None,
+    "tls_client_ca": None,
 }
 
 _STR_KEYS = frozenset(
-    {"host", "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_issuer", "jwt_audience"}
+    {
+        "host",
+        "jwt_secret",
+        "jwt_previous_secret",
+        "jwt_public_key",
+        "jwt_issuer",
+        "jwt_audience",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+    }
 )
 _NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param"})
 _INT_KEYS = frozenset(
@@ -78,6 +99,10 @@ _INT_KEYS = frozenset(
         "max_topic_length",
         "inbound_queue_size",
         "max_send_queue",
+        "compression_min_size",
+        "compression_level",
+        "compression_window_bits",
+        "compression_mem_level",
     }
 )
 _NUMBER_KEYS = frozenset(
@@ -98,6 +123,9 @@ _BOOL_KEYS = frozenset(
         "subscribe_approval",
         "ready_message",
         "control_messages",
+        "compression",
+        "compression_server_context_takeover",
+        "compression_client_context_takeover",
     }
 )
 _STR_LIST_KEYS = frozenset({"jwt_algorithms"})
@@ -248,6 +276,20 @@ class Server:
         self._parse_json = parse_json
         self._running = False
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls,
+        path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        **overrides: Any,
+    ) -> "Server":
+        """A server configured from a file, then ``WAVELANE_*`` environment variables, then
+        keyword arguments (later sources win). See :mod:`wavelane.config`."""
+        from .config import load_config
+
+        return cls(**load_config(path, env=env, **overrides))
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import resource
 import signal
 import time
 
@@ -15,7 +14,7 @@ import uvloop
 from picows import (WSListener, WSMsgType, WSUpgradeResponse, WSUpgradeResponseWithListener,
                     ws_create_server)
 
-from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload
+from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload, raise_nofile
 
 TEXT = WSMsgType.TEXT
 bench = Bench()
@@ -114,8 +113,7 @@ async def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     server = await ws_create_server(factory, args.host, args.port, backlog=4096)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

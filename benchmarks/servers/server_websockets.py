@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import resource
 import signal
 import time
 from http import HTTPStatus
@@ -16,7 +15,7 @@ import uvloop
 import websockets
 from websockets.asyncio.server import serve
 
-from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload
+from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload, raise_nofile
 
 bench = Bench()
 topics: dict = {}
@@ -94,8 +93,7 @@ async def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

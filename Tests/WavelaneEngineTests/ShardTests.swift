@@ -1,0 +1,43 @@
+import Testing
+@testable import WavelaneEngine
+
+@Suite("TopicOffsets")
+struct TopicOffsetsTests {
+    private func next(_ o: TopicOffsets, _ topic: String) -> UInt64 {
+        o.lock.withLock { o.nextLocked(topic) }
+    }
+
+    @Test func offsetsStartAtOneAndGrowPerTopic() {
+        let o = TopicOffsets()
+        #expect(next(o, "a") == 1)
+        #expect(next(o, "a") == 2)
+        #expect(next(o, "b") == 1)
+        #expect(next(o, "a") == 3)
+        #expect(o.count == 2)
+        o.reset()
+        #expect(o.count == 0)
+        #expect(next(o, "a") == 1)
+    }
+
+    @Test func boundedTableForgetsStaleTopics() {
+        let o = TopicOffsets(limit: 3)
+        #expect(next(o, "a") == 1)
+        #expect(next(o, "b") == 1)
+        #expect(next(o, "c") == 1)
+        // A fourth topic: everything was published in the current generation, so the table is cleared.
+        #expect(next(o, "d") == 1)
+        #expect(o.count == 1)
+        #expect(next(o, "a") == 1, "forgotten: restarts at 1")
+        #expect(next(o, "d") == 2)
+        #expect(next(o, "e") == 1)
+        #expect(o.count == 3)
+        // Known topics never trigger a prune.
+        #expect(next(o, "e") == 2)
+        #expect(o.count == 3)
+        // A new one prunes topics not published since the last prune (none here: all three are recent).
+        #expect(next(o, "f") == 1)
+        // ...so the fallback clears the whole table again: only "f" remains.
+        #expect(o.count == 1)
+        #expect(next(o, "d") == 1)
+    }
+}

@@ -1,0 +1,150 @@
+"""One configuration model, three sources: a file, the environment, keyword arguments.
+
+Later sources override earlier ones::
+
+    server = wavelane.Server.from_config("wavelane.toml", port=9000)
+
+* **File**: TOML (``.toml``; ``tomllib`` on 3.11+, ``tomli`` before), YAML (``.yaml``/``.yml``,
+  needs PyYAML) or JSON (``.json``). Keys at the top level, or inside a ``[wavelane]`` table.
+* **Environment**: ``WAVELANE_<KEY>`` in upper case, e.g. ``WAVELANE_PORT=9000``,
+  ``WAVELANE_JWT_ALGORITHMS=HS256,RS256``, ``WAVELANE_COMPRESSION=false``,
+  ``WAVELANE_WS_PATH=none``. ``WAVELANE_CONFIG`` names a file to load when no path is given.
+  ``WAVELANE_SKIP_SWIFT_BUILD``, ``WAVELANE_LIB`` and ``WAVELANE_KEEP_DEBUG_INFO`` belong to the
+  build and are ignored here.
+* **Keyword arguments**.
+
+Unknown keys are errors in every source, and every error is a :class:`ConfigError` naming the
+key (and the file or variable it came from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+from .errors import ConfigError
+
+__all__ = ["load_config", "ENV_PREFIX", "PYTHON_KEYS"]
+
+ENV_PREFIX = "WAVELANE_"
+#: Environment variables with the prefix that are not configuration keys.
+_RESERVED_ENV = frozenset({"WAVELANE_CONFIG", "WAVELANE_SKIP_SWIFT_BUILD", "WAVELANE_LIB", "WAVELANE_KEEP_DEBUG_INFO"})
+#: Keys handled by the Python layer rather than the engine.
+PYTHON_KEYS = frozenset({"parse_json"})
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"", "none", "null"}
+
+
+def _known_keys() -> Dict[str, Any]:
+    from ._server import CONFIG_DEFAULTS
+
+    return dict(CONFIG_DEFAULTS)
+
+
+def _read_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot read: {exc.strerror or exc}") from None
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            try:
+                import tomllib as toml  # type: ignore[import-not-found]
+            except ImportError:  # Python < 3.11
+                try:
+                    import tomli as toml  # type: ignore[import-not-found,no-redef]
+                except ImportError:
+                    raise ConfigError(f"config file {p}: reading TOML on Python < 3.11 needs `pip install tomli`") from None
+            data = toml.loads(raw.decode("utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml  # type: ignore[import-untyped]
+            except ImportError:
+                raise ConfigError(f"config file {p}: reading YAML needs `pip install pyyaml`") from None
+            data = yaml.safe_load(raw.decode("utf-8")) or {}
+        elif suffix == ".json":
+            data = json.loads(raw.decode("utf-8"))
+        else:
+            raise ConfigError(f"config file {p}: unknown format {suffix!r} (use .toml, .yaml, .yml or .json)")
+    except ConfigError:
+        raise
+    except Exception as exc:  # the parsers' own errors
+        raise ConfigError(f"config file {p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: the top level must be a table/mapping")
+    if set(data) == {"wavelane"} and isinstance(data["wavelane"], dict):
+        data = data["wavelane"]
+    known = _known_keys()
+    for key in data:
+        if key not in known and key not in PYTHON_KEYS:
+            raise ConfigError(f"{key}: unknown setting (in {p})", key)
+    return dict(data)
+
+
+def _parse_env_value(key: str, text: str, var: str) -> Any:
+    from . import _server
+
+    t = text.strip()
+    low = t.lower()
+    if key in _server._BOOL_KEYS or key in PYTHON_KEYS:
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{key}: {var}={text!r} is not a boolean (use true/false)", key)
+    if key in _server._INT_KEYS:
+        try:
+            return int(t)
+        except ValueError:
+            raise ConfigError(f"{key}: {var}={text!r} is not an integer", key) from None
+    if key in _server._NUMBER_KEYS:
+        try:
+            return float(t)
+        except ValueError:
+            raise ConfigError(f"{key}: {var}={text!r} is not a number", key) from None
+    if key in _server._STR_LIST_KEYS:
+        return [part.strip() for part in t.split(",") if part.strip()]
+    if key in _server._NULLABLE_STR_KEYS and low in _NONE:
+        return None
+    return text
+
+
+def _read_env(env: Mapping[str, str]) -> Dict[str, Any]:
+    known = _known_keys()
+    out: Dict[str, Any] = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _RESERVED_ENV:
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        if key not in known and key not in PYTHON_KEYS:
+            raise ConfigError(f"{key}: unknown setting (from environment variable {var})", key)
+        out[key] = _parse_env_value(key, text, var)
+    return out
+
+
+def load_config(
+    path: Optional[Union[str, "os.PathLike[str]"]] = None,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    **overrides: Any,
+) -> Dict[str, Any]:
+    """Merge file < environment < keyword arguments into one settings dict.
+
+    ``path`` defaults to ``$WAVELANE_CONFIG`` when set. ``env`` defaults to ``os.environ``; pass
+    ``{}`` to ignore the environment.
+    """
+    environ = os.environ if env is None else env
+    if path is None and environ.get("WAVELANE_CONFIG"):
+        path = environ["WAVELANE_CONFIG"]
+    merged: Dict[str, Any] = {}
+    if path is not None:
+        merged.update(_read_file(path))
+    merged.update(_read_env(environ))
+    merged.update(overrides)
+    return merged
