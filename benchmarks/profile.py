@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Profile one engine's server process under one scenario with `perf` (apt: linux-perf).
 
-    python benchmarks/profile.py wavelane fanout [--secs 8] [--out DIR] [-- extra loadgen args]
+    python benchmarks/profile.py wavelane fanout [--secs 8] [--out DIR] [extra loadgen args]
+    python benchmarks/profile.py wavelane inbound --secs 6 --drain-test   # drain-only
 
 Starts the server (benchmarks/servers/server_<engine>.py) in the bench venv (run
 `benchmarks/run.py --smoke` once first so the venv and the staged Wavelane exist), attaches
@@ -37,7 +38,8 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(bench.RESULTS, "profile"))
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/wavelane-bench"))
     ap.add_argument("extra", nargs="*")
-    a = ap.parse_args()
+    a, unknown = ap.parse_known_args()
+    a.extra = [x for x in a.extra + unknown if x != "--"]  # e.g. --drain-test, --count 5000
     os.makedirs(a.out, exist_ok=True)
     py = bench.ensure_venv(a.cache)
     env = dict(os.environ)

@@ -26,9 +26,17 @@ COLORS = {"wavelane": "#1f77b4", "wse": "#d62728", "picows": "#2ca02c", "websock
 
 def summ(res, sc, eng, key):
     try:
-        return res["scenarios"][sc][eng]["summary"][key]
+        d = res["scenarios"][sc][eng]
     except (KeyError, TypeError):
         return None
+    if key in d.get("summary", {}):
+        return d["summary"][key]
+    vals = sorted(r[key] for r in d.get("runs", []) if isinstance(r.get(key), (int, float)))
+    if not vals:
+        return None
+    import statistics
+
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1]}
 
 
 def fmt(v, nd=0):
@@ -164,7 +172,7 @@ def main() -> int:
       % os.path.relpath(src, REPO))
     w("## Reproduce\n")
     w("```sh\n%s\n```\n" % res.get("command", "python benchmarks/run.py --full"))
-    w("`--quick` (~2–3 min, 1 repetition), `--full` (the issue's parameters, 3 repetitions), "
+    w("`--quick` (1.5–4 min, 1 repetition, fan-out shortened to 400 messages), `--full` (the issue's parameters, 3 repetitions; 30+ min with the Python baselines), "
       "`--smoke` (≤ 60 s, Wavelane only; CI). The harness creates its own venv under "
       "`~/.cache/wavelane-bench/` on CPython 3.12 and installs the pinned peers; see "
       "`benchmarks/README.md`.\n")
@@ -254,6 +262,7 @@ def main() -> int:
     if any(os.path.basename(p) == "bench-fanout.png" for p in made):
         w("![fan-out](img/bench-fanout.png) ![cpu per delivery](img/bench-fanout-cpu.png)\n")
     table("2. Inbound", "inbound", [("events/s end to end", "rate", 0),
+                                    ("load generator sent/s", "send_rate", 0),
                                     ("events/s in the app loop", "server_rate", 0),
                                     ("drain-only events/s (pre-filled queue)", "drain_rate", 0),
                                     ("lost", "lost", 0), ("server CPU (cores)", "server_cpu_util", 2),
@@ -262,7 +271,9 @@ def main() -> int:
           "time from the first send until the app has counted them all. *In the app loop*: count / "
           "time between the first and the last message the Python loop saw. *Drain-only*: the app "
           "stops draining until the engine's queue holds all %s events, then times draining them "
-          "(engines with a queue only: `drain()` / `drain_inbound()`)." % (
+          "(engines with a queue only: `drain()` / `drain_inbound()`). When *end to end* equals "
+          "*load generator sent/s*, the server kept up with the sender and the figure is a floor "
+          "for the engine, not its limit; the drain-only column then shows the engine side." % (
               P["inbound_clients"], "{:,}".format(P["inbound_count"]),
               "{:,}".format(P["inbound_clients"] * P["inbound_count"])))
     if made:

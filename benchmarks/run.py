@@ -8,6 +8,7 @@
 
 Options: --engines wavelane,wse,picows,websockets  --reps N  --scenarios fanout,inbound,...
          --build (swift build the engine first)  --no-report  --cache DIR
+         --wavelane-path DIR (an importable wavelane package to use instead of the repo's)
 
 It needs only a Python 3 to start: it creates its own venv under ~/.cache/wavelane-bench
 (override with WAVELANE_BENCH_CACHE) on CPython 3.12 (wse-server needs >= 3.12; found on PATH,
@@ -149,22 +150,39 @@ def build_id(path: str) -> str:
 
 
 def stage_wavelane(py: str, cache: str) -> dict:
-    """Make `import wavelane` work in the venv; returns extra env (PYTHONPATH) for the server."""
-    libs = [p for p in (os.path.join(REPO, ".build", "release", "libwavelane.so"),
-                        os.path.join(REPO, "python", "wavelane", "libwavelane.so")) if os.path.exists(p)]
-    lib = max(libs, key=os.path.getmtime) if libs else None
-    if len(libs) == 2 and build_id(libs[0]) and build_id(libs[0]) == build_id(libs[1]):
-        lib = libs[0]  # same code; .build's copy keeps its symbols (readable profiles)
+    """Make `import wavelane` work in the venv; returns extra env (PYTHONPATH) for the server.
+
+    With an in-place build (python/wavelane/_native*.so) the package is copied to <cache>/stage
+    with the library built alongside it (python/wavelane/libwavelane.so; .build/release's copy
+    when it is the same build, since that one keeps its symbols for profiles). The staged package
+    must import; otherwise the repository is pip-installed into the venv.
+    """
     pkg = os.path.join(REPO, "python", "wavelane")
-    native = glob.glob(os.path.join(pkg, "_native*.so"))
-    if native and lib:
+    pylib = os.path.join(pkg, "libwavelane.so")
+    blib = os.path.join(REPO, ".build", "release", "libwavelane.so")
+    candidates = []
+    if os.path.exists(pylib):
+        if os.path.exists(blib) and build_id(blib) and build_id(blib) == build_id(pylib):
+            candidates.append(blib)
+        candidates.append(pylib)
+    if os.path.exists(blib) and blib not in candidates:
+        candidates.append(blib)
+    if glob.glob(os.path.join(pkg, "_native*.so")):
         stage = os.path.join(cache, "stage")
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.copytree(pkg, os.path.join(stage, "wavelane"))
-        shutil.copy2(lib, os.path.join(stage, "wavelane", "libwavelane.so"))
-        log("wavelane staged from %s (+ %s)" % (pkg, os.path.relpath(lib, REPO)))
-        return {"PYTHONPATH": stage, "_lib": lib}
-    # no in-place build: install the package into the venv (setup.py builds the extension)
+        for lib in candidates:
+            shutil.rmtree(stage, ignore_errors=True)
+            shutil.copytree(pkg, os.path.join(stage, "wavelane"))
+            shutil.copy2(lib, os.path.join(stage, "wavelane", "libwavelane.so"))
+            env = dict(os.environ, PYTHONPATH=stage)
+            check = subprocess.run([py, "-c", "import wavelane; wavelane.engine_version()"],
+                                   env=env, capture_output=True, text=True, cwd=cache)
+            if check.returncode == 0:
+                log("wavelane staged from %s (+ %s)" % (pkg, os.path.relpath(lib, REPO)))
+                return {"PYTHONPATH": stage, "_lib": lib}
+            log("staged wavelane with %s does not import: %s" % (
+                os.path.relpath(lib, REPO), check.stderr.strip().splitlines()[-1:]))
+    # no usable in-place build: install the package into the venv (setup.py builds the extension)
+    lib = blib if os.path.exists(blib) else None
     env = dict(os.environ)
     if lib:
         env["WAVELANE_SKIP_SWIFT_BUILD"] = "1"
@@ -357,7 +375,8 @@ def sc_fanout(ctx, srv, rep):
         r["server_cpu"] = cpu
         r["server_cpu_util"] = cpu / max(1e-9, s1["t"] - s0["t"])
         r["cpu_us_per_delivery"] = cpu / max(1, r["delivered"]) * 1e6
-        r["fds_per_conn"] = (s0["fds"] - base["fds"]) / (P["fanout_subs"] + 1)
+        if rep == 0:  # later repetitions start while the previous clients may still be closing
+            r["fds_per_conn"] = (s0["fds"] - base["fds"]) / (P["fanout_subs"] + 1)
         r["server_rss_kb"] = s1["rss_kb"]
         r["server_threads"] = s0["threads"]
     return r
@@ -427,7 +446,7 @@ RUNNERS = {"fanout": sc_fanout, "inbound": sc_inbound, "rtt": sc_rtt, "handshake
 METRICS = {
     "fanout": ["rate", "cpu_us_per_delivery", "fds_per_conn", "server_cpu_util", "client_cpu_util",
                "lost", "secs"],
-    "inbound": ["rate", "server_rate", "drain_rate", "server_cpu_util", "client_cpu_util", "lost"],
+    "inbound": ["rate", "send_rate", "server_rate", "drain_rate", "server_cpu_util", "client_cpu_util", "lost"],
     "rtt": ["p50_us", "p99_us", "max_us", "client_cpu_util"],
     "handshakes": ["rate", "p50_us", "p99_us", "errors", "server_cpu_util", "client_cpu_util"],
     "idle": ["rss_kb_per_conn", "fds_per_conn", "failed"],
@@ -487,6 +506,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--build", action="store_true", help="swift build the engine first")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--wavelane-path", default=os.environ.get("WAVELANE_BENCH_PYTHONPATH"),
+                    help="directory holding an importable wavelane package to use instead of the "
+                         "repository's (e.g. a copy of an older build, for A/B comparisons)")
     ap.add_argument("--cache", default=os.environ.get("WAVELANE_BENCH_CACHE",
                                                       os.path.expanduser("~/.cache/wavelane-bench")))
     a = ap.parse_args()
@@ -513,7 +535,10 @@ def main() -> int:
             swift_build()
         needs_all = mode != "smoke" or any(e != "wavelane" for e in engines)
         py = ensure_venv(a.cache, REQUIREMENTS if needs_all else SMOKE_REQUIREMENTS)
-        extra = stage_wavelane(py, a.cache) if "wavelane" in engines else {}
+        if a.wavelane_path:
+            extra = {"PYTHONPATH": os.path.abspath(a.wavelane_path), "_lib": os.path.abspath(a.wavelane_path)}
+        else:
+            extra = stage_wavelane(py, a.cache) if "wavelane" in engines else {}
     except (HarnessError, subprocess.CalledProcessError, OSError) as exc:
         log("setup failed: %s" % exc)
         return 1

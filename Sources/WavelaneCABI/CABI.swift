@@ -129,6 +129,21 @@ public func wl_server_stop(_ s: OpaquePointer?, _ timeoutMs: Int32) {
     server(s)?.stop(timeout: Double(max(0, timeoutMs)) / 1000)
 }
 
+@_cdecl("wl_server_drain_and_stop")
+public func wl_server_drain_and_stop(_ s: OpaquePointer?, _ timeoutMs: Int32) {
+    server(s)?.drainAndStop(timeout: Double(max(0, timeoutMs)) / 1000)
+}
+
+/// Priority and coalescing key from the C arguments.
+private func sendOptions(_ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int) -> Result<(Priority, String?), ArgumentError> {
+    guard let p = UInt8(exactly: priority).flatMap(Priority.init(rawValue:)) else {
+        return .failure(ArgumentError("priority: must be 0 (critical) ... 4 (background)"))
+    }
+    guard let key, keyLen > 0 else { return .success((p, nil)) }
+    guard let k = string(key, keyLen) else { return .failure(ArgumentError("key: not valid UTF-8")) }
+    return .success((p, k))
+}
+
 @_cdecl("wl_server_free")
 public func wl_server_free(_ s: OpaquePointer?) {
     guard let s else { return }
@@ -203,6 +218,7 @@ public func wl_pending(_ s: OpaquePointer?) -> Int64 {
 @_cdecl("wl_publish")
 public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ topicLen: Int,
                        _ data: UnsafePointer<CChar>?, _ len: Int, _ payloadKind: Int32,
+                       _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                        _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
     guard let core = server(s) else { return -1 }
     guard let topic = string(topic, topicLen) else {
@@ -214,7 +230,8 @@ public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ to
         return -1
     }
     do {
-        return Int64(try core.publish(topic: topic, kind: kind, payload: bytes(data, len)))
+        let (p, k) = try sendOptions(priority, key, keyLen).get()
+        return Int64(try core.publish(topic: topic, kind: kind, payload: bytes(data, len), priority: p, key: k))
     } catch {
         writeError(error.message, err, errLen)
         return -1
@@ -223,10 +240,12 @@ public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ to
 
 @_cdecl("wl_send")
 public func wl_send(_ s: OpaquePointer?, _ conn: UInt64, _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
+                    _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                     _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
     guard let core = server(s) else { return -1 }
     do {
-        return try core.send(conn: conn, payload: bytes(data, len), binary: binary != 0) ? 1 : 0
+        let (p, k) = try sendOptions(priority, key, keyLen).get()
+        return try core.send(conn: conn, payload: bytes(data, len), binary: binary != 0, priority: p, key: k) ? 1 : 0
     } catch {
         writeError(error.message, err, errLen)
         return -1
@@ -236,6 +255,7 @@ public func wl_send(_ s: OpaquePointer?, _ conn: UInt64, _ data: UnsafePointer<C
 @_cdecl("wl_send_user")
 public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ userLen: Int,
                          _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
+                         _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                          _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
     guard let core = server(s) else { return -1 }
     guard let user = string(user, userLen) else {
@@ -243,7 +263,8 @@ public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ u
         return -1
     }
     do {
-        return Int64(try core.sendUser(user, payload: bytes(data, len), binary: binary != 0))
+        let (p, k) = try sendOptions(priority, key, keyLen).get()
+        return Int64(try core.sendUser(user, payload: bytes(data, len), binary: binary != 0, priority: p, key: k))
     } catch {
         writeError(error.message, err, errLen)
         return -1

@@ -55,6 +55,8 @@ public struct EngineConfiguration: Sendable {
     public var tlsClientCAPath: String? = nil
     /// permessage-deflate (RFC 7692) policy.
     public var compression = PerMessageDeflate.ServerPolicy()
+    /// Admission and inbound rate-limit policies (Policies.swift).
+    public var policies = PolicyConfiguration()
 
     public init() {}
 
@@ -77,7 +79,7 @@ public struct EngineConfiguration: Sendable {
     /// switches that token source off.
     public init(json: JSONValue) throws(ConfigurationError) {
         guard case .object(let object) = json else { throw ConfigurationError("config", "must be a JSON object") }
-        for key in object.keys.sorted() where !Self.keys.contains(key) {
+        for key in object.keys.sorted() where !Self.keys.contains(key) && !Self.policyKeys.contains(key) {
             throw ConfigurationError(key, "unknown setting")
         }
         let r = Reader(object: object)
@@ -124,6 +126,7 @@ public struct EngineConfiguration: Sendable {
         // For these two, an explicit null switches the token source off.
         if r.present("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }
         if r.present("jwt_query_param") { self.jwtQueryParam = try r.string("jwt_query_param") }
+        try self.readPolicies(r)
         if self.idleTimeout < self.pingInterval {
             throw ConfigurationError("idle_timeout", "must be at least ping_interval (\(self.pingInterval) s)")
         }
@@ -163,7 +166,7 @@ public struct EngineConfiguration: Sendable {
         }
     }
 
-    private struct Reader {
+    struct Reader {
         let object: [String: JSONValue]
 
         func present(_ key: String) -> Bool { self.object[key] != nil }

@@ -36,13 +36,20 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     private(set) var state = State.open
     private(set) var subscriptions = Set<String>()
     var lastActivity: NIODeadline
+    /// Inbound rate limit (Policies.swift); nil when none is configured.
+    private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity)
     var lastPing: NIODeadline
     var dirty = false
     private var closeCode: UInt16?
     private var closeReason = ""
     private var closeTimer: Scheduled<Void>?
     var unwritableSince: NIODeadline?
-    private var bytesWhileUnwritable = 0
+    /// Messages waiting while the socket cannot take more (bounded, by priority).
+    private var sendQueue: SendQueue
+    /// Drops not yet reported to the application (reported by the shard's sweep).
+    private var unreportedDrops = SendQueue.Dropped()
+    /// Set by a graceful stop: close with this once the send queue is empty.
+    private var closeWhenDrained: (code: UInt16, reason: String)?
 
     init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
          shard: Shard, server: ServerCore) {
@@ -55,6 +62,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.eventLoop = shard.eventLoop
         self.server = server
         self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize, compression: deflate != nil)
+        self.sendQueue = SendQueue(maxBytes: server.config.maxSendQueue)
         if let deflate {
             let policy = server.config.compression
             if !deflate.serverNoContextTakeover {
@@ -113,6 +121,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
         self.ownDeflater = nil
         self.ownInflater = nil
+        self.sendQueue.removeAll()
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: self.closeReason.utf8.count)
         reason.writeString(self.closeReason)
@@ -169,6 +178,18 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     private func received(_ kind: MessageAssembler.MessageKind, _ payload: ByteBuffer, context: ChannelHandlerContext) {
         self.server.stats.add(.messagesIn)
         self.server.stats.add(.bytesIn, payload.readableBytes)
+        // Every message counts against the rate limit, control messages included (`lastActivity` is now).
+        if let verdict = self.inboundLimiter?.admit(size: payload.readableBytes, now: self.lastActivity), verdict != .pass {
+            self.server.stats.add(.rateLimited)
+            switch verdict {
+            case .refuse(reply: true): self.sendJSON(InboundLimiter.errorReply)
+            case .close:
+                self.server.stats.add(.rateLimitCloses)
+                self.fail(code: CloseCode.policyViolation, reason: "rate limit exceeded", context: context)
+            default: break
+            }
+            return
+        }
         if kind == .text, self.server.config.controlMessages,
            let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
             self.handle(control)
@@ -195,11 +216,25 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             self.unwritableSince = nil
-            self.bytesWhileUnwritable = 0
+            self.drainSendQueue(context: context)
         } else if self.unwritableSince == nil {
             self.unwritableSince = .now()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Moves queued messages to the socket, highest priority first, while it takes them.
+    private func drainSendQueue(context: ChannelHandlerContext) {
+        var wrote = false
+        while context.channel.isWritable, let item = self.sendQueue.dequeue() {
+            self.write(item.frame, context: context)
+            wrote = true
+        }
+        if wrote { context.flush() }
+        if self.sendQueue.isEmpty, let close = self.closeWhenDrained {
+            self.closeWhenDrained = nil
+            self.initiateClose(code: close.code, reason: close.reason)
+        }
     }
 
     private func push(_ event: InboundEvent, context: ChannelHandlerContext) {
@@ -280,33 +315,86 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: outbound
 
-    /// Queues one complete frame (header included). Flushed once per event-loop tick by the shard.
-    func writeFrame(_ frame: ByteBuffer) {
+    /// Queues one complete frame (header included). While the socket takes data it goes straight to
+    /// the channel (flushed once per event-loop tick by the shard); otherwise into the bounded
+    /// priority send queue, where a full queue drops the lowest priorities first and a message
+    /// with a coalescing `key` replaces the queued one with the same key.
+    func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil) {
         guard self.state == .open, let context = self.context else { return }
-        let size = frame.readableBytes
-        context.write(self.wrapOutboundOut(frame), promise: nil)
-        self.server.stats.add(.framesOut)
-        self.server.stats.add(.bytesOut, size)
-        if !context.channel.isWritable {
-            self.bytesWhileUnwritable += size
-            if self.bytesWhileUnwritable > self.server.config.maxSendQueue {
-                self.closeSlowConsumer()
-                return
+        if self.sendQueue.isEmpty && context.channel.isWritable && self.closeWhenDrained == nil {
+            self.write(frame, context: context)
+            if !self.dirty {
+                self.dirty = true
+                self.shard.markDirty(self)
             }
+            return
         }
-        if !self.dirty {
-            self.dirty = true
-            self.shard.markDirty(self)
+        switch self.sendQueue.enqueue(frame, priority: priority, key: key) {
+        case .coalesced:
+            self.server.stats.add(.coalesced)
+        case .queued(let dropped):
+            self.noteDropped(dropped)
+        case .overflow(let dropped):
+            self.noteDropped(dropped)
+            self.closeSlowConsumer()
+        }
+    }
+
+    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        self.server.stats.add(.framesOut)
+        self.server.stats.add(.bytesOut, frame.readableBytes)
+        context.write(self.wrapOutboundOut(frame), promise: nil)
+    }
+
+    private func noteDropped(_ dropped: SendQueue.Dropped) {
+        guard !dropped.isEmpty else { return }
+        self.unreportedDrops.merge(dropped)
+        let stats = self.server.stats
+        stats.add(.droppedBytes, dropped.bytes)
+        stats.add(.droppedHigh, dropped.byPriority[Int(Priority.high.rawValue)])
+        stats.add(.droppedNormal, dropped.byPriority[Int(Priority.normal.rawValue)])
+        stats.add(.droppedLow, dropped.byPriority[Int(Priority.low.rawValue)])
+        stats.add(.droppedBackground, dropped.byPriority[Int(Priority.background.rawValue)])
+    }
+
+    /// Reports drops since the last report as one `dropped` event (called by the shard's sweep, so a
+    /// storm of drops costs at most one event per connection per sweep).
+    func reportDrops() {
+        guard !self.unreportedDrops.isEmpty, let context = self.context else { return }
+        let d = self.unreportedDrops
+        self.unreportedDrops = SendQueue.Dropped()
+        var body = #"{"count":\#(d.count),"bytes":\#(d.bytes),"priority":{"#
+        var first = true
+        for p in Priority.allCases where d.byPriority[Int(p.rawValue)] > 0 {
+            body += (first ? "" : ",") + "\"\(p.name)\":\(d.byPriority[Int(p.rawValue)])"
+            first = false
+        }
+        body += "}}"
+        var payload = context.channel.allocator.buffer(capacity: body.utf8.count)
+        payload.writeString(body)
+        self.server.queue.push(InboundEvent(kind: .dropped, code: UInt32(clamping: d.count), conn: self.id, payload: payload), from: nil)
+    }
+
+    /// Graceful stop: close with `code` once everything queued has been handed to the socket.
+    func closeAfterDrain(code: UInt16, reason: String) {
+        guard self.state == .open, let context = self.context else { return }
+        if self.sendQueue.isEmpty {
+            self.initiateClose(code: code, reason: reason)
+        } else {
+            self.closeWhenDrained = (code, reason)
+            if context.channel.isWritable { self.drainSendQueue(context: context) }
         }
     }
 
     /// Queues one application message (send / send_user), compressed when negotiated and large enough.
-    func writeMessage(opcode: WebSocketOpcode, payload: ByteBuffer) {
+    func writeMessage(opcode: WebSocketOpcode, payload: ByteBuffer, priority: Priority, key: String?) {
         guard self.state == .open, let context = self.context else { return }
         if self.deflate != nil, payload.readableBytes >= self.server.config.compression.minSize {
-            self.writeFrame(self.compressedFrame(opcode: opcode, body: payload, allocator: context.channel.allocator))
+            self.writeFrame(self.compressedFrame(opcode: opcode, body: payload, allocator: context.channel.allocator),
+                            priority: priority, key: key)
         } else {
-            self.writeFrame(FrameEncoder.frame(opcode: opcode, payload: payload, allocator: context.channel.allocator))
+            self.writeFrame(FrameEncoder.frame(opcode: opcode, payload: payload, allocator: context.channel.allocator),
+                            priority: priority, key: key)
         }
     }
 
@@ -314,14 +402,15 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// unusual deflate parameters) a frame compressed for this connection.
     func writePublication(_ publication: Publication) {
         guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {
-            self.writeFrame(publication.frame)
+            self.writeFrame(publication.frame, priority: publication.priority, key: publication.key)
             return
         }
         if self.sharesCompressedPublications, let compressed = publication.compressedFrame {
-            self.writeFrame(compressed)
+            self.writeFrame(compressed, priority: publication.priority, key: publication.key)
         } else if let context = self.context {
             self.writeFrame(self.compressedFrame(opcode: publication.opcode, body: publication.body,
-                                                 allocator: context.channel.allocator))
+                                                 allocator: context.channel.allocator),
+                            priority: publication.priority, key: publication.key)
         }
     }
 

@@ -15,6 +15,8 @@ public struct InboundEvent: Sendable {
         case binary = 3
         case disconnect = 4
         case subscribeRequest = 5
+        /// Outbound messages for this connection were dropped (slow consumer); payload: JSON counts.
+        case dropped = 6
     }
 
     public var kind: Kind

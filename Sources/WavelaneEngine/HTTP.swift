@@ -16,6 +16,8 @@ final class HandshakeState: @unchecked Sendable {
     struct Rejection: Error {
         var status: HTTPResponseStatus
         var reason: String
+        /// Extra response headers (e.g. Retry-After on 429).
+        var headers: [(String, String)] = []
     }
 
     var rejection: Rejection?
@@ -24,6 +26,10 @@ final class HandshakeState: @unchecked Sendable {
     var timeout: Scheduled<Void>?
     /// Set by a successful check: the connection's id, user and connect-event payload.
     var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?)?
+    /// The subprotocol chosen from the client's offers (answered in the 101), if any.
+    var subprotocol: String?
+    /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
+    var admission: AdmissionTicket?
 }
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
@@ -45,6 +51,9 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
             if let deflate = self.state.accepted?.deflate {
                 headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader)
+            }
+            if let subprotocol = self.state.subprotocol {
+                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
             }
             return channel.eventLoop.makeSucceededFuture(headers)
         case .failure(let rejection):
@@ -79,9 +88,50 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .badRequest, reason: "bad Sec-WebSocket-Key"))
         }
+
+        // Policies (Policies.swift): origin, subprotocol, then per-IP admission, all before the JWT
+        // is verified and before any per-connection state (slot, id, payload) exists.
+        let policy = config.policies
+        if let problem = policy.checkOrigin(request.headers["origin"]) {
+            stats.add(.rejectedOrigin)
+            return .failure(.init(status: .forbidden, reason: problem))
+        }
+        let subprotocol: String?
+        switch policy.selectSubprotocol(request.headers["sec-websocket-protocol"]) {
+        case .none: subprotocol = nil
+        case .chosen(let name): subprotocol = name
+        case .refused:
+            stats.add(.rejectedSubprotocol)
+            return .failure(.init(status: .badRequest, reason: "none of the offered subprotocols is supported (supported: \(policy.subprotocols.joined(separator: ", ")))"))
+        }
+        var ticket: AdmissionTicket? = nil
+        if policy.admissionEnabled {
+            switch self.server.admission.admit(ip: IPKey(channel.remoteAddress), now: .now()) {
+            case .success(let t):
+                ticket = t
+                self.state.admission = t
+                channel.closeFuture.whenComplete { _ in t.release() }
+            case .failure(.rate(let retryAfter)):
+                stats.add(.rejectedRate)
+                return .failure(.init(status: .tooManyRequests, reason: "too many new connections from this address",
+                                      headers: [("Retry-After", String(retryAfter))]))
+            case .failure(.tableFull):
+                stats.add(.rejectedIPTableFull)
+                return .failure(.init(status: .serviceUnavailable, reason: "too many clients", headers: [("Retry-After", "1")]))
+            case .failure:
+                stats.add(.rejectedIP)
+                return .failure(.init(status: .serviceUnavailable, reason: "too many connections from this address"))
+            }
+        }
+        // From here on a refusal gives back what the ticket holds at once (the close also would, later).
+        func refuse(_ rejection: HandshakeState.Rejection) -> Result<String, HandshakeState.Rejection> {
+            ticket?.release()
+            return .failure(rejection)
+        }
+
         if stats.connectionSlots.load(ordering: .relaxed) >= config.maxConnections {
             stats.add(.rejectedCapacity)
-            return .failure(.init(status: .serviceUnavailable, reason: "too many connections"))
+            return refuse(.init(status: .serviceUnavailable, reason: "too many connections"))
         }
 
         var user: String? = nil
@@ -89,7 +139,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         if let verifier = self.server.verifier {
             guard let token = self.token(request: request, query: query) else {
                 stats.add(.rejectedAuth)
-                return .failure(.init(status: .unauthorized, reason: "missing token"))
+                return refuse(.init(status: .unauthorized, reason: "missing token"))
             }
             switch verifier.verify(token, now: Int64(time(nil))) {
             case .success(let verified):
@@ -97,17 +147,22 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
                 claimsJSON = verified.claimsJSON
             case .failure(let error):
                 stats.add(.rejectedAuth)
-                return .failure(.init(status: .unauthorized, reason: error.reason))
+                return refuse(.init(status: .unauthorized, reason: error.reason))
             }
+        }
+        if let user, let ticket, self.server.admission.admit(user: user, ticket: ticket) != nil {
+            stats.add(.rejectedUser)
+            return refuse(.init(status: .serviceUnavailable, reason: "too many connections for this user"))
         }
 
         let slots = stats.connectionSlots.wrappingAdd(1, ordering: .relaxed).newValue
         if slots > config.maxConnections {
             stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
             stats.add(.rejectedCapacity)
-            return .failure(.init(status: .serviceUnavailable, reason: "too many connections"))
+            return refuse(.init(status: .serviceUnavailable, reason: "too many connections"))
         }
         self.state.slotHeld = true
+        self.state.subprotocol = subprotocol
 
         let id = self.server.nextConnectionID(on: channel.eventLoop)
         var body: [UInt8] = Array(#"{"user":"#.utf8)
@@ -116,6 +171,8 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         JSONWriter.appendString(Self.describe(channel.remoteAddress), to: &body)
         body.append(contentsOf: #","path":"#.utf8)
         JSONWriter.appendString(String(path), to: &body)
+        body.append(contentsOf: #","subprotocol":"#.utf8)
+        if let subprotocol { JSONWriter.appendString(subprotocol, to: &body) } else { body.append(contentsOf: "null".utf8) }
         body.append(contentsOf: #","claims":"#.utf8)
         body.append(contentsOf: claimsJSON.utf8)
         body.append(UInt8(ascii: "}"))
@@ -196,6 +253,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let rejection = self.state.rejection {
             var extra: [(String, String)] = []
             if rejection.status == .upgradeRequired { extra.append(("Sec-WebSocket-Version", "13")) }
+            extra.append(contentsOf: rejection.headers)
             self.respond(context: context, status: rejection.status, contentType: "text/plain; charset=utf-8",
                          body: Array(rejection.reason.utf8), head: head, extraHeaders: extra)
             return

@@ -156,7 +156,7 @@ public final class ServerCore: @unchecked Sendable {
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
-                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 8)
+                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             do {
                 let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
@@ -215,6 +215,28 @@ public final class ServerCore: @unchecked Sendable {
         self.queue.wake()
     }
 
+    /// Graceful drain: new upgrades get HTTP 503, every connection is closed with 1001 once its
+    /// queued messages have been handed to the socket, and after at most `timeout` seconds (or
+    /// as soon as every connection is gone) the server stops.
+    public func drainAndStop(timeout: Double) {
+        let shards: [Shard]? = self.lifecycleLock.withLock {
+            guard self.group != nil else { return nil }
+            self.acceptingFlag.store(false, ordering: .relaxed)
+            return self.shardsBox.withLockedValue { $0 }
+        }
+        guard let shards else { return }
+        for shard in shards {
+            shard.eventLoop.execute {
+                for connection in shard.connections.values {
+                    connection.closeAfterDrain(code: CloseCode.goingAway, reason: "server shutting down")
+                }
+            }
+        }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0, timeout) * 1e9))
+        while self.registry.count > 0 && NIODeadline.now() < deadline { usleep(2000) }
+        self.stop(timeout: 0)
+    }
+
     private func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
         let state = HandshakeState()
         let upgrader = WebSocketUpgrader(server: self, state: state)
@@ -263,7 +285,8 @@ public final class ServerCore: @unchecked Sendable {
     // MARK: application calls
 
     /// Publishes to every subscriber of `topic` on every loop; returns the publication's offset.
-    public func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer) throws(ArgumentError) -> UInt64 {
+    public func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer,
+                        priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> UInt64 {
         if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
             throw ArgumentError("topic: \(problem.message)")
         }
@@ -289,7 +312,8 @@ public final class ServerCore: @unchecked Sendable {
                 buffer.writeBytes(bytes)
                 compressed = buffer
             }
-            let publication = Publication(frame: frame, body: body, opcode: opcode, compressedFrame: compressed)
+            let publication = Publication(frame: frame, body: body, opcode: opcode, compressedFrame: compressed,
+                                          priority: priority, key: key)
             for shard in shards {
                 shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
             }
@@ -298,23 +322,25 @@ public final class ServerCore: @unchecked Sendable {
     }
 
     /// Sends one frame to one connection. Returns false when the connection is unknown or closed.
-    public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool) throws(ArgumentError) -> Bool {
+    public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool,
+                     priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Bool {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
         guard let connection = self.registry.connection(conn) else { return false }
         let opcode: WebSocketOpcode = binary ? .binary : .text
         if connection.deflate != nil && payload.count >= self.config.compression.minSize {
             var body = self.allocator.buffer(capacity: payload.count)
             body.writeBytes(payload)
-            connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body) }
+            connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
         } else {
             let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
-            connection.eventLoop.execute { connection.writeFrame(frame) }
+            connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
         }
         return true
     }
 
     /// Sends one frame to every connection of `user`; returns how many connections it was queued for.
-    public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool) throws(ArgumentError) -> Int {
+    public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool,
+                         priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Int {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
         let connections = self.registry.connections(ofUser: user)
         guard !connections.isEmpty else { return 0 }
@@ -324,9 +350,9 @@ public final class ServerCore: @unchecked Sendable {
         let compressible = payload.count >= self.config.compression.minSize
         for connection in connections {
             if connection.deflate != nil && compressible {
-                connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body) }
+                connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
             } else {
-                connection.eventLoop.execute { connection.writeFrame(frame) }
+                connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
             }
         }
         return connections.count

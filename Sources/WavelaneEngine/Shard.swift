@@ -55,6 +55,7 @@ final class Shard: @unchecked Sendable {
                 connection.sendPing(now: now)
             }
             connection.checkSlowConsumer(now: now)
+            connection.reportDrops()
         }
     }
 
@@ -104,6 +105,9 @@ struct Publication: Sendable {
     let body: ByteBuffer
     let opcode: WebSocketOpcode
     let compressedFrame: ByteBuffer?
+    let priority: Priority
+    /// Latest-state-wins key: replaces a queued publication with the same key.
+    let key: String?
 }
 
 /// Connections and users by id, for calls that come from Python threads. One lock; held only to

@@ -19,6 +19,21 @@ public final class EngineStats: Sendable {
         case idleTimeouts
         case slowConsumerCloses
         case backpressurePauses
+        case droppedHigh
+        case droppedNormal
+        case droppedLow
+        case droppedBackground
+        case droppedBytes
+        case coalesced
+        // Admission and inbound rate limits (Policies.swift)
+        case rejectedRate
+        case rejectedIP
+        case rejectedIPTableFull
+        case rejectedUser
+        case rejectedOrigin
+        case rejectedSubprotocol
+        case rateLimited
+        case rateLimitCloses
 
         public var name: String {
             switch self {
@@ -38,6 +53,20 @@ public final class EngineStats: Sendable {
             case .idleTimeouts: return "idle_timeouts"
             case .slowConsumerCloses: return "slow_consumer_closes"
             case .backpressurePauses: return "backpressure_pauses"
+            case .droppedHigh: return "dropped_high"
+            case .droppedNormal: return "dropped_normal"
+            case .droppedLow: return "dropped_low"
+            case .droppedBackground: return "dropped_background"
+            case .droppedBytes: return "dropped_bytes"
+            case .coalesced: return "coalesced"
+            case .rejectedRate: return "rejected_rate"
+            case .rejectedIP: return "rejected_ip"
+            case .rejectedIPTableFull: return "rejected_ip_table_full"
+            case .rejectedUser: return "rejected_user"
+            case .rejectedOrigin: return "rejected_origin"
+            case .rejectedSubprotocol: return "rejected_subprotocol"
+            case .rateLimited: return "rate_limited"
+            case .rateLimitCloses: return "rate_limit_closes"
             }
         }
     }

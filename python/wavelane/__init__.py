@@ -14,7 +14,7 @@ SwiftNIO event loops inside ``libwavelane.so``; Python drains events and publish
 See ``docs/python-api.md`` for the whole API.
 """
 
-from ._server import CONFIG_DEFAULTS, Event, Server
+from ._server import CONFIG_DEFAULTS, PRIORITIES, Event, Server
 from .config import load_config
 from .errors import ConfigError, StartError, WavelaneError
 
@@ -32,6 +32,7 @@ __all__ = [
     "Server",
     "Event",
     "CONFIG_DEFAULTS",
+    "PRIORITIES",
     "WavelaneError",
     "ConfigError",
     "StartError",

@@ -31,6 +31,7 @@ static PyObject *str_connect = NULL;
 static PyObject *str_message = NULL;
 static PyObject *str_disconnect = NULL;
 static PyObject *str_subscribe_request = NULL;
+static PyObject *str_dropped = NULL;
 static PyObject *EngineType = NULL;
 
 typedef struct {
@@ -316,6 +317,23 @@ static PyObject *Engine_stop(EngineObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_drain_and_stop(EngineObject *self, PyObject *args) {
+    double timeout = 5.0;
+    if (!PyArg_ParseTuple(args, "|d:drain_and_stop", &timeout))
+        return NULL;
+    if (self->srv == NULL)
+        Py_RETURN_NONE;
+    if (!(timeout >= 0))
+        timeout = 0;
+    if (timeout > 3600)
+        timeout = 3600;
+    int ms = (int)(timeout * 1000.0);
+    BEGIN_NATIVE(self)
+    wl_server_drain_and_stop(self->srv, ms);
+    END_NATIVE(self)
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_close_engine(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     engine_free_server(self);
     Py_RETURN_NONE;
@@ -385,6 +403,10 @@ static PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             break;
         case WL_EV_SUBSCRIBE_REQUEST:
             kind = str_subscribe_request;
+            data = decode_json(e->data, e->len);
+            break;
+        case WL_EV_DROPPED:
+            kind = str_dropped;
             data = decode_json(e->data, e->len);
             break;
         default:
@@ -476,12 +498,32 @@ static PyObject *Engine_pending(EngineObject *self, PyObject *Py_UNUSED(ignored)
     return PyLong_FromLongLong((long long)wl_pending(self->srv));
 }
 
+/* Optional coalescing key: None or a str. */
+static int view_key(PyObject *key, View *v) {
+    v->ptr = NULL;
+    v->len = 0;
+    v->owner = NULL;
+    if (key == NULL || key == Py_None)
+        return 0;
+    return view_str(key, v, "key");
+}
+
+static int check_priority(int priority) {
+    if (priority < WL_PRIORITY_CRITICAL || priority > WL_PRIORITY_BACKGROUND) {
+        PyErr_SetString(PyExc_ValueError, "priority must be 0 (critical) ... 4 (background)");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Engine_publish(EngineObject *self, PyObject *args) {
-    PyObject *topic, *data;
-    int kind;
-    if (!PyArg_ParseTuple(args, "OOi:publish", &topic, &data, &kind))
+    PyObject *topic, *data, *key = Py_None;
+    int kind, priority = WL_PRIORITY_NORMAL;
+    if (!PyArg_ParseTuple(args, "OOi|iO:publish", &topic, &data, &kind, &priority, &key))
         return NULL;
     ENGINE_CHECK(self);
+    if (check_priority(priority) < 0)
+        return NULL;
     if (kind != WL_PAYLOAD_TEXT && kind != WL_PAYLOAD_JSON && kind != WL_PAYLOAD_BINARY) {
         PyErr_SetString(PyExc_ValueError, "kind must be PAYLOAD_TEXT, PAYLOAD_JSON or PAYLOAD_BINARY");
         return NULL;
@@ -494,47 +536,66 @@ static PyObject *Engine_publish(EngineObject *self, PyObject *args) {
         view_release(&vt);
         return NULL;
     }
+    View vk;
+    if (view_key(key, &vk) < 0) {
+        view_release(&vt);
+        view_release(&vd);
+        return NULL;
+    }
     char err[ERR_LEN];
     err[0] = '\0';
     int64_t off;
     BEGIN_NATIVE(self)
-    off = wl_publish(self->srv, vt.ptr, (size_t)vt.len, vd.ptr, (size_t)vd.len, kind, err,
-                     sizeof err);
+    off = wl_publish(self->srv, vt.ptr, (size_t)vt.len, vd.ptr, (size_t)vd.len, kind, priority,
+                     vk.ptr, (size_t)vk.len, err, sizeof err);
     END_NATIVE(self)
     view_release(&vt);
     view_release(&vd);
+    view_release(&vk);
     if (off < 0)
         return raise_err(PyExc_ValueError, err, "publish failed");
     return PyLong_FromLongLong((long long)off);
 }
 
 static PyObject *Engine_send(EngineObject *self, PyObject *args) {
-    PyObject *conn_obj, *data;
-    if (!PyArg_ParseTuple(args, "OO:send", &conn_obj, &data))
+    PyObject *conn_obj, *data, *key = Py_None;
+    int priority = WL_PRIORITY_NORMAL;
+    if (!PyArg_ParseTuple(args, "OO|iO:send", &conn_obj, &data, &priority, &key))
         return NULL;
     ENGINE_CHECK(self);
+    if (check_priority(priority) < 0)
+        return NULL;
     uint64_t conn;
     if (get_conn(conn_obj, &conn) < 0)
         return NULL;
-    View vd;
+    View vd, vk;
     int binary;
     if (view_payload(data, &vd, &binary, "data") < 0)
         return NULL;
+    if (view_key(key, &vk) < 0) {
+        view_release(&vd);
+        return NULL;
+    }
     char err[ERR_LEN];
     err[0] = '\0';
-    int rc = wl_send(self->srv, conn, vd.ptr, (size_t)vd.len, binary, err, sizeof err);
+    int rc = wl_send(self->srv, conn, vd.ptr, (size_t)vd.len, binary, priority, vk.ptr,
+                     (size_t)vk.len, err, sizeof err);
     view_release(&vd);
+    view_release(&vk);
     if (rc < 0)
         return raise_err(PyExc_ValueError, err, "send failed");
     return PyBool_FromLong(rc == 1);
 }
 
 static PyObject *Engine_send_user(EngineObject *self, PyObject *args) {
-    PyObject *user, *data;
-    if (!PyArg_ParseTuple(args, "OO:send_user", &user, &data))
+    PyObject *user, *data, *key = Py_None;
+    int priority = WL_PRIORITY_NORMAL;
+    if (!PyArg_ParseTuple(args, "OO|iO:send_user", &user, &data, &priority, &key))
         return NULL;
     ENGINE_CHECK(self);
-    View vu, vd;
+    if (check_priority(priority) < 0)
+        return NULL;
+    View vu, vd, vk;
     if (view_str(user, &vu, "user") < 0)
         return NULL;
     int binary;
@@ -542,15 +603,21 @@ static PyObject *Engine_send_user(EngineObject *self, PyObject *args) {
         view_release(&vu);
         return NULL;
     }
+    if (view_key(key, &vk) < 0) {
+        view_release(&vu);
+        view_release(&vd);
+        return NULL;
+    }
     char err[ERR_LEN];
     err[0] = '\0';
     int64_t n;
     BEGIN_NATIVE(self)
-    n = wl_send_user(self->srv, vu.ptr, (size_t)vu.len, vd.ptr, (size_t)vd.len, binary, err,
-                     sizeof err);
+    n = wl_send_user(self->srv, vu.ptr, (size_t)vu.len, vd.ptr, (size_t)vd.len, binary, priority,
+                     vk.ptr, (size_t)vk.len, err, sizeof err);
     END_NATIVE(self)
     view_release(&vu);
     view_release(&vd);
+    view_release(&vk);
     if (n < 0)
         return raise_err(PyExc_ValueError, err, "send_user failed");
     return PyLong_FromLongLong((long long)n);
@@ -666,6 +733,9 @@ static PyMethodDef Engine_methods[] = {
      "start()\n--\n\nBind and start serving; raises OSError with the engine's message."},
     {"stop", (PyCFunction)Engine_stop, METH_VARARGS,
      "stop(timeout=5.0)\n--\n\nClose clients with 1001 and stop; idempotent."},
+    {"drain_and_stop", (PyCFunction)Engine_drain_and_stop, METH_VARARGS,
+     "drain_and_stop(timeout=5.0)\n--\n\n503 for new upgrades, close each client with 1001 once its queue "
+     "went out, then stop."},
     {"close_engine", (PyCFunction)Engine_close_engine, METH_NOARGS,
      "close_engine()\n--\n\nStop if needed and free the native server."},
     {"drain", (PyCFunction)Engine_drain, METH_VARARGS,
@@ -676,11 +746,11 @@ static PyMethodDef Engine_methods[] = {
     {"pending", (PyCFunction)Engine_pending, METH_NOARGS,
      "pending()\n--\n\nNumber of queued inbound events."},
     {"publish", (PyCFunction)Engine_publish, METH_VARARGS,
-     "publish(topic, data, kind)\n--\n\nPublish to a topic; returns the offset."},
+     "publish(topic, data, kind, priority=2, key=None)\n--\n\nPublish to a topic; returns the offset."},
     {"send", (PyCFunction)Engine_send, METH_VARARGS,
-     "send(conn, data)\n--\n\nstr -> text frame, bytes -> binary frame; False if conn is unknown."},
+     "send(conn, data, priority=2, key=None)\n--\n\nstr -> text frame, bytes -> binary frame; False if conn is unknown."},
     {"send_user", (PyCFunction)Engine_send_user, METH_VARARGS,
-     "send_user(user, data)\n--\n\nSend to every connection of user; returns the count."},
+     "send_user(user, data, priority=2, key=None)\n--\n\nSend to every connection of user; returns the count."},
     {"subscribe", (PyCFunction)Engine_subscribe, METH_VARARGS,
      "subscribe(conn, topics_json, ack_json=None)\n--\n\nServer-side subscribe."},
     {"unsubscribe", (PyCFunction)Engine_unsubscribe, METH_VARARGS,
@@ -748,7 +818,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (!(str_connect = PyUnicode_InternFromString("connect")) ||
         !(str_message = PyUnicode_InternFromString("message")) ||
         !(str_disconnect = PyUnicode_InternFromString("disconnect")) ||
-        !(str_subscribe_request = PyUnicode_InternFromString("subscribe_request")))
+        !(str_subscribe_request = PyUnicode_InternFromString("subscribe_request")) ||
+        !(str_dropped = PyUnicode_InternFromString("dropped")))
         goto fail;
     EngineType = PyType_FromSpec(&Engine_spec);
     if (EngineType == NULL)
@@ -761,7 +832,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyModule_AddIntConstant(m, "ABI_VERSION", WL_ABI_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "PAYLOAD_TEXT", WL_PAYLOAD_TEXT) < 0 ||
         PyModule_AddIntConstant(m, "PAYLOAD_JSON", WL_PAYLOAD_JSON) < 0 ||
-        PyModule_AddIntConstant(m, "PAYLOAD_BINARY", WL_PAYLOAD_BINARY) < 0)
+        PyModule_AddIntConstant(m, "PAYLOAD_BINARY", WL_PAYLOAD_BINARY) < 0 ||
+        PyModule_AddIntConstant(m, "PRIORITY_CRITICAL", WL_PRIORITY_CRITICAL) < 0 ||
+        PyModule_AddIntConstant(m, "PRIORITY_HIGH", WL_PRIORITY_HIGH) < 0 ||
+        PyModule_AddIntConstant(m, "PRIORITY_NORMAL", WL_PRIORITY_NORMAL) < 0 ||
+        PyModule_AddIntConstant(m, "PRIORITY_LOW", WL_PRIORITY_LOW) < 0 ||
+        PyModule_AddIntConstant(m, "PRIORITY_BACKGROUND", WL_PRIORITY_BACKGROUND) < 0)
         goto fail;
     return m;
 fail:

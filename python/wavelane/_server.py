@@ -18,7 +18,7 @@ try:  # orjson is optional: faster, same output for what we serialize
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
-__all__ = ["Server", "Event", "CONFIG_DEFAULTS"]
+__all__ = ["Server", "Event", "CONFIG_DEFAULTS", "PRIORITIES"]
 
 #: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`.
 Event = Tuple[str, int, Any]
@@ -28,6 +28,25 @@ Payload = Union[str, bytes, bytearray, memoryview]
 _PAYLOAD_TEXT = _native.PAYLOAD_TEXT
 _PAYLOAD_JSON = _native.PAYLOAD_JSON
 _PAYLOAD_BINARY = _native.PAYLOAD_BINARY
+
+#: Outbound priorities, most urgent first. When a slow client's send queue (``max_send_queue``
+#: bytes) is full, queued messages are dropped lowest priority first; ``"critical"`` ones never
+#: (the connection is closed with 1008 instead). Every drop is counted and reported as a
+#: ``("dropped", conn, {...})`` event.
+PRIORITIES: Dict[str, int] = {
+    "critical": _native.PRIORITY_CRITICAL,
+    "high": _native.PRIORITY_HIGH,
+    "normal": _native.PRIORITY_NORMAL,
+    "low": _native.PRIORITY_LOW,
+    "background": _native.PRIORITY_BACKGROUND,
+}
+
+
+def _priority(priority: str) -> int:
+    try:
+        return PRIORITIES[priority]
+    except (KeyError, TypeError):
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}") from None
 
 #: Engine configuration keys and their defaults (``None`` for keys that are unset by default).
 CONFIG_DEFAULTS: Dict[str, Any] = {
@@ -72,6 +91,21 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "tls_cert": None,
     "tls_key": None,
     "tls_client_ca": None,
+    # admission and inbound rate limits (docs/configuration.md); 0 = off
+    "rate_limit_messages": 0,
+    "rate_limit_burst_messages": 0,
+    "rate_limit_bytes": 0,
+    "rate_limit_burst_bytes": 0,
+    "rate_limit_strikes": 10,
+    "max_connections_per_ip_rate": 0,
+    "max_connections_per_ip_rate_burst": 0,
+    "max_connections_per_ip": 0,
+    "max_connections_per_user": 0,
+    "max_tracked_ips": 100000,
+    "allowed_origins": None,
+    "require_origin": False,
+    "subprotocols": None,
+    "subprotocol_required": False,
 }
 
 _STR_KEYS = frozenset(
@@ -103,6 +137,14 @@ _INT_KEYS = frozenset(
         "compression_level",
         "compression_window_bits",
         "compression_mem_level",
+        "rate_limit_burst_messages",
+        "rate_limit_bytes",
+        "rate_limit_burst_bytes",
+        "rate_limit_strikes",
+        "max_connections_per_ip_rate_burst",
+        "max_connections_per_ip",
+        "max_connections_per_user",
+        "max_tracked_ips",
     }
 )
 _NUMBER_KEYS = frozenset(
@@ -113,6 +155,8 @@ _NUMBER_KEYS = frozenset(
         "handshake_timeout",
         "close_timeout",
         "slow_consumer_timeout",
+        "rate_limit_messages",  # per second
+        "max_connections_per_ip_rate",  # per second
     }
 )
 _BOOL_KEYS = frozenset(
@@ -126,9 +170,11 @@ _BOOL_KEYS = frozenset(
         "compression",
         "compression_server_context_takeover",
         "compression_client_context_takeover",
+        "require_origin",
+        "subprotocol_required",
     }
 )
-_STR_LIST_KEYS = frozenset({"jwt_algorithms"})
+_STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols"})
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
 
@@ -325,6 +371,19 @@ class Server:
         with _running_lock:
             _running.discard(self)
 
+    def drain_and_stop(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown: new upgrades are refused with HTTP 503, each client is closed with
+        1001 once the messages queued for it went out, and after at most ``timeout`` seconds (or
+        as soon as every client is gone) the server stops as with :meth:`stop`."""
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+        with self._lock:
+            if self._running:
+                self._engine.drain_and_stop(float(timeout))
+            self._running = False
+        with _running_lock:
+            _running.discard(self)
+
     def __enter__(self) -> "Server":
         return self.start()
 
@@ -373,6 +432,8 @@ class Server:
         * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
         * ``("subscribe_request", conn, {"topics": [...], "id": ...})`` — with
           ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
+        * ``("dropped", conn, {"count", "bytes", "priority": {name: n}})`` — outbound messages
+          for a slow client were dropped (reported at most about once per second per client)
 
         The GIL is released while waiting; Ctrl-C raises :class:`KeyboardInterrupt` within
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
@@ -390,37 +451,45 @@ class Server:
 
     # -- outbound --------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: Any) -> int:
+    def publish(self, topic: str, data: Any, *, priority: str = "normal", key: Optional[str] = None) -> int:
         """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
 
         ``str`` goes out as a JSON string, ``bytes``/``bytearray``/``memoryview`` as a binary
         hot-lane frame, anything else is serialized to JSON once (``ValueError`` if it cannot
         be). Raises ``ValueError`` for a topic the engine refuses (empty, too long).
+
+        ``priority`` (see :data:`PRIORITIES`) decides what a slow subscriber loses first.
+        ``key`` makes it latest-state-wins: while a subscriber's queue still holds an older
+        publication with the same key, the new one replaces it instead of queueing behind it.
         """
+        p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
         t = type(data)
         if t is str:
-            return self._engine.publish(topic, data, _PAYLOAD_TEXT)
+            return self._engine.publish(topic, data, _PAYLOAD_TEXT, p, key)
         if t is bytes or t is bytearray:
-            return self._engine.publish(topic, data, _PAYLOAD_BINARY)
+            return self._engine.publish(topic, data, _PAYLOAD_BINARY, p, key)
         if t is memoryview:
-            return self._engine.publish(topic, data.tobytes(), _PAYLOAD_BINARY)
-        return self._engine.publish(topic, _dumps(data, "data"), _PAYLOAD_JSON)
+            return self._engine.publish(topic, data.tobytes(), _PAYLOAD_BINARY, p, key)
+        return self._engine.publish(topic, _dumps(data, "data"), _PAYLOAD_JSON, p, key)
 
-    def send(self, conn: int, data: Payload) -> bool:
+    def send(self, conn: int, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> bool:
         """Send one frame to one connection exactly as given (str: text, bytes: binary).
 
         Returns ``True`` if the frame was queued, ``False`` if the connection is unknown or
-        already closed (not an error: clients come and go).
+        already closed (not an error: clients come and go). ``priority`` and ``key`` as in
+        :meth:`publish`.
         """
         if type(data) is memoryview:
             data = data.tobytes()
-        return self._engine.send(conn, data)
+        p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
+        return self._engine.send(conn, data, p, key)
 
-    def send_user(self, user: str, data: Payload) -> int:
+    def send_user(self, user: str, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> int:
         """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many."""
         if type(data) is memoryview:
             data = data.tobytes()
-        return self._engine.send_user(user, data)
+        p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
+        return self._engine.send_user(user, data, p, key)
 
     def subscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
         """Subscribe a connection server-side (glob patterns allowed). False if conn is unknown."""

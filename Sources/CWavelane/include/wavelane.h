@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define WL_ABI_VERSION 1
+#define WL_ABI_VERSION 2
 
 typedef struct wl_server wl_server;
 
@@ -31,6 +31,18 @@ enum {
     WL_EV_BINARY = 3,            /* data: binary message                                       */
     WL_EV_DISCONNECT = 4,        /* code: close code (1006 when the peer vanished); data: reason */
     WL_EV_SUBSCRIBE_REQUEST = 5, /* data: JSON {"topics":[..],"id":<client id or null>}        */
+    WL_EV_DROPPED = 6,           /* code: messages dropped; data: JSON {"count":n,"bytes":n,"priority":{..}} */
+};
+
+/* Outbound priorities: when a connection's send queue (max_send_queue bytes) is full, queued
+ * messages are dropped lowest priority first (oldest first within a priority); critical ones are
+ * never dropped (the connection is closed with 1008 instead). */
+enum {
+    WL_PRIORITY_CRITICAL = 0,
+    WL_PRIORITY_HIGH = 1,
+    WL_PRIORITY_NORMAL = 2,
+    WL_PRIORITY_LOW = 3,
+    WL_PRIORITY_BACKGROUND = 4,
 };
 
 /* One drained event. `data` stays valid until the batch is freed. */
@@ -71,6 +83,10 @@ int wl_server_port(const wl_server *s);
  * timeout_ms for close handshakes. Idempotent. Wakes any thread blocked in wl_drain. */
 void wl_server_stop(wl_server *s, int timeout_ms);
 
+/* Graceful stop: new upgrades get HTTP 503, each connection is closed with 1001 after its queued
+ * messages went out, then (after at most timeout_ms, or when all are gone) wl_server_stop. */
+void wl_server_drain_and_stop(wl_server *s, int timeout_ms);
+
 /* Stop if needed and free. `s` must not be used afterwards. */
 void wl_server_free(wl_server *s);
 
@@ -88,20 +104,24 @@ void wl_wake(wl_server *s);
 int64_t wl_pending(const wl_server *s);
 
 /* Publish to every subscriber of `topic` (exact and glob subscriptions). The frame is encoded
- * once. Returns the topic offset given to this publication (>= 1), or -1 with err filled. */
+ * once. `priority` is a WL_PRIORITY_*; `key` (may be NULL/0) is a coalescing key: a queued message
+ * with the same key for the same connection is replaced (latest state wins). Returns the topic
+ * offset given to this publication (>= 1), or -1 with err filled. */
 int64_t wl_publish(wl_server *s, const char *topic, size_t topic_len, const char *data, size_t len,
-                   int payload_kind, char *err, size_t err_len);
+                   int payload_kind, int priority, const char *key, size_t key_len, char *err,
+                   size_t err_len);
 
 /* Send one frame to one connection, exactly as given (binary != 0: binary frame, else text).
  * Returns 1 if the connection is open and the frame was queued, 0 if it is unknown or closed,
  * -1 on bad input (text that is not UTF-8) with err filled. */
-int wl_send(wl_server *s, uint64_t conn, const char *data, size_t len, int binary, char *err,
-            size_t err_len);
+int wl_send(wl_server *s, uint64_t conn, const char *data, size_t len, int binary, int priority,
+            const char *key, size_t key_len, char *err, size_t err_len);
 
 /* Send one frame to every connection of `user`. Returns the number of connections it was queued
  * for (0 if the user has none), or -1 on bad input with err filled. */
 int64_t wl_send_user(wl_server *s, const char *user, size_t user_len, const char *data, size_t len,
-                     int binary, char *err, size_t err_len);
+                     int binary, int priority, const char *key, size_t key_len, char *err,
+                     size_t err_len);
 
 /* Subscribe / unsubscribe a connection server-side. `topics_json` is a JSON array of strings
  * (glob patterns allowed). `ack_id_json` (may be NULL/0) is a JSON value: when given, the client
