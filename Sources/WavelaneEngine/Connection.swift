@@ -185,7 +185,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             case .refuse(reply: true): self.sendJSON(InboundLimiter.errorReply)
             case .close:
                 self.server.stats.add(.rateLimitCloses)
-                self.fail(code: CloseCode.policyViolation, reason: "rate limit exceeded", context: context)
+                // A close handshake, not an abort: closing with unread input would reset the TCP
+                // connection and the client would lose the close frame. Its further messages are
+                // discarded unread; close_timeout bounds the wait.
+                self.initiateClose(code: CloseCode.policyViolation, reason: "rate limit exceeded")
             default: break
             }
             return

@@ -21,6 +21,8 @@ final class HandshakeState: @unchecked Sendable {
     }
 
     var rejection: Rejection?
+    /// When the TCP connection was accepted (for the handshake latency histogram).
+    let acceptedAt = NIODeadline.now()
     var slotHeld = false
     var upgraded = false
     var timeout: Scheduled<Void>?
@@ -208,6 +210,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             return channel.eventLoop.makeFailedFuture(Refused())
         }
         self.state.upgraded = true
+        self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
         self.state.timeout = nil
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
@@ -274,8 +277,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let route = self.server.route(path) {
             self.respond(context: context, status: .ok, contentType: route.contentType, body: route.body, head: head)
         } else if path == "/health" {
-            let body = #"{"status":"ok","connections":\#(self.server.stats.activeConnections)}"#
-            self.respond(context: context, status: .ok, contentType: "application/json", body: Array(body.utf8), head: head)
+            let accepting = self.server.accepting
+            let body = #"{"status":"\#(accepting ? "ok" : "draining")","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)}"#
+            self.respond(context: context, status: accepting ? .ok : .serviceUnavailable, contentType: "application/json",
+                         body: Array(body.utf8), head: head)
+        } else if path == "/metrics" {
+            self.respond(context: context, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                         body: self.server.metrics.render(self.server), head: head)
         } else {
             self.respond(context: context, status: .notFound, contentType: "text/plain; charset=utf-8",
                          body: Array("not found".utf8), head: head)

@@ -37,6 +37,7 @@ public final class ServerCore: @unchecked Sendable {
     private let tlsContext: NIOSSLContext?
     public let queue: EventQueue
     public let stats = EngineStats()
+    let metrics = MetricsExporter()
     let registry = ConnectionRegistry()
     let offsets = TopicOffsets()
     private(set) var epoch = ServerCore.makeEpoch()
@@ -297,6 +298,8 @@ public final class ServerCore: @unchecked Sendable {
         let shards = self.shardsBox.withLockedValue { $0 }
         guard !shards.isEmpty else { throw ArgumentError("server is not running") }
         self.stats.add(.publications)
+        let started = NIODeadline.now()
+        defer { self.metrics.publishSeconds.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
         return self.offsets.lock.withLock {
             let offset = self.offsets.nextLocked(topic)
             let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)

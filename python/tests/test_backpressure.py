@@ -111,9 +111,11 @@ def test_coalescing_key_keeps_latest_state(make_server):
     slow = _never_reading_subscriber(srv.port, "ticks")
     try:
         time.sleep(0.2)
-        # Fill the kernel buffers and NIO's so that later messages wait in our queue.
-        for _ in range(600):
+        # Fill the kernel's buffers (a few MB on loopback) and NIO's, so that later messages wait
+        # in our queue (background ones get dropped once it is full: they are the lowest priority).
+        for _ in range(1500):
             srv.publish("ticks", "f" * 8000, priority="background")
+        time.sleep(0.2)
         for i in range(2000):
             srv.publish("ticks", {"symbol": "ACME", "price": i}, key="ACME")
         time.sleep(0.3)

@@ -1,0 +1,108 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import Prometheus
+
+/// `GET /metrics`: the engine's counters, gauges and latency histograms in the Prometheus text
+/// format, rendered by swift-prometheus. The hot paths only bump `EngineStats`' relaxed atomics;
+/// a scrape moves the increments since the previous scrape into the Prometheus counters, so
+/// exporting costs nothing per message.
+final class MetricsExporter: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let lock = NIOLock()
+    private var exported: [Int]
+    private let counters: [Prometheus.Counter]
+    let handshakeSeconds: DurationHistogram
+    let publishSeconds: DurationHistogram
+    private let connectionsActive: Gauge
+    private let usersActive: Gauge
+    private let inboundQueue: Gauge
+    private let inboundPaused: Gauge
+    private let topicsWithOffsets: Gauge
+
+    init() {
+        let all = EngineStats.Counter.allCases
+        self.exported = [Int](repeating: 0, count: all.count)
+        var made: [Prometheus.Counter] = []
+        for counter in all {
+            let (name, labels, help) = Self.describe(counter)
+            made.append(self.registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels))
+        }
+        self.counters = made
+        let latencyBuckets: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
+        self.handshakeSeconds = self.registry.makeDurationHistogram(
+            descriptor: Self.descriptor("wavelane_handshake_duration_seconds",
+                                        "From TCP accept to the WebSocket upgrade (HTTP parse, JWT check, 101)."),
+            labels: [], buckets: latencyBuckets)
+        self.publishSeconds = self.registry.makeDurationHistogram(
+            descriptor: Self.descriptor("wavelane_publish_duration_seconds",
+                                        "Time spent in publish(): validation, offset, encoding (and compression) once, hand-off to the event loops."),
+            labels: [], buckets: latencyBuckets)
+        self.connectionsActive = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_connections_active", "Open WebSocket connections."))
+        self.usersActive = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_users_active", "Distinct users with at least one connection."))
+        self.inboundQueue = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_inbound_queue_depth", "Events waiting for Python's drain()."))
+        self.inboundPaused = self.registry.makeGauge(descriptor: Self.descriptor(
+            "wavelane_inbound_paused_connections", "Connections not being read because the inbound queue is full."))
+        self.topicsWithOffsets = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_topics", "Topics with a publication offset."))
+    }
+
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// Prometheus name, labels and help for a counter.
+    static func describe(_ counter: EngineStats.Counter) -> (String, [(String, String)], String) {
+        let name = counter.name
+        if name.hasPrefix("rejected_") {
+            return ("wavelane_connections_rejected_total", [("reason", String(name.dropFirst("rejected_".count)))],
+                    "Upgrades refused before the 101, by reason.")
+        }
+        if name.hasPrefix("dropped_") && name != "dropped_bytes" {
+            return ("wavelane_dropped_messages_total", [("priority", String(name.dropFirst("dropped_".count)))],
+                    "Outbound messages dropped for slow consumers, by priority.")
+        }
+        switch counter {
+        case .handshakeTimeouts:
+            return ("wavelane_connections_rejected_total", [("reason", "handshake_timeout")], "Upgrades refused before the 101, by reason.")
+        case .idleTimeouts:
+            return ("wavelane_closes_total", [("reason", "idle_timeout")], "Connections closed by the server, by reason.")
+        case .slowConsumerCloses:
+            return ("wavelane_closes_total", [("reason", "slow_consumer")], "Connections closed by the server, by reason.")
+        case .rateLimitCloses:
+            return ("wavelane_closes_total", [("reason", "rate_limit")], "Connections closed by the server, by reason.")
+        case .protocolErrors:
+            return ("wavelane_closes_total", [("reason", "protocol_error")], "Connections closed by the server, by reason.")
+        case .rateLimited:
+            return ("wavelane_rate_limited_messages_total", [], "Inbound messages refused by the rate limit.")
+        default:
+            return ("wavelane_\(name)_total", [], "Wavelane \(name.replacingUnderscores).")
+        }
+    }
+
+    /// The exposition text for one scrape.
+    func render(_ server: ServerCore) -> [UInt8] {
+        self.lock.withLock {
+            for counter in EngineStats.Counter.allCases {
+                let i = counter.rawValue
+                let now = server.stats.value(counter)
+                if now > self.exported[i] {
+                    self.counters[i].increment(by: Int64(now - self.exported[i]))
+                    self.exported[i] = now
+                }
+            }
+            self.connectionsActive.set(Int64(server.registry.count))
+            self.usersActive.set(Int64(server.registry.userCount))
+            self.inboundQueue.set(Int64(server.queue.count))
+            self.inboundPaused.set(Int64(server.queue.pausedCount))
+            self.topicsWithOffsets.set(Int64(server.offsets.count))
+            return self.registry.emitToBuffer()
+        }
+    }
+}
+
+extension String {
+    var replacingUnderscores: String { String(self.map { $0 == "_" ? " " : $0 }) }
+}
