@@ -457,29 +457,6 @@ final class Admission: @unchecked Sendable {
         self.lastSweep = now
         self.ips = self.ips.filter { $0.value.count > 0 || !($0.value.bucket?.isFull(now: now) ?? true) }
     }
-
-    // One Admission per ServerCore, found by identity (ServerCore has no stored property for it).
-    private struct Slot {
-        weak var server: ServerCore?
-        var admission: Admission
-    }
-    private static let registry = NIOLockedValueBox<[ObjectIdentifier: Slot]>([:])
-
-    static func of(_ server: ServerCore) -> Admission {
-        let id = ObjectIdentifier(server)
-        return self.registry.withLockedValue { slots in
-            if let slot = slots[id], slot.server === server { return slot.admission }
-            slots = slots.filter { $0.value.server != nil }
-            let admission = Admission(policy: server.config.policies)
-            slots[id] = Slot(server: server, admission: admission)
-            return admission
-        }
-    }
-}
-
-extension ServerCore {
-    /// The per-IP / per-user admission table of this server.
-    var admission: Admission { Admission.of(self) }
 }
 
 // MARK: - origins

@@ -38,6 +38,8 @@ public final class ServerCore: @unchecked Sendable {
     public let queue: EventQueue
     public let stats = EngineStats()
     let metrics = MetricsExporter()
+    /// Per-IP and per-user admission state (Policies.swift).
+    let admission: Admission
     let registry = ConnectionRegistry()
     let offsets = TopicOffsets()
     private(set) var epoch = ServerCore.makeEpoch()
@@ -76,6 +78,7 @@ public final class ServerCore: @unchecked Sendable {
             self.verifier = nil
         }
         self.tlsContext = try Self.makeTLSContext(configuration)
+        self.admission = Admission(policy: configuration.policies)
         self.queue = EventQueue(capacity: configuration.inboundQueueSize)
     }
 

@@ -470,7 +470,7 @@ struct ServerTests {
         try health.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         let head = try health.readHTTPHead()
         #expect(head.hasPrefix("HTTP/1.1 200 OK"))
-        #expect(String(decoding: try health.readToEOF(), as: UTF8.self) == #"{"status":"ok","connections":0}"#)
+        #expect(String(decoding: try health.readToEOF(), as: UTF8.self) == #"{"status":"ok","connections":0,"inbound_queue":0}"#)
     }
 
     @Test func subscriptionRules() throws {

@@ -426,7 +426,7 @@ class Server:
 
         Returns a list of ``(kind, conn, data)`` tuples, in arrival order per connection:
 
-        * ``("connect", conn, {"user", "addr", "claims", "path"})``
+        * ``("connect", conn, {"user", "addr", "claims", "path", "subprotocol"})``
         * ``("message", conn, str | bytes)`` — a text message (with ``parse_json=True``, text that
           starts with ``{`` or ``[`` and parses is given as the decoded JSON value) or a binary one
         * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
