@@ -57,6 +57,7 @@ final class Shard: @unchecked Sendable {
             connection.checkSlowConsumer(now: now)
             connection.reportDrops()
         }
+        self.commitCounters()
     }
 
     /// The no-context-takeover compressor for a window size, made on first use.
@@ -91,9 +92,28 @@ final class Shard: @unchecked Sendable {
 
     private func flushAll() {
         self.flushScheduled = false
-        let pending = self.dirty
-        self.dirty.removeAll(keepingCapacity: true)
+        var pending: [Connection] = []
+        swap(&pending, &self.dirty)
         for connection in pending { connection.flush() }
+        if self.dirty.isEmpty {
+            pending.removeAll(keepingCapacity: true)
+            self.dirty = pending
+        }
+        self.commitCounters()
+    }
+
+    /// Per-frame counters are kept here, on the loop, and added to the shared atomics once per
+    /// tick: an atomic add per delivery on counters shared by every loop cost more than the write.
+    var framesOut = 0
+    var bytesOut = 0
+
+    func commitCounters() {
+        if self.framesOut > 0 {
+            self.server.stats.add(.framesOut, self.framesOut)
+            self.server.stats.add(.bytesOut, self.bytesOut)
+            self.framesOut = 0
+            self.bytesOut = 0
+        }
     }
 }
 
@@ -127,9 +147,10 @@ final class ConnectionRegistry: @unchecked Sendable {
     func remove(_ connection: Connection) {
         self.lock.withLock {
             self.connections[connection.id] = nil
-            if let user = connection.user, var set = self.users[user] {
-                set[connection.id] = nil
-                self.users[user] = set.isEmpty ? nil : set
+            // Mutate in place: copying the inner dictionary out and back made a mass disconnect O(n²).
+            if let user = connection.user {
+                self.users[user]?[connection.id] = nil
+                if self.users[user]?.isEmpty == true { self.users[user] = nil }
             }
         }
     }
