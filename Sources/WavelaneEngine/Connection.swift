@@ -51,8 +51,13 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Set by a graceful stop: close with this once the send queue is empty.
     private var closeWhenDrained: (code: UInt16, reason: String)?
 
+    /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
+    /// through it at teardown.
+    private let handshake: HandshakeState?
+
     init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
-         shard: Shard, server: ServerCore) {
+         shard: Shard, server: ServerCore, handshake: HandshakeState? = nil) {
+        self.handshake = handshake
         self.id = id
         self.user = user
         self.connectPayload = connectPayload
@@ -127,6 +132,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         var reason = context.channel.allocator.buffer(capacity: self.closeReason.utf8.count)
         reason.writeString(self.closeReason)
         let code = UInt32(self.closeCode ?? CloseCode.abnormal)
+        self.handshake?.releaseHolds(self.server.stats)
         // Disconnect events are never refused: the queue's bound is enforced by pausing reads.
         self.server.queue.push(InboundEvent(kind: .disconnect, code: code, conn: self.id, payload: reason), from: nil)
         self.context = nil

@@ -32,6 +32,17 @@ final class HandshakeState: @unchecked Sendable {
     var subprotocol: String?
     /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
     var admission: AdmissionTicket?
+
+    /// Gives back the connection slot and the admission counts (idempotent). Called when the
+    /// connection is torn down — before its disconnect event is queued, so a client that saw the
+    /// disconnect can reconnect at once — and again, harmlessly, when the channel's close completes.
+    func releaseHolds(_ stats: EngineStats) {
+        self.admission?.release()
+        if self.slotHeld {
+            self.slotHeld = false
+            stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
 }
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
@@ -214,7 +225,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.timeout?.cancel()
         self.state.timeout = nil
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
-                                    deflate: accepted.deflate, shard: shard, server: self.server)
+                                    deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state)
         return channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))

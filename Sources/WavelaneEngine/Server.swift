@@ -270,10 +270,7 @@ public final class ServerCore: @unchecked Sendable {
         channel.closeFuture.whenComplete { _ in
             state.timeout?.cancel()
             state.timeout = nil
-            if state.slotHeld {
-                state.slotHeld = false
-                stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
-            }
+            state.releaseHolds(stats)
         }
         return channel.eventLoop.makeSucceededVoidFuture()
     }
