@@ -70,6 +70,16 @@ let package = Package(
             dependencies: ["CWavelane", "WavelaneEngine"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]
         ),
+        // Microbenchmarks of the hot paths: `swift run -c release wavelane-micro` (benchmarks/README.md).
+        .executableTarget(
+            name: "wavelane-micro",
+            dependencies: [
+                "WavelaneProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "benchmarks/micro"
+        ),
         .testTarget(name: "WavelaneProtocolTests", dependencies: ["WavelaneProtocol"]),
         .testTarget(name: "WavelaneAuthTests", dependencies: ["WavelaneAuth"], resources: [.copy("Fixtures")]),
         .testTarget(

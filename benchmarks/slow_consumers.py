@@ -189,7 +189,7 @@ def main() -> int:
                 preamble[s] = None
                 chunk = rest
             got[s] += len(chunk)
-            tails[s] = (tails[s] + chunk)[-256:]
+            tails[s] = (tails[s] + chunk)[-4096:]
             if got[s] == expected_bytes:
                 done += 1
                 if not tails[s].endswith(last_frame.encode()):
