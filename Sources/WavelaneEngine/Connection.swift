@@ -95,6 +95,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.sendReady(context: context)
         }
         self.push(InboundEvent(kind: .connect, conn: self.id, payload: self.connectPayload), context: context)
+        self.flushEvents(context: context)
     }
 
     private func sendReady(context: ChannelHandlerContext) {
@@ -134,7 +135,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         let code = UInt32(self.closeCode ?? CloseCode.abnormal)
         self.handshake?.releaseHolds(self.server.stats)
         // Disconnect events are never refused: the queue's bound is enforced by pausing reads.
-        self.server.queue.push(InboundEvent(kind: .disconnect, code: code, conn: self.id, payload: reason), from: nil)
+        // Messages of the last read burst first, then the disconnect; never refused (the queue's
+        // bound is enforced by pausing reads).
+        self.pendingEvents.append(InboundEvent(kind: .disconnect, code: code, conn: self.id, payload: reason))
+        self.server.queue.push(contentsOf: self.pendingEvents, from: nil)
+        self.pendingEvents.removeAll()
         self.context = nil
     }
 
@@ -250,11 +255,27 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Events of the current read burst, handed to the queue together at `channelReadComplete`:
+    /// one lock and at most one wake-up of Python per burst instead of one per message.
+    private var pendingEvents: [InboundEvent] = []
+
     private func push(_ event: InboundEvent, context: ChannelHandlerContext) {
-        if self.server.queue.push(event, from: context.channel) {
+        self.pendingEvents.append(event)
+    }
+
+    private func flushEvents(context: ChannelHandlerContext) {
+        guard !self.pendingEvents.isEmpty else { return }
+        let pause = self.server.queue.push(contentsOf: self.pendingEvents, from: context.channel)
+        self.pendingEvents.removeAll(keepingCapacity: self.pendingEvents.count <= 64)
+        if pause {
             self.server.stats.add(.backpressurePauses)
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.flushEvents(context: context)
+        context.fireChannelReadComplete()
     }
 
     // MARK: control messages

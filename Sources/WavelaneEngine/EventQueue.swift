@@ -94,6 +94,23 @@ public final class EventQueue: @unchecked Sendable {
         return pause
     }
 
+    /// Appends several events under one lock (and one wake-up); same contract as `push`.
+    @discardableResult
+    public func push(contentsOf batch: [InboundEvent], from channel: Channel?) -> Bool {
+        guard !batch.isEmpty else { return false }
+        pthread_mutex_lock(self.mutex)
+        let wasEmpty = self.events.count == self.head
+        self.events.append(contentsOf: batch)
+        var pause = false
+        if let channel, self.events.count - self.head >= self.capacity {
+            self.paused[ObjectIdentifier(channel)] = channel
+            pause = true
+        }
+        pthread_mutex_unlock(self.mutex)
+        if wasEmpty { pthread_cond_signal(self.cond) }
+        return pause
+    }
+
     /// Takes up to `max` events, waiting up to `timeoutMs` for the first one. Returns an empty array
     /// on timeout, after `wake()`, or once the queue is closed and empty.
     public func drain(max: Int, timeoutMs: Int) -> [InboundEvent] {
