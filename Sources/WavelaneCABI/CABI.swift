@@ -324,6 +324,22 @@ public func wl_close(_ s: OpaquePointer?, _ conn: UInt64, _ code: Int32, _ reaso
     }
 }
 
+@_cdecl("wl_log_pending")
+public func wl_log_pending(_ s: OpaquePointer?) -> Int64 {
+    Int64(server(s)?.logSink.pending ?? 0)
+}
+
+@_cdecl("wl_logs")
+public func wl_logs(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int64 {
+    guard let core = server(s), let buf, bufLen > 0 else { return 0 }
+    let lines = core.logSink.take(maxBytes: bufLen)
+    if lines.count > bufLen { return -Int64(lines.count) }  // one record larger than buf: not taken
+    lines.withUnsafeBytes { src in
+        if let base = src.baseAddress { _ = memcpy(buf, base, lines.count) }
+    }
+    return Int64(lines.count)
+}
+
 @_cdecl("wl_stats")
 public func wl_stats(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int {
     guard let core = server(s) else { return 0 }

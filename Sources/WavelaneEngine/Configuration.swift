@@ -53,6 +53,8 @@ public struct EngineConfiguration: Sendable {
     public var tlsCertificatePath: String? = nil
     public var tlsKeyPath: String? = nil
     public var tlsClientCAPath: String? = nil
+    /// The lowest swift-log level the engine records for Python's `logging` (logger "wavelane").
+    public var logLevel = "info"
     /// permessage-deflate (RFC 7692) policy.
     public var compression = PerMessageDeflate.ServerPolicy()
     /// Admission and inbound rate-limit policies (Policies.swift).
@@ -71,7 +73,7 @@ public struct EngineConfiguration: Sendable {
         "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
-        "tls_cert", "tls_key", "tls_client_ca",
+        "tls_cert", "tls_key", "tls_client_ca", "log_level",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -106,6 +108,13 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
         if let v = try r.bool("ready_message") { self.readyMessage = v }
         if let v = try r.bool("control_messages") { self.controlMessages = v }
+        if let v = try r.string("log_level") {
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(v) else {
+                throw ConfigurationError("log_level", "must be one of \(levels.joined(separator: ", ")), got \"\(v)\"")
+            }
+            self.logLevel = v
+        }
         self.tlsCertificatePath = try r.string("tls_cert")
         self.tlsKeyPath = try r.string("tls_key")
         self.tlsClientCAPath = try r.string("tls_client_ca")

@@ -529,6 +529,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     private func closeSlowConsumer() {
         self.server.stats.add(.slowConsumerCloses)
+        self.server.logger.warning("closing slow consumer", metadata: [
+            "conn": "\(self.id)", "queued_bytes": "\(self.sendQueue.bytes)",
+        ])
         self.abort(code: CloseCode.policyViolation, reason: "slow consumer")
     }
 
@@ -559,6 +562,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     private func fail(code: UInt16, reason: String, context: ChannelHandlerContext) {
         guard self.state != .closed else { return }
+        self.server.logger.debug("closing on protocol error", metadata: [
+            "conn": "\(self.id)", "code": "\(code)", "reason": "\(reason)",
+        ])
         let wasOpen = self.state == .open
         self.state = .closed
         if wasOpen {

@@ -70,6 +70,10 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             }
             return channel.eventLoop.makeSucceededFuture(headers)
         case .failure(let rejection):
+            self.server.logger.debug("upgrade refused", metadata: [
+                "status": "\(rejection.status.code)", "reason": "\(rejection.reason)",
+                "addr": "\(Self.describe(channel.remoteAddress))",
+            ])
             self.state.rejection = rejection
             return channel.eventLoop.makeFailedFuture(Refused())
         }

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import Logging
 import Synchronization
 import WavelaneAuth
 import WavelaneProtocol
@@ -40,6 +41,9 @@ public final class ServerCore: @unchecked Sendable {
     let metrics = MetricsExporter()
     /// Per-IP and per-user admission state (Policies.swift).
     let admission: Admission
+    /// Engine log records, taken by the bindings for Python's `logging`.
+    public let logSink = LogSink()
+    let logger: Logger
     let registry = ConnectionRegistry()
     let offsets = TopicOffsets()
     private(set) var epoch = ServerCore.makeEpoch()
@@ -79,6 +83,9 @@ public final class ServerCore: @unchecked Sendable {
         }
         self.tlsContext = try Self.makeTLSContext(configuration)
         self.admission = Admission(policy: configuration.policies)
+        let sink = self.logSink
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        self.logger = Logger(label: "wavelane", factory: { _ in SinkLogHandler(sink: sink, logLevel: level) })
         self.queue = EventQueue(capacity: configuration.inboundQueueSize)
     }
 
@@ -171,12 +178,18 @@ public final class ServerCore: @unchecked Sendable {
                 self.shardsBox.withLockedValue { $0 = [] }
                 try? group.syncShutdownGracefully()
                 self.queue.setOpen(false)
-                throw StartError(message: "cannot listen on \(self.config.host):\(self.config.port): \(Self.describe(error))")
+                let message = "cannot listen on \(self.config.host):\(self.config.port): \(Self.describe(error))"
+                self.logger.error("\(message)")
+                throw StartError(message: message)
             }
             self.group = group
             for shard in shards {
                 shard.eventLoop.execute { shard.startSweeping() }
             }
+            self.logger.info("listening", metadata: [
+                "host": "\(self.config.host)", "port": "\(self.boundPort)", "threads": "\(threads)",
+                "tls": "\(self.tlsContext != nil)",
+            ])
         }
     }
 
@@ -215,6 +228,7 @@ public final class ServerCore: @unchecked Sendable {
         while self.registry.count > 0 && NIODeadline.now() < closeDeadline { usleep(1000) }
         try? group.syncShutdownGracefully()
         self.shardsBox.withLockedValue { $0 = [] }
+        self.logger.info("stopped")
         self.queue.setOpen(false)
         self.queue.wake()
     }

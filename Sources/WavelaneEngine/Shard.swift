@@ -48,6 +48,7 @@ final class Shard: @unchecked Sendable {
         for connection in self.connections.values where connection.state == .open {
             if now - connection.lastActivity > idle {
                 self.server.stats.add(.idleTimeouts)
+                self.server.logger.debug("closing idle connection", metadata: ["conn": "\(connection.id)"])
                 connection.abort(code: CloseCode.goingAway, reason: "idle timeout")
                 continue
             }

@@ -147,7 +147,7 @@ def test_python_falling_behind_loses_nothing():
 
     server = Server(port=0, inbound_queue_size=1000, threads=2, compression=False)
     server.start()
-    clients, per_client = 50, 2000
+    clients, per_client = 100, 1000
     socks = []
     try:
         for _ in range(clients):

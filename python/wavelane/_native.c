@@ -726,7 +726,36 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored)) 
     }
 }
 
+static PyObject *Engine_log_pending(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->srv == NULL)
+        return PyLong_FromLong(0);
+    return PyLong_FromLongLong((long long)wl_log_pending(self->srv));
+}
+
+/* Takes the waiting engine log records: a str of JSON lines ("" when none). */
+static PyObject *Engine_logs(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
+    ENGINE_CHECK(self);
+    size_t cap = 65536;
+    for (;;) {
+        char *buf = PyMem_Malloc(cap);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+        int64_t n = wl_logs(self->srv, buf, cap);
+        if (n >= 0) {
+            PyObject *s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+            PyMem_Free(buf);
+            return s;
+        }
+        PyMem_Free(buf);
+        cap = (size_t)(-n) + 1; /* one record larger than the buffer: it was not taken */
+    }
+}
+
 static PyMethodDef Engine_methods[] = {
+    {"log_pending", (PyCFunction)Engine_log_pending, METH_NOARGS,
+     "log_pending()\n--\n\nEngine log records waiting to be taken."},
+    {"logs", (PyCFunction)Engine_logs, METH_NOARGS,
+     "logs()\n--\n\nTake waiting engine log records as JSON lines."},
     {"add_route", (PyCFunction)Engine_add_route, METH_VARARGS,
      "add_route(path, content_type, body)\n--\n\nServe body at GET path (before start())."},
     {"start", (PyCFunction)Engine_start, METH_NOARGS,

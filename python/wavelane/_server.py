@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import re
 import threading
@@ -119,6 +120,7 @@ _STR_KEYS = frozenset(
         "tls_cert",
         "tls_key",
         "tls_client_ca",
+        "log_level",
     }
 )
 _NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param"})
@@ -241,6 +243,35 @@ def _topics_json(topics: Union[str, Iterable[str]], argname: str = "topics") -> 
     return json.dumps(items, ensure_ascii=False)
 
 
+#: The engine's records go to this logger (swift-log levels mapped onto logging's).
+logger = logging.getLogger("wavelane")
+_LEVELS = {
+    "trace": 5,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": 25,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _forward_logs(engine: Any) -> None:
+    """Hand the engine's waiting log records to :data:`logger` (structured fields kept)."""
+    text = engine.logs()
+    while text:
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # pragma: no cover - the engine writes valid JSON
+                continue
+            level = _LEVELS.get(rec.get("level"), logging.INFO)
+            if logger.isEnabledFor(level):
+                fields = rec.get("metadata") or {}
+                logger.log(level, "%s", rec.get("message", ""), extra={"wavelane": fields, "wavelane_time": rec.get("time")})
+        text = engine.logs()
+
+
 # Servers that are running: stopped at interpreter exit so that native threads end before the
 # interpreter is torn down.
 _running: "weakref.WeakSet[Server]" = weakref.WeakSet()
@@ -351,7 +382,9 @@ class Server:
             try:
                 self._engine.start()
             except OSError as exc:
+                _forward_logs(self._engine)
                 raise StartError(str(exc)) from None
+            _forward_logs(self._engine)
             self._running = True
         with _running_lock:
             _running.add(self)
@@ -368,6 +401,7 @@ class Server:
         with self._lock:
             self._running = False
             self._engine.stop(float(timeout))
+            _forward_logs(self._engine)
         with _running_lock:
             _running.discard(self)
 
@@ -439,7 +473,10 @@ class Server:
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
         and early when :meth:`wake` is called. Call from one thread at a time.
         """
-        return self._engine.drain(max_events, timeout, self._parse_json)
+        events = self._engine.drain(max_events, timeout, self._parse_json)
+        if self._engine.log_pending():
+            _forward_logs(self._engine)
+        return events
 
     def wake(self) -> None:
         """Make a thread waiting in :meth:`drain` return (an empty list) promptly."""

@@ -142,6 +142,15 @@ int wl_deny(wl_server *s, uint64_t conn, const char *code, size_t code_len, cons
  * Returns 1 if the connection was open, 0 if unknown, -1 on a bad code. */
 int wl_close(wl_server *s, uint64_t conn, int code, const char *reason, size_t reason_len);
 
+/* Engine log records (swift-log) waiting to be taken. */
+int64_t wl_log_pending(const wl_server *s);
+
+/* Takes waiting log records as JSON lines ({"level","time","message","metadata"}\n each) into
+ * buf, as many whole records as fit (at least one if any is waiting and it fits). Returns the
+ * bytes written (0: none waiting), or, when the first waiting record alone is longer than
+ * buf_len, the negative of the size it needs. */
+int64_t wl_logs(wl_server *s, char *buf, size_t buf_len);
+
 /* Counters as a JSON object into buf (NUL-terminated). Returns the length needed (excluding the
  * NUL); if that is >= buf_len the output was truncated. */
 size_t wl_stats(const wl_server *s, char *buf, size_t buf_len);

@@ -1,0 +1,110 @@
+import Logging
+import NIOConcurrencyHelpers
+import WavelaneProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The engine logs with swift-log; these records are handed to Python's `logging` (logger
+/// `wavelane`) by the bindings, which take them in batches (`wl_logs`) from Python's own thread.
+/// An event loop only appends to a bounded buffer under a short lock: it never blocks on Python.
+/// When the buffer is full the oldest records are dropped and counted.
+public final class LogSink: @unchecked Sendable {
+    public struct Record: Sendable {
+        public var level: Logger.Level
+        public var message: String
+        public var metadata: Logger.Metadata
+        public var time: Double
+    }
+
+    private let lock = NIOLock()
+    private var records: [Record] = []
+    private var head = 0
+    public let capacity: Int
+    public private(set) var dropped = 0
+
+    public init(capacity: Int = 4096) {
+        self.capacity = capacity
+    }
+
+    func append(_ record: Record) {
+        self.lock.withLock {
+            if self.records.count - self.head >= self.capacity {
+                self.head += 1
+                self.dropped += 1
+            }
+            self.records.append(record)
+            if self.head > 1024 && self.head * 2 > self.records.count {
+                self.records.removeFirst(self.head)
+                self.head = 0
+            }
+        }
+    }
+
+    public var pending: Int { self.lock.withLock { self.records.count - self.head } }
+
+    /// Takes records as JSON lines (`{"level":..,"message":..,"time":..,"metadata":{..}}\n`) until
+    /// `maxBytes` would be passed. When the first waiting record alone is larger than `maxBytes`
+    /// it is returned but NOT taken (the result is then longer than `maxBytes`).
+    public func take(maxBytes: Int) -> [UInt8] {
+        self.lock.withLock {
+            var out: [UInt8] = []
+            while self.head < self.records.count {
+                let line = Self.encode(self.records[self.head])
+                if out.isEmpty && line.count > maxBytes { return line }  // too big alone: not taken; the caller asks again with room
+                if out.count + line.count > maxBytes { break }
+                out.append(contentsOf: line)
+                self.head += 1
+            }
+            if self.head == self.records.count {
+                self.records.removeAll(keepingCapacity: true)
+                self.head = 0
+            }
+            return out
+        }
+    }
+
+    static func encode(_ r: Record) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"level":""#.utf8)
+        out.append(contentsOf: r.level.rawValue.utf8)
+        out.append(contentsOf: #"","time":"#.utf8)
+        out.append(contentsOf: String(r.time).utf8)
+        out.append(contentsOf: #","message":"#.utf8)
+        JSONWriter.appendString(r.message, to: &out)
+        out.append(contentsOf: #","metadata":{"#.utf8)
+        var first = true
+        for (key, value) in r.metadata.sorted(by: { $0.key < $1.key }) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONWriter.appendString(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONWriter.appendString(value.description, to: &out)
+        }
+        out.append(contentsOf: "}}\n".utf8)
+        return out
+    }
+}
+
+/// A swift-log handler writing into a `LogSink`.
+struct SinkLogHandler: LogHandler {
+    let sink: LogSink
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var merged = self.metadata
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        self.sink.append(.init(level: event.level, message: event.message.description, metadata: merged,
+                               time: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9))
+    }
+}
