@@ -81,22 +81,13 @@ public final class EventQueue: @unchecked Sendable {
     /// is then resumed by a later `drain`.
     @discardableResult
     public func push(_ event: InboundEvent, from channel: Channel?) -> Bool {
-        pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.events.count == self.head
-        self.events.append(event)
-        var pause = false
-        if let channel, self.events.count - self.head >= self.capacity {
-            self.paused[ObjectIdentifier(channel)] = channel
-            pause = true
-        }
-        pthread_mutex_unlock(self.mutex)
-        if wasEmpty { pthread_cond_signal(self.cond) }
-        return pause
+        self.push(contentsOf: CollectionOfOne(event), from: channel)
     }
 
     /// Appends several events under one lock (and one wake-up); same contract as `push`.
     @discardableResult
-    public func push(contentsOf batch: [InboundEvent], from channel: Channel?) -> Bool {
+    public func push<Events: Collection>(contentsOf batch: Events, from channel: Channel?) -> Bool
+    where Events.Element == InboundEvent {
         guard !batch.isEmpty else { return false }
         pthread_mutex_lock(self.mutex)
         let wasEmpty = self.events.count == self.head
