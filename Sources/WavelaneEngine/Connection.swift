@@ -127,6 +127,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
         self.ownDeflater = nil
         self.ownInflater = nil
+        self.server.sendQueueBytes.wrappingSubtract(self.sendQueue.bytes, ordering: .relaxed)
         self.sendQueue.removeAll()
         self.outBuffer = nil
         self.server.stats.add(.connectionsClosed)
@@ -241,6 +242,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Moves queued messages to the socket, highest priority first, while it takes them.
     private func drainSendQueue(context: ChannelHandlerContext) {
         var wrote = false
+        let before = self.sendQueue.bytes
+        defer { self.server.sendQueueBytes.wrappingSubtract(before - self.sendQueue.bytes, ordering: .relaxed) }
         while context.channel.isWritable, let item = self.sendQueue.dequeue() {
             self.write(item.frame, context: context)
             wrote = true
@@ -363,6 +366,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         }
+        let before = self.sendQueue.bytes
+        defer { self.server.sendQueueBytes.wrappingAdd(self.sendQueue.bytes - before, ordering: .relaxed) }
         switch self.sendQueue.enqueue(frame, priority: priority, key: key) {
         case .coalesced:
             self.server.stats.add(.coalesced)

@@ -18,6 +18,7 @@ final class MetricsExporter: @unchecked Sendable {
     private let inboundQueue: Gauge
     private let inboundPaused: Gauge
     private let topicsWithOffsets: Gauge
+    private let sendQueueBytes: Gauge
 
     init() {
         let all = EngineStats.Counter.allCases
@@ -47,6 +48,8 @@ final class MetricsExporter: @unchecked Sendable {
         self.inboundPaused = self.registry.makeGauge(descriptor: Self.descriptor(
             "wavelane_inbound_paused_connections", "Connections not being read because the inbound queue is full."))
         self.topicsWithOffsets = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_topics", "Topics with a publication offset."))
+        self.sendQueueBytes = self.registry.makeGauge(descriptor: Self.descriptor(
+            "wavelane_send_queue_bytes", "Bytes held in per-connection send queues for slow consumers."))
     }
 
     static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
@@ -98,6 +101,7 @@ final class MetricsExporter: @unchecked Sendable {
             self.inboundQueue.set(Int64(server.queue.count))
             self.inboundPaused.set(Int64(server.queue.pausedCount))
             self.topicsWithOffsets.set(Int64(server.offsets.count))
+            self.sendQueueBytes.set(Int64(server.sendQueueBytes.load(ordering: .relaxed)))
             return self.registry.emitToBuffer()
         }
     }

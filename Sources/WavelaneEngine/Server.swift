@@ -62,6 +62,8 @@ public final class ServerCore: @unchecked Sendable {
     private let routes = NIOLockedValueBox<[String: Route]>([:])
     private let acceptingFlag = Atomic<Bool>(false)
     private let connectionCounter = Atomic<UInt64>(0)
+    /// Bytes waiting in all connections' send queues (messages held back from slow consumers).
+    let sendQueueBytes = Atomic<Int>(0)
     /// Connections that take the shared compressed publication frame.
     let sharedDeflateConnections = Atomic<Int>(0)
     /// Compresses publications once for all sharing connections; used under `offsets.lock`.
@@ -431,6 +433,7 @@ public final class ServerCore: @unchecked Sendable {
         field("users_active", self.registry.userCount)
         field("inbound_queue", self.queue.count)
         field("inbound_paused", self.queue.pausedCount)
+        field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
         field("topics_with_offsets", self.offsets.count)
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)

@@ -98,6 +98,8 @@ def test_slow_consumers_lose_low_priority_healthy_get_everything(make_server):
         assert total > 0 and all(set(e[2]["priority"]) <= {"low"} for e in dropped)
         stats = srv.stats()
         assert stats["dropped_low"] >= total and stats["dropped_normal"] == 0
+        # What is held back for the slow ones is bounded by max_send_queue each.
+        assert 0 < stats["send_queue_bytes"] <= 4 * 1024 * 1024
         # The healthy clients left; the slow ones are still connected (they lost low-priority
         # messages instead: their queues stay within max_send_queue).
         assert stats["connections_active"] == 4
