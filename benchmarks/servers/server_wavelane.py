@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import signal
 import time
@@ -29,6 +30,8 @@ def main() -> None:
         inbound_queue_size=1 << 20,
         max_send_queue=64 << 20,
         slow_consumer_timeout=60,
+        # Event loops: 0 = one per core (the default). BENCH_WAVELANE_THREADS overrides it for experiments.
+        threads=int(os.environ.get("BENCH_WAVELANE_THREADS", "0")),
     )
     srv.start()
     stop = []
