@@ -135,9 +135,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         reason.writeString(self.closeReason)
         let code = UInt32(self.closeCode ?? CloseCode.abnormal)
         self.handshake?.releaseHolds(self.server.stats)
-        // Disconnect events are never refused: the queue's bound is enforced by pausing reads.
-        // Messages of the last read burst first, then the disconnect; never refused (the queue's
-        // bound is enforced by pausing reads).
+        // Messages of the last read burst first, then the disconnect. Never refused: the queue's
+        // bound is enforced by pausing reads.
         self.pendingEvents.append(InboundEvent(kind: .disconnect, code: code, conn: self.id, payload: reason))
         self.server.queue.push(contentsOf: self.pendingEvents, from: nil)
         self.pendingEvents.removeAll()
