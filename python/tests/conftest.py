@@ -155,11 +155,23 @@ async def request(ws: ClientConnection, msg: Dict[str, Any], timeout: float = 5.
     return await recv_json(ws, timeout)
 
 
-def raw_upgrade(
-    port: int, path: str = "/", headers: Iterable[Tuple[str, str]] = (), timeout: float = 5.0
-) -> Tuple[socket.socket, str, bytes]:
-    """Hand-made WebSocket upgrade on a raw socket: (socket, status line, bytes after headers)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def upgrade(
+    port: int,
+    headers: Iterable[Tuple[str, str]] = (),
+    path: str = "/",
+    timeout: float = 5.0,
+    rcvbuf: Optional[int] = None,
+) -> Tuple[socket.socket, int, Dict[str, str], bytes]:
+    """Hand-made WebSocket upgrade on a raw socket.
+
+    Returns (socket, status code, response headers with lower-case names, bytes after the
+    headers). ``rcvbuf`` sets SO_RCVBUF before connecting (a small TCP window: a slow reader).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
@@ -177,7 +189,22 @@ def raw_upgrade(
             break
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
-    return sock, head.split(b"\r\n", 1)[0].decode("latin-1"), rest
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed: Dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    parts = status_line.split()
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return sock, status, parsed, rest
+
+
+def raw_upgrade(
+    port: int, path: str = "/", headers: Iterable[Tuple[str, str]] = (), timeout: float = 5.0
+) -> Tuple[socket.socket, str, bytes]:
+    """Hand-made WebSocket upgrade on a raw socket: (socket, status line, bytes after headers)."""
+    sock, status, _, rest = upgrade(port, headers, path, timeout)
+    return sock, f"HTTP/1.1 {status} " + ("Switching Protocols" if status == 101 else ""), rest
 
 
 def http_get(port: int, path: str = "/", timeout: float = 5.0) -> Tuple[int, Dict[str, str], bytes]:

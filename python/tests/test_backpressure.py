@@ -4,7 +4,6 @@ closing) and a Python loop that falls behind (TCP backpressure, nothing lost).""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -13,9 +12,8 @@ import threading
 import time
 from typing import Dict, List
 
-import pytest
 
-from conftest import open_client, raw_upgrade, recv_json, request, run
+from conftest import open_client, raw_upgrade, recv_json, request, run, upgrade
 
 
 def _masked_text(payload: bytes) -> bytes:
@@ -28,21 +26,8 @@ def _masked_text(payload: bytes) -> bytes:
 def _never_reading_subscriber(port: int, topic: str) -> socket.socket:
     """A raw client with a tiny receive buffer (set before connecting, so the TCP window stays
     small) that subscribes and then never reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head.split(b"\r\n")[0]
+    sock, status, _, _ = upgrade(port, rcvbuf=4096)
+    assert status == 101
     sock.sendall(_masked_text(json.dumps({"type": "subscribe", "topics": [topic], "id": 1}).encode()))
     return sock
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 
-import pytest
 
 import wavelane
 from wavelane.__main__ import handle_demo_events, main, make_demo_server

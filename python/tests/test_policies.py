@@ -8,12 +8,9 @@ Every test is bounded (socket timeouts, ``run(..., timeout)``) and takes well un
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import time
-from typing import Dict, Iterable, List, Tuple
+from typing import Iterable, List, Tuple
 
 import jwt
 import pytest
@@ -21,43 +18,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import wavelane
-from conftest import open_client, recv, recv_json, run, url
+from conftest import open_client, recv, recv_json, run, upgrade, url
 
 SECRET = "policies-test-secret-0123456789abcdef0123456789abcdef"
 
 
 def token(sub: str) -> str:
     return jwt.encode({"sub": sub, "exp": int(time.time()) + 300}, SECRET, algorithm="HS256")
-
-
-def upgrade(
-    port: int, headers: Iterable[Tuple[str, str]] = (), path: str = "/", timeout: float = 5.0
-) -> Tuple[socket.socket, int, Dict[str, str], bytes]:
-    """A hand-made upgrade: (socket, status code, response headers (lower-case names), body/rest)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-    ] + [f"{k}: {v}" for k, v in headers]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parsed = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        parsed[name.strip().lower()] = value.strip()
-    return sock, int(status_line.split()[1]), parsed, rest
 
 
 def status_of(port: int, headers: Iterable[Tuple[str, str]] = ()) -> int:

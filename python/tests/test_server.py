@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 
@@ -11,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 import wavelane
-from conftest import open_client, raw_upgrade, recv, recv_json, request, run, url
+from conftest import open_client, raw_upgrade, recv, request, run
 
 
 def test_ready_message_and_connect_event(server):
