@@ -353,3 +353,52 @@ public func wl_stats(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _
     }
     return json.count
 }
+
+@_cdecl("wl_presence")
+public func wl_presence(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ topicLen: Int, _ timeoutMs: Int32,
+                        _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                        _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s), let out else { return -1 }
+    out.pointee = nil
+    guard let topic = string(topic, topicLen) else {
+        writeError("topic: not valid UTF-8", err, errLen)
+        return -1
+    }
+    do {
+        let members = try core.presence(topic: topic, timeout: Double(max(1, timeoutMs)) / 1000)
+        var json: [UInt8] = [UInt8(ascii: "[")]
+        for (i, m) in members.enumerated() {
+            if i > 0 { json.append(UInt8(ascii: ",")) }
+            json.append(contentsOf: m)
+        }
+        json.append(UInt8(ascii: "]"))
+        guard let buffer = malloc(json.count + 1)?.assumingMemoryBound(to: CChar.self) else {
+            writeError("out of memory", err, errLen)
+            return -1
+        }
+        json.withUnsafeBytes { src in _ = memcpy(buffer, src.baseAddress!, json.count) }
+        buffer[json.count] = 0
+        out.pointee = buffer
+        return Int64(json.count)
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
+@_cdecl("wl_free")
+public func wl_free(_ p: UnsafeMutableRawPointer?) {
+    free(p)
+}
+
+@_cdecl("wl_set_presence_info")
+public func wl_set_presence_info(_ s: OpaquePointer?, _ conn: UInt64, _ info: UnsafePointer<CChar>?, _ infoLen: Int,
+                                 _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    do {
+        return try core.setPresenceInfo(conn: conn, info: bytes(info, infoLen)) ? 1 : 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}

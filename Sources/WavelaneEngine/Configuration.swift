@@ -60,6 +60,19 @@ public struct EngineConfiguration: Sendable {
     /// Admission and inbound rate-limit policies (Policies.swift).
     public var policies = PolicyConfiguration()
 
+    /// Multi-instance mode (docs/delivery.md): publications and user messages go through this Redis.
+    public var redisURL: RedisURL? = nil
+    /// Every Redis key and channel starts with `<prefix>:`.
+    public var redisPrefix = "wavelane"
+    /// Publications kept per topic for recovery (0: no history). Needs `redisURL`.
+    public var historySize = 0
+    /// A topic's history, offset and epoch expire this long after its last publication.
+    public var historyTTL = 300.0
+    /// Track who is subscribed to each exact topic, across instances. Needs `redisURL`.
+    public var presence = false
+    /// A member not refreshed for this long (its instance died) is gone; refreshed every third of it.
+    public var presenceTTL = 30.0
+
     public init() {}
 
     /// The keys `init(json:)` accepts.
@@ -74,6 +87,7 @@ public struct EngineConfiguration: Sendable {
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
         "tls_cert", "tls_key", "tls_client_ca", "log_level",
+        "redis_url", "redis_prefix", "history_size", "history_ttl", "presence", "presence_ttl",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -136,6 +150,7 @@ public struct EngineConfiguration: Sendable {
         if r.present("jwt_cookie") { self.jwtCookie = try r.string("jwt_cookie") }
         if r.present("jwt_query_param") { self.jwtQueryParam = try r.string("jwt_query_param") }
         try self.readPolicies(r)
+        try self.readCluster(r)
         if self.idleTimeout < self.pingInterval {
             throw ConfigurationError("idle_timeout", "must be at least ping_interval (\(self.pingInterval) s)")
         }
@@ -171,6 +186,35 @@ public struct EngineConfiguration: Sendable {
         } else {
             for key in ["jwt_algorithms", "jwt_issuer", "jwt_audience"] where r.has(key) {
                 throw ConfigurationError(key, "needs jwt_secret or jwt_public_key")
+            }
+        }
+    }
+
+    private mutating func readCluster(_ r: Reader) throws(ConfigurationError) {
+        if let text = try r.string("redis_url") {
+            do {
+                self.redisURL = try RedisURL(parsing: text)
+            } catch {
+                throw ConfigurationError("redis_url", error.message)
+            }
+        }
+        if let v = try r.string("redis_prefix") {
+            if let problem = ClusterNames.validatePrefix(v) { throw ConfigurationError("redis_prefix", problem) }
+            self.redisPrefix = v
+        }
+        if let v = try r.int("history_size", 0...1_000_000) { self.historySize = v }
+        if let v = try r.seconds("history_ttl") { self.historyTTL = v }
+        if let v = try r.bool("presence") { self.presence = v }
+        if let v = try r.seconds("presence_ttl") {
+            guard v >= 1 else { throw ConfigurationError("presence_ttl", "must be at least 1 second") }
+            self.presenceTTL = v
+        }
+        if self.redisURL == nil {
+            if self.historySize > 0 {
+                throw ConfigurationError("history_size", "needs redis_url: history lives in Redis (a single instance can use a local redis-server)")
+            }
+            if self.presence {
+                throw ConfigurationError("presence", "needs redis_url: presence lives in Redis (a single instance can use a local redis-server)")
             }
         }
     }

@@ -51,6 +51,21 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Set by a graceful stop: close with this once the send queue is empty.
     private var closeWhenDrained: (code: UInt16, reason: String)?
 
+    // Multi-instance mode (docs/delivery.md).
+    /// Topics whose `subscribed` reply waits for the stream position from Redis: publications that
+    /// arrive meanwhile are held here, then merged with the recovered history by offset.
+    private var pendingPositions: [String: [Publication]] = [:]
+    /// After a positioned subscribe: publications of the topic at or below this position were
+    /// already sent (or predate the subscription) and are skipped. Cleared by the next one above.
+    private var floors: [String: StreamPosition] = [:]
+    /// Recovery requests of a subscribe waiting for the application's approval.
+    private var approvalOptions: SubscribeOptions?
+    /// Presence: the `info` the application set, and the topics this connection watches.
+    private var presenceInfo: [UInt8]?
+    private var watchedPresence = Set<String>()
+    /// Most publications held for one topic while its position is fetched.
+    private static let pendingLimit = 100_000
+
     /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
     /// through it at teardown.
     private let handshake: HandshakeState?
@@ -91,6 +106,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.server.registry.add(self)
         self.server.stats.add(.connectionsAccepted)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingAdd(1, ordering: .relaxed) }
+        if let user = self.user { self.server.broker?.need(user: user) }
         if self.server.config.readyMessage {
             self.sendReady(context: context)
         }
@@ -120,8 +136,16 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.state = .closed
         self.closeTimer?.cancel()
         self.closeTimer = nil
-        for topic in self.subscriptions { self.shard.topics.unsubscribe(self.id, from: topic) }
+        for topic in self.subscriptions { self.shard.removeSubscription(self.id, topic) }
+        if self.server.config.presence, let broker = self.server.broker {
+            for topic in self.subscriptions where !Topic.isPattern(topic) { broker.leave(topic: topic, conn: self.id) }
+        }
         self.subscriptions.removeAll()
+        for topic in self.watchedPresence { self.shard.unwatchPresence(self.id, topic) }
+        self.watchedPresence.removeAll()
+        self.pendingPositions.removeAll()
+        self.floors.removeAll()
+        if let user = self.user { self.server.broker?.release(user: user) }
         self.shard.connections[self.id] = nil
         self.server.registry.remove(self)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
@@ -290,7 +314,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.sendJSON(ServerMessage.error(code: "bad_request", message: message, id: id))
         case .unsubscribe(let topics, let id):
             self.unsubscribe(topics, ack: .some(id))
-        case .subscribe(let topics, let id):
+        case .presence(let topic, let id):
+            self.answerPresence(topic: topic, id: id)
+        case .subscribe(let topics, let id, let options):
             guard self.server.config.clientSubscriptions else {
                 self.sendJSON(ServerMessage.error(code: "forbidden", message: "clients may not subscribe on this server", id: id))
                 return
@@ -320,28 +346,159 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                 guard let context = self.context else { return }
                 var payload = context.channel.allocator.buffer(capacity: body.count)
                 payload.writeBytes(body)
+                self.approvalOptions = options
                 self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
                 return
             }
-            self.subscribe(topics, ack: .some(id))
+            self.subscribe(topics, ack: .some(id), options: options)
         }
     }
 
-    /// Adds subscriptions. `ack`: nil = no reply; .some(id) = reply `subscribed` with that id (nil: no id field).
-    func subscribe(_ topics: [String], ack: JSONValue??) {
+    /// Adds subscriptions. `ack`: nil = no reply; .some(id) = reply `subscribed` with that id (nil: no
+    /// id field). `options` (recovery, presence events) come from the client's request; for a request
+    /// the application approved, those the client sent with it are used.
+    func subscribe(_ topics: [String], ack: JSONValue??, options: SubscribeOptions? = nil) {
         guard self.state == .open else { return }
-        for topic in topics where self.subscriptions.insert(topic).inserted {
-            self.shard.topics.subscribe(self.id, to: topic)
+        var options = options ?? SubscribeOptions()
+        if ack != nil, let held = self.approvalOptions {
+            options.recover.merge(held.recover) { a, _ in a }
+            options.presence = options.presence || held.presence
+            self.approvalOptions = nil
         }
-        if let ack { self.sendJSON(ServerMessage.ack("subscribed", topics: topics, id: ack)) }
+        let broker = self.server.broker
+        let presence = self.server.config.presence
+        for topic in topics where self.subscriptions.insert(topic).inserted {
+            self.shard.addSubscription(self.id, topic)
+            if presence, let broker, !Topic.isPattern(topic) {
+                broker.join(topic: topic, conn: self.id, member: self.memberJSON(broker))
+            }
+        }
+        if options.presence && presence {
+            for topic in topics where !Topic.isPattern(topic) && self.watchedPresence.insert(topic).inserted {
+                self.shard.watchPresence(self.id, topic)
+            }
+        }
+        guard let ack else { return }
+        // Positions (and recovery) need the history: multi-instance mode with history_size > 0.
+        let positioned = topics.filter { !Topic.isPattern($0) }
+        guard let broker, self.server.config.historySize > 0, !positioned.isEmpty else {
+            if !options.recover.isEmpty {
+                var outcome = SubscribeOutcome()
+                for topic in topics where options.recover[topic] != nil {
+                    outcome.recovered.append((topic, false))
+                    outcome.errors.append((topic, broker == nil ? "recovery needs redis_url and history_size" : "history is off on this server"))
+                }
+                self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
+            } else {
+                self.sendJSON(ServerMessage.ack("subscribed", topics: topics, id: ack))
+            }
+            return
+        }
+        var requests: [EventLoopFuture<Broker.PositionReply>] = []
+        for topic in positioned {
+            if self.pendingPositions[topic] == nil { self.pendingPositions[topic] = [] }
+            requests.append(broker.position(topic: topic, since: options.recover[topic]))
+        }
+        EventLoopFuture.whenAllComplete(requests, on: self.eventLoop).whenSuccess { results in
+            self.completeSubscribe(topics: topics, positioned: positioned, results: results, ack: ack, options: options)
+        }
+    }
+
+    /// Sends the `subscribed` reply with positions, then per topic the recovered publications and
+    /// those that arrived meanwhile, by offset, without gap or duplicate.
+    private func completeSubscribe(topics: [String], positioned: [String], results: [Result<Broker.PositionReply, Error>],
+                                   ack: JSONValue?, options: SubscribeOptions) {
+        guard self.state == .open else { return }
+        var outcome = SubscribeOutcome()
+        for (topic, result) in zip(positioned, results) {
+            switch result {
+            case .success(let reply):
+                outcome.positions.append((topic, reply.position))
+                switch reply.recovery {
+                case .none: break
+                case .recovered: outcome.recovered.append((topic, true))
+                case .failed(let reason):
+                    outcome.recovered.append((topic, false))
+                    outcome.errors.append((topic, reason))
+                }
+            case .failure(let error):
+                if options.recover[topic] != nil {
+                    outcome.recovered.append((topic, false))
+                    outcome.errors.append((topic, "redis unavailable: \((error as? RedisError)?.message ?? "\(error)")"))
+                }
+            }
+        }
+        self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
+        for (topic, result) in zip(positioned, results) {
+            let held = self.pendingPositions.removeValue(forKey: topic) ?? []
+            guard case .success(let reply) = result else {
+                for publication in held { self.writePublication(publication) }
+                continue
+            }
+            var last = reply.position
+            if case .recovered(let messages) = reply.recovery, let since = options.recover[topic] {
+                last = since
+                for message in messages where message.offset > last.offset {
+                    self.writePublication(self.server.makePublication(topic: topic, message: message))
+                    last.offset = message.offset
+                }
+            }
+            for publication in held {
+                if publication.offset != 0, publication.epoch == last.epoch {
+                    if publication.offset <= last.offset { continue }
+                    last.offset = publication.offset
+                }
+                self.writePublication(publication)
+            }
+            self.floors[topic] = last
+        }
     }
 
     func unsubscribe(_ topics: [String], ack: JSONValue??) {
         guard self.state == .open else { return }
+        let broker = self.server.broker
         for topic in topics where self.subscriptions.remove(topic) != nil {
-            self.shard.topics.unsubscribe(self.id, from: topic)
+            self.shard.removeSubscription(self.id, topic)
+            self.pendingPositions[topic] = nil
+            self.floors[topic] = nil
+            if self.server.config.presence, let broker, !Topic.isPattern(topic) { broker.leave(topic: topic, conn: self.id) }
+            if self.watchedPresence.remove(topic) != nil { self.shard.unwatchPresence(self.id, topic) }
         }
         if let ack { self.sendJSON(ServerMessage.ack("unsubscribed", topics: topics, id: ack)) }
+    }
+
+    // MARK: presence
+
+    private func memberJSON(_ broker: Broker) -> [UInt8] {
+        ServerMessage.member(user: self.user, conn: self.id, node: broker.node, info: self.presenceInfo)
+    }
+
+    func setPresenceInfo(_ info: [UInt8]) {
+        self.presenceInfo = info
+        guard self.state == .open, self.server.config.presence, let broker = self.server.broker else { return }
+        let member = self.memberJSON(broker)
+        for topic in self.subscriptions where !Topic.isPattern(topic) {
+            broker.join(topic: topic, conn: self.id, member: member)
+        }
+    }
+
+    private func answerPresence(topic: String, id: JSONValue?) {
+        guard self.server.config.presence, let broker = self.server.broker else {
+            self.sendJSON(ServerMessage.error(code: "presence_off", message: "presence is not enabled on this server", id: id))
+            return
+        }
+        guard self.subscriptions.contains(topic) else {
+            self.sendJSON(ServerMessage.error(code: "not_subscribed", message: "subscribe to a topic to see who is there", id: id))
+            return
+        }
+        broker.members(of: topic).hop(to: self.eventLoop).whenComplete { result in
+            switch result {
+            case .success(let members):
+                self.sendJSON(ServerMessage.presence(topic: topic, members: members, id: id))
+            case .failure(let error):
+                self.sendJSON(ServerMessage.error(code: "unavailable", message: "presence: \((error as? RedisError)?.message ?? "\(error)")", id: id))
+            }
+        }
     }
 
     func sendJSON(_ bytes: [UInt8]) {
@@ -463,6 +620,16 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Queues a topic publication: the shared plain frame, the shared compressed frame, or (for
     /// unusual deflate parameters) a frame compressed for this connection.
     func writePublication(_ publication: Publication) {
+        if !self.pendingPositions.isEmpty, self.pendingPositions[publication.topic] != nil {
+            if self.pendingPositions[publication.topic]!.count < Self.pendingLimit {
+                self.pendingPositions[publication.topic]!.append(publication)
+            }
+            return
+        }
+        if !self.floors.isEmpty, let floor = self.floors[publication.topic], publication.offset != 0 {
+            if publication.epoch == floor.epoch && publication.offset <= floor.offset { return }
+            self.floors[publication.topic] = nil
+        }
         guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {
             self.writeFrame(publication.frame, priority: publication.priority, key: publication.key)
             return

@@ -17,6 +17,9 @@ public struct InboundEvent: Sendable {
         case subscribeRequest = 5
         /// Outbound messages for this connection were dropped (slow consumer); payload: JSON counts.
         case dropped = 6
+        /// Multi-instance mode: the Redis link changed state or publications could not go through
+        /// it; conn 0, payload: JSON {"redis":..,"reason":..,"undelivered":n}.
+        case cluster = 7
     }
 
     public var kind: Kind

@@ -293,7 +293,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.respond(context: context, status: .ok, contentType: route.contentType, body: route.body, head: head)
         } else if path == "/health" {
             let accepting = self.server.accepting
-            let body = #"{"status":"\#(accepting ? "ok" : "draining")","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)}"#
+            var status = accepting ? "ok" : "draining"
+            var redis = ""
+            if let broker = self.server.broker {
+                if accepting && !broker.isConnected { status = "degraded" }
+                var text: [UInt8] = Array(#","redis":"#.utf8)
+                JSONWriter.appendString(broker.stateDescription, to: &text)
+                redis = String(decoding: text, as: UTF8.self)
+            }
+            let body = #"{"status":"\#(status)","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)\#(redis)}"#
             self.respond(context: context, status: accepting ? .ok : .serviceUnavailable, contentType: "application/json",
                          body: Array(body.utf8), head: head)
         } else if path == "/metrics" {

@@ -19,6 +19,7 @@ final class MetricsExporter: @unchecked Sendable {
     private let inboundPaused: Gauge
     private let topicsWithOffsets: Gauge
     private let sendQueueBytes: Gauge
+    private let redisConnected: Gauge
 
     init() {
         let all = EngineStats.Counter.allCases
@@ -50,6 +51,8 @@ final class MetricsExporter: @unchecked Sendable {
         self.topicsWithOffsets = self.registry.makeGauge(descriptor: Self.descriptor("wavelane_topics", "Topics with a publication offset."))
         self.sendQueueBytes = self.registry.makeGauge(descriptor: Self.descriptor(
             "wavelane_send_queue_bytes", "Bytes held in per-connection send queues for slow consumers."))
+        self.redisConnected = self.registry.makeGauge(descriptor: Self.descriptor(
+            "wavelane_redis_connected", "1 while both Redis connections are up (multi-instance mode), else 0."))
     }
 
     static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
@@ -78,6 +81,15 @@ final class MetricsExporter: @unchecked Sendable {
             return ("wavelane_closes_total", [("reason", "rate_limit")], "Connections closed by the server, by reason.")
         case .protocolErrors:
             return ("wavelane_closes_total", [("reason", "protocol_error")], "Connections closed by the server, by reason.")
+        case .redisPublished:
+            return ("wavelane_redis_published_total", [], "Publications and user messages sent to Redis.")
+        case .redisReceived:
+            return ("wavelane_redis_received_total", [], "Messages received from Redis (after de-duplication).")
+        case .redisUndelivered:
+            return ("wavelane_redis_undelivered_total", [],
+                    "Publications and user messages that could not go through Redis (delivered locally only, or unconfirmed).")
+        case .redisMissed:
+            return ("wavelane_redis_missed_total", [], "Publications missing from the Redis stream (offset gaps seen by this instance).")
         case .rateLimited:
             return ("wavelane_rate_limited_messages_total", [], "Inbound messages refused by the rate limit.")
         default:
@@ -102,6 +114,7 @@ final class MetricsExporter: @unchecked Sendable {
             self.inboundPaused.set(Int64(server.queue.pausedCount))
             self.topicsWithOffsets.set(Int64(server.offsets.count))
             self.sendQueueBytes.set(Int64(server.sendQueueBytes.load(ordering: .relaxed)))
+            self.redisConnected.set(Int64(server.broker?.isConnected == true ? 1 : 0))
             return self.registry.emitToBuffer()
         }
     }

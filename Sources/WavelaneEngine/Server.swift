@@ -46,6 +46,8 @@ public final class ServerCore: @unchecked Sendable {
     let logger: Logger
     let registry = ConnectionRegistry()
     let offsets = TopicOffsets()
+    /// Multi-instance mode (Cluster/Broker.swift): set while running with a `redis_url`.
+    private(set) var broker: Broker?
     private(set) var epoch = ServerCore.makeEpoch()
     private let allocator = ByteBufferAllocator()
 
@@ -161,6 +163,18 @@ public final class ServerCore: @unchecked Sendable {
             self.queue.setOpen(true)
             self.offsets.reset()
             self.epoch = Self.makeEpoch()
+            if let url = self.config.redisURL {
+                do {
+                    let broker = try Broker(server: self, url: url, eventLoop: group.next())
+                    self.broker = broker
+                    broker.start()
+                } catch {
+                    self.shardsBox.withLockedValue { $0 = [] }
+                    try? group.syncShutdownGracefully()
+                    self.queue.setOpen(false)
+                    throw StartError(message: "redis_url: \(error.message)")
+                }
+            }
             self.acceptingFlag.store(true, ordering: .relaxed)
 
             let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 64 * 1024, high: 256 * 1024)
@@ -178,6 +192,8 @@ public final class ServerCore: @unchecked Sendable {
             } catch {
                 self.acceptingFlag.store(false, ordering: .relaxed)
                 self.shardsBox.withLockedValue { $0 = [] }
+                self.broker?.stop(timeout: .zero)
+                self.broker = nil
                 try? group.syncShutdownGracefully()
                 self.queue.setOpen(false)
                 let message = "cannot listen on \(self.config.host):\(self.config.port): \(Self.describe(error))"
@@ -228,6 +244,10 @@ public final class ServerCore: @unchecked Sendable {
         }
         let closeDeadline = NIODeadline.now() + .seconds(1)
         while self.registry.count > 0 && NIODeadline.now() < closeDeadline { usleep(1000) }
+        if let broker = self.lifecycleLock.withLock({ self.broker }) {
+            broker.stop(timeout: .seconds(1))
+            self.lifecycleLock.withLock { self.broker = nil }
+        }
         try? group.syncShutdownGracefully()
         self.shardsBox.withLockedValue { $0 = [] }
         self.logger.info("stopped")
@@ -301,7 +321,9 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: application calls
 
-    /// Publishes to every subscriber of `topic` on every loop; returns the publication's offset.
+    /// Publishes to every subscriber of `topic` on every loop; returns the publication's offset. In
+    /// multi-instance mode the publication goes through Redis (which assigns the offset, so 0 is
+    /// returned) and reaches the subscribers of every instance.
     public func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer,
                         priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> UInt64 {
         if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
@@ -316,27 +338,78 @@ public final class ServerCore: @unchecked Sendable {
         self.stats.add(.publications)
         let started = NIODeadline.now()
         defer { self.metrics.publishSeconds.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
+        if let broker = self.broker {
+            broker.publish(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
+            return 0
+        }
         return self.offsets.lock.withLock {
             let offset = self.offsets.nextLocked(topic)
-            let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)
-            let bodyLength = FrameEncoder.payloadLength(ofFrameSize: frame.readableBytes)
-            let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - bodyLength, length: bodyLength)!
-            let opcode: WebSocketOpcode = kind == .binary ? .binary : .text
-            var compressed: ByteBuffer? = nil
-            if self.config.compression.enabled, bodyLength >= self.config.compression.minSize,
-               self.sharedDeflateConnections.load(ordering: .relaxed) > 0 {
-                let bytes = body.withUnsafeReadableBytes { self.publicationDeflater.compress($0) }
-                var buffer = self.allocator.buffer(capacity: FrameEncoder.headerSize(payloadLength: bytes.count) + bytes.count)
-                FrameEncoder.writeHeader(opcode: opcode, payloadLength: bytes.count, rsv1: true, into: &buffer)
-                buffer.writeBytes(bytes)
-                compressed = buffer
-            }
-            let publication = Publication(frame: frame, body: body, opcode: opcode, compressedFrame: compressed,
-                                          priority: priority, key: key)
+            let publication = self.makePublicationLocked(topic: topic, offset: offset, epoch: nil, kind: kind, payload: payload,
+                                                         priority: priority, key: key)
             for shard in shards {
                 shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
             }
             return offset
+        }
+    }
+
+    /// Encodes a publication once: the frame, and the shared compressed frame when any connection
+    /// takes it. Call with `offsets.lock` held (it guards the shared compressor).
+    private func makePublicationLocked(topic: String, offset: UInt64, epoch: String?, kind: PayloadKind,
+                                       payload: UnsafeRawBufferPointer, priority: Priority, key: String?) -> Publication {
+        let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)
+        let bodyLength = FrameEncoder.payloadLength(ofFrameSize: frame.readableBytes)
+        let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - bodyLength, length: bodyLength)!
+        let opcode: WebSocketOpcode = kind == .binary ? .binary : .text
+        var compressed: ByteBuffer? = nil
+        if self.config.compression.enabled, bodyLength >= self.config.compression.minSize,
+           self.sharedDeflateConnections.load(ordering: .relaxed) > 0 {
+            let bytes = body.withUnsafeReadableBytes { self.publicationDeflater.compress($0) }
+            var buffer = self.allocator.buffer(capacity: FrameEncoder.headerSize(payloadLength: bytes.count) + bytes.count)
+            FrameEncoder.writeHeader(opcode: opcode, payloadLength: bytes.count, rsv1: true, into: &buffer)
+            buffer.writeBytes(bytes)
+            compressed = buffer
+        }
+        return Publication(topic: topic, offset: offset, epoch: epoch, frame: frame, body: body, opcode: opcode,
+                           compressedFrame: compressed, priority: priority, key: key)
+    }
+
+    /// An encoded publication for a message from the cluster stream or a topic's history.
+    func makePublication(topic: String, message: ClusterMessage) -> Publication {
+        message.payload.withUnsafeReadableBytes { payload in
+            self.offsets.lock.withLock {
+                self.makePublicationLocked(topic: topic, offset: message.offset, epoch: message.epoch, kind: message.kind,
+                                           payload: payload, priority: message.priority, key: message.key)
+            }
+        }
+    }
+
+    /// Multi-instance mode: a publication arrived from Redis; hand it to every loop (in order: the
+    /// broker's loop calls this for one message after the other).
+    func deliver(topic: String, message: ClusterMessage) {
+        let publication = self.makePublication(topic: topic, message: message)
+        for shard in self.shardsBox.withLockedValue({ $0 }) {
+            shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
+        }
+    }
+
+    /// Multi-instance mode with Redis down: this instance's subscribers only, outside the sequence.
+    func deliverLocally(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
+        let shards = self.shardsBox.withLockedValue { $0 }
+        self.offsets.lock.withLock {
+            let publication = self.makePublicationLocked(topic: topic, offset: 0, epoch: nil, kind: kind, payload: payload,
+                                                         priority: priority, key: key)
+            for shard in shards {
+                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
+            }
+        }
+    }
+
+    /// Multi-instance mode: a join/leave event (JSON text) for the watchers of `topic`.
+    func deliverPresenceEvent(topic: String, event: ByteBuffer) {
+        let frame = event.withUnsafeReadableBytes { FrameEncoder.frame(opcode: .text, payload: $0, allocator: self.allocator) }
+        for shard in self.shardsBox.withLockedValue({ $0 }) {
+            shard.eventLoop.execute { shard.deliverPresence(topic: topic, frame: frame) }
         }
     }
 
@@ -357,10 +430,21 @@ public final class ServerCore: @unchecked Sendable {
         return true
     }
 
-    /// Sends one frame to every connection of `user`; returns how many connections it was queued for.
+    /// Sends one frame to every connection of `user`; returns how many of this instance's
+    /// connections it was queued for. In multi-instance mode it goes through Redis and also reaches
+    /// the user's connections on the other instances.
     public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool,
                          priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Int {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
+        if let broker = self.broker {
+            broker.sendUser(user, payload: payload, binary: binary, priority: priority, key: key)
+            return self.registry.connections(ofUser: user).count
+        }
+        return self.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
+    }
+
+    @discardableResult
+    func sendUserLocally(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Int {
         let connections = self.registry.connections(ofUser: user)
         guard !connections.isEmpty else { return 0 }
         let opcode: WebSocketOpcode = binary ? .binary : .text
@@ -389,6 +473,40 @@ public final class ServerCore: @unchecked Sendable {
         try self.validateSubscriptions(topics)
         guard let connection = self.registry.connection(conn) else { return false }
         connection.eventLoop.execute { connection.unsubscribe(topics, ack: ack) }
+        return true
+    }
+
+    /// The members of `topic` on every instance (multi-instance mode with `presence`), as JSON
+    /// objects. Blocks the calling thread for one Redis round trip (at most `timeout` seconds).
+    public func presence(topic: String, timeout: Double) throws(ArgumentError) -> [[UInt8]] {
+        if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
+            throw ArgumentError("topic: \(problem.message)")
+        }
+        guard self.config.presence else { throw ArgumentError("presence is off: start the server with presence=True and a redis_url") }
+        guard let broker = self.broker else { throw ArgumentError("server is not running") }
+        let result = NIOLockedValueBox<Result<[[UInt8]], Error>?>(nil)
+        broker.members(of: topic).whenComplete { r in result.withLockedValue { $0 = r } }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0.001, timeout) * 1e9))
+        while NIODeadline.now() < deadline {
+            if let r = result.withLockedValue({ $0 }) {
+                switch r {
+                case .success(let members): return members
+                case .failure(let error): throw ArgumentError("presence: \((error as? RedisError)?.message ?? "\(error)")")
+                }
+            }
+            usleep(200)
+        }
+        throw ArgumentError("presence: no answer from Redis within \(timeout) s")
+    }
+
+    /// Sets the `info` (a small JSON value) shown for a connection in presence; updates the
+    /// topics it is already a member of. Returns false when the connection is unknown.
+    public func setPresenceInfo(conn: UInt64, info: UnsafeRawBufferPointer) throws(ArgumentError) -> Bool {
+        guard info.count <= 4096 else { throw ArgumentError("info: longer than 4096 bytes of JSON") }
+        do { _ = try JSONParser.parse(info, maxDepth: 32) } catch { throw ArgumentError("info: not valid JSON: \(error.message)") }
+        guard let connection = self.registry.connection(conn) else { return false }
+        let bytes = Array(info)
+        connection.eventLoop.execute { connection.setPresenceInfo(bytes) }
         return true
     }
 
@@ -435,6 +553,7 @@ public final class ServerCore: @unchecked Sendable {
         field("inbound_paused", self.queue.pausedCount)
         field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
         field("topics_with_offsets", self.offsets.count)
+        field("redis_connected", self.broker?.isConnected == true ? 1 : 0)
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)
     }

@@ -70,6 +70,50 @@ final class Shard: @unchecked Sendable {
         return d
     }
 
+    // MARK: subscriptions
+
+    /// Adds a subscription; the first subscriber of a topic or glob on this loop makes the
+    /// instance subscribe to it in Redis (multi-instance mode). Returns false if it existed.
+    @discardableResult
+    func addSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
+        let first = !self.topics.hasSubscribers(subscription)
+        guard self.topics.subscribe(conn, to: subscription) else { return false }
+        if first { self.server.broker?.need(subscription: subscription) }
+        return true
+    }
+
+    @discardableResult
+    func removeSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
+        guard self.topics.unsubscribe(conn, from: subscription) else { return false }
+        if !self.topics.hasSubscribers(subscription) { self.server.broker?.release(subscription: subscription) }
+        return true
+    }
+
+    /// Connections that asked for the join/leave events of a topic.
+    private var presenceWatchers: [String: Set<UInt64>] = [:]
+
+    func watchPresence(_ conn: UInt64, _ topic: String) {
+        let first = self.presenceWatchers[topic] == nil
+        guard self.presenceWatchers[topic, default: []].insert(conn).inserted else { return }
+        if first { self.server.broker?.needPresenceEvents(topic) }
+    }
+
+    func unwatchPresence(_ conn: UInt64, _ topic: String) {
+        guard self.presenceWatchers[topic]?.remove(conn) != nil else { return }
+        if self.presenceWatchers[topic]?.isEmpty == true {
+            self.presenceWatchers[topic] = nil
+            self.server.broker?.releasePresenceEvents(topic)
+        }
+    }
+
+    /// Hands a join/leave event (a complete frame) to this loop's watchers of `topic`.
+    func deliverPresence(topic: String, frame: ByteBuffer) {
+        guard let watchers = self.presenceWatchers[topic] else { return }
+        for id in watchers {
+            self.connections[id]?.writeFrame(frame)
+        }
+    }
+
     /// Delivers an encoded publication to every local subscriber of `topic`.
     func deliver(topic: String, publication: Publication) {
         var delivered = 0
@@ -122,6 +166,11 @@ final class Shard: @unchecked Sendable {
 /// that compress with their own parameters) and, when any connection can share it, the frame
 /// compressed once with no context takeover and a 15-bit window.
 struct Publication: Sendable {
+    let topic: String
+    /// The topic offset (0: outside the topic's sequence, e.g. published while Redis was down).
+    let offset: UInt64
+    /// The stream's epoch in multi-instance mode (nil in single-instance mode).
+    let epoch: String?
     let frame: ByteBuffer
     let body: ByteBuffer
     let opcode: WebSocketOpcode

@@ -34,6 +34,11 @@ public final class EngineStats: Sendable {
         case rejectedSubprotocol
         case rateLimited
         case rateLimitCloses
+        // Multi-instance mode (Cluster/Broker.swift)
+        case redisPublished
+        case redisReceived
+        case redisUndelivered
+        case redisMissed
 
         public var name: String {
             switch self {
@@ -67,6 +72,10 @@ public final class EngineStats: Sendable {
             case .rejectedSubprotocol: return "rejected_subprotocol"
             case .rateLimited: return "rate_limited"
             case .rateLimitCloses: return "rate_limit_closes"
+            case .redisPublished: return "redis_published"
+            case .redisReceived: return "redis_received"
+            case .redisUndelivered: return "redis_undelivered"
+            case .redisMissed: return "redis_missed"
             }
         }
     }

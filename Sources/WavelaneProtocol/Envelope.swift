@@ -4,9 +4,11 @@ import NIOWebSocket
 /// A control message a client sent to the engine (docs/protocol.md, "Client to server").
 /// Every other frame belongs to the application.
 public enum ClientControl: Equatable, Sendable {
-    case subscribe(topics: [String], id: JSONValue?)
+    case subscribe(topics: [String], id: JSONValue?, options: SubscribeOptions = SubscribeOptions())
     case unsubscribe(topics: [String], id: JSONValue?)
     case ping(id: JSONValue?)
+    /// Who is subscribed to `topic` (needs presence on the server).
+    case presence(topic: String, id: JSONValue?)
     /// A control message of a known type that is malformed: answer with an error.
     case invalid(message: String, id: JSONValue?)
 
@@ -27,6 +29,11 @@ public enum ClientControl: Equatable, Sendable {
         switch type {
         case "ping":
             return .ping(id: id)
+        case "presence":
+            guard let topic = object["topic"]?.stringValue else {
+                return .invalid(message: "presence needs \"topic\": a string", id: id)
+            }
+            return .presence(topic: topic, id: id)
         case "subscribe", "unsubscribe":
             let topics: [String]
             if let list = object["topics"]?.arrayValue {
@@ -43,7 +50,28 @@ public enum ClientControl: Equatable, Sendable {
                 return .invalid(message: "\(type) needs \"topics\": a list of strings", id: id)
             }
             if topics.isEmpty { return .invalid(message: "topics is empty", id: id) }
-            return type == "subscribe" ? .subscribe(topics: topics, id: id) : .unsubscribe(topics: topics, id: id)
+            guard type == "subscribe" else { return .unsubscribe(topics: topics, id: id) }
+            var options = SubscribeOptions()
+            if let presence = object["presence"], presence != .null {
+                guard let flag = presence.boolValue else { return .invalid(message: "presence must be true or false", id: id) }
+                options.presence = flag
+            }
+            if let recover = object["recover"], recover != .null {
+                guard case .object(let entries) = recover else {
+                    return .invalid(message: "recover must be an object: {topic: {\"epoch\": .., \"offset\": ..}}", id: id)
+                }
+                for (topic, position) in entries {
+                    guard topics.contains(topic) else {
+                        return .invalid(message: "recover names a topic that is not in topics: \(topic)", id: id)
+                    }
+                    guard case .object(let fields) = position, let epoch = fields["epoch"]?.stringValue,
+                          case .int(let offset)? = fields["offset"], offset >= 0 else {
+                        return .invalid(message: "recover.\(topic) must be {\"epoch\": string, \"offset\": integer >= 0}", id: id)
+                    }
+                    options.recover[topic] = StreamPosition(epoch: epoch, offset: UInt64(offset))
+                }
+            }
+            return .subscribe(topics: topics, id: id, options: options)
         default:
             return nil
         }
@@ -62,6 +90,33 @@ public enum ClientControl: Equatable, Sendable {
         }
         return false
     }
+}
+
+/// A place in a topic's stream: the stream's epoch and the offset of a publication in it.
+public struct StreamPosition: Equatable, Hashable, Sendable {
+    public var epoch: String
+    public var offset: UInt64
+    public init(epoch: String, offset: UInt64) {
+        self.epoch = epoch
+        self.offset = offset
+    }
+}
+
+/// Extras of a client's subscribe request.
+public struct SubscribeOptions: Equatable, Sendable {
+    /// Topics to recover: the position of the last publication the client saw.
+    public var recover: [String: StreamPosition] = [:]
+    /// Receive join/leave events for the subscribed (exact) topics.
+    public var presence = false
+    public init() {}
+}
+
+/// How a subscribe request's stream positions came out, for the `subscribed` reply.
+public struct SubscribeOutcome: Sendable {
+    public var positions: [(topic: String, position: StreamPosition)] = []
+    public var recovered: [(topic: String, ok: Bool)] = []
+    public var errors: [(topic: String, reason: String)] = []
+    public init() {}
 }
 
 /// Server-to-client JSON messages (docs/protocol.md, "Server to client").
@@ -98,6 +153,89 @@ public enum ServerMessage {
         }
         out.append(UInt8(ascii: "]"))
         appendID(id, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `subscribed` with stream positions and recovery results:
+    /// `{"type":"subscribed","topics":[..],"id":..,"positions":{t:{"epoch":..,"offset":..}},
+    /// "recovered":{t:bool},"recovery_errors":{t:reason}}` (empty maps are left out).
+    public static func subscribed(topics: [String], id: JSONValue?, outcome: SubscribeOutcome) -> [UInt8] {
+        var out = Self.ack("subscribed", topics: topics, id: id)
+        out.removeLast()  // "}"
+        if !outcome.positions.isEmpty {
+            out.append(contentsOf: #","positions":{"#.utf8)
+            for (i, entry) in outcome.positions.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONWriter.appendString(entry.topic, to: &out)
+                out.append(contentsOf: #":{"epoch":"#.utf8)
+                JSONWriter.appendString(entry.position.epoch, to: &out)
+                out.append(contentsOf: #","offset":"#.utf8)
+                out.append(contentsOf: String(entry.position.offset).utf8)
+                out.append(UInt8(ascii: "}"))
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        if !outcome.recovered.isEmpty {
+            out.append(contentsOf: #","recovered":{"#.utf8)
+            for (i, entry) in outcome.recovered.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONWriter.appendString(entry.topic, to: &out)
+                out.append(contentsOf: (entry.ok ? ":true" : ":false").utf8)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        if !outcome.errors.isEmpty {
+            out.append(contentsOf: #","recovery_errors":{"#.utf8)
+            for (i, entry) in outcome.errors.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONWriter.appendString(entry.topic, to: &out)
+                out.append(UInt8(ascii: ":"))
+                JSONWriter.appendString(entry.reason, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `{"type":"presence","topic":..,"members":[..],"id":..}`; members are JSON objects.
+    public static func presence(topic: String, members: [[UInt8]], id: JSONValue?) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"type":"presence","topic":"#.utf8)
+        JSONWriter.appendString(topic, to: &out)
+        out.append(contentsOf: #","members":["#.utf8)
+        for (i, m) in members.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: m)
+        }
+        out.append(UInt8(ascii: "]"))
+        appendID(id, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// A presence member: `{"user":..,"conn":"17","node":..,"info":..}` (`info` is raw JSON or null).
+    public static func member(user: String?, conn: UInt64, node: String, info: [UInt8]?) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"user":"#.utf8)
+        if let user { JSONWriter.appendString(user, to: &out) } else { out.append(contentsOf: "null".utf8) }
+        out.append(contentsOf: #","conn":""#.utf8)
+        out.append(contentsOf: String(conn).utf8)
+        out.append(contentsOf: #"","node":"#.utf8)
+        JSONWriter.appendString(node, to: &out)
+        out.append(contentsOf: #","info":"#.utf8)
+        if let info { out.append(contentsOf: info) } else { out.append(contentsOf: "null".utf8) }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `{"type":"join"|"leave","topic":..,"member":{..}}`.
+    public static func presenceEvent(_ type: String, topic: String, member: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"type":"#.utf8)
+        JSONWriter.appendString(type, to: &out)
+        out.append(contentsOf: #","topic":"#.utf8)
+        JSONWriter.appendString(topic, to: &out)
+        out.append(contentsOf: #","member":"#.utf8)
+        out.append(contentsOf: member)
         out.append(UInt8(ascii: "}"))
         return out
     }

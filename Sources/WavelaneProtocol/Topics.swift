@@ -120,6 +120,12 @@ public struct TopicIndex<Subscriber: Hashable> {
         return true
     }
 
+    /// Whether any subscriber holds exactly this subscription (a topic or a glob pattern).
+    public func hasSubscribers(_ subscription: String) -> Bool {
+        if Topic.isPattern(subscription) { return self.patterns[subscription] != nil }
+        return self.exact[subscription] != nil
+    }
+
     /// Calls `body` once for every subscriber of `topic` (a subscriber matched by several
     /// subscriptions is visited once).
     public func forEachSubscriber(of topic: String, _ body: (Subscriber) -> Void) {

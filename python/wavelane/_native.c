@@ -32,6 +32,7 @@ static PyObject *str_message = NULL;
 static PyObject *str_disconnect = NULL;
 static PyObject *str_subscribe_request = NULL;
 static PyObject *str_dropped = NULL;
+static PyObject *str_cluster = NULL;
 static PyObject *EngineType = NULL;
 
 typedef struct {
@@ -409,6 +410,10 @@ static PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             kind = str_dropped;
             data = decode_json(e->data, e->len);
             break;
+        case WL_EV_CLUSTER:
+            kind = str_cluster;
+            data = decode_json(e->data, e->len);
+            break;
         default:
             continue;
         }
@@ -726,6 +731,48 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored)) 
     }
 }
 
+static PyObject *Engine_presence(EngineObject *self, PyObject *args) {
+    PyObject *topic;
+    int timeout_ms = 2000;
+    if (!PyArg_ParseTuple(args, "O|i:presence", &topic, &timeout_ms))
+        return NULL;
+    ENGINE_CHECK(self);
+    View vt;
+    if (view_str(topic, &vt, "topic") < 0)
+        return NULL;
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n;
+    BEGIN_NATIVE(self)
+    n = wl_presence(self->srv, vt.ptr, (size_t)vt.len, timeout_ms, &out, err, sizeof err);
+    END_NATIVE(self)
+    view_release(&vt);
+    if (n < 0)
+        return raise_err(PyExc_RuntimeError, err, "presence failed");
+    PyObject *v = decode_json(out, (size_t)n);
+    wl_free(out);
+    return v;
+}
+
+static PyObject *Engine_set_presence_info(EngineObject *self, PyObject *args) {
+    unsigned long long conn;
+    PyObject *info;
+    if (!PyArg_ParseTuple(args, "KO:set_presence_info", &conn, &info))
+        return NULL;
+    ENGINE_CHECK(self);
+    View vi;
+    if (view_str(info, &vi, "info") < 0)
+        return NULL;
+    char err[ERR_LEN];
+    err[0] = '\0';
+    int rc = wl_set_presence_info(self->srv, (uint64_t)conn, vi.ptr, (size_t)vi.len, err, sizeof err);
+    view_release(&vi);
+    if (rc < 0)
+        return raise_err(PyExc_ValueError, err, "set_presence_info failed");
+    return PyBool_FromLong(rc);
+}
+
 static PyObject *Engine_log_pending(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     if (self->srv == NULL)
         return PyLong_FromLong(0);
@@ -789,6 +836,10 @@ static PyMethodDef Engine_methods[] = {
     {"close", (PyCFunction)Engine_close, METH_VARARGS,
      "close(conn, code, reason)\n--\n\nClose one connection."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats()\n--\n\nCounters as a JSON string."},
+    {"presence", (PyCFunction)Engine_presence, METH_VARARGS,
+     "presence(topic, timeout_ms=2000)\n--\n\nMembers of a topic on every instance (list of dicts)."},
+    {"set_presence_info", (PyCFunction)Engine_set_presence_info, METH_VARARGS,
+     "set_presence_info(conn, info_json)\n--\n\nSet the info shown for a connection in presence."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -848,7 +899,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         !(str_message = PyUnicode_InternFromString("message")) ||
         !(str_disconnect = PyUnicode_InternFromString("disconnect")) ||
         !(str_subscribe_request = PyUnicode_InternFromString("subscribe_request")) ||
-        !(str_dropped = PyUnicode_InternFromString("dropped")))
+        !(str_dropped = PyUnicode_InternFromString("dropped")) ||
+        !(str_cluster = PyUnicode_InternFromString("cluster")))
         goto fail;
     EngineType = PyType_FromSpec(&Engine_spec);
     if (EngineType == NULL)

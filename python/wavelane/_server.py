@@ -107,6 +107,13 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "require_origin": False,
     "subprotocols": None,
     "subprotocol_required": False,
+    # multi-instance mode through Redis (docs/delivery.md)
+    "redis_url": None,
+    "redis_prefix": "wavelane",
+    "history_size": 0,
+    "history_ttl": 300,
+    "presence": False,
+    "presence_ttl": 30,
 }
 
 _STR_KEYS = frozenset(
@@ -121,9 +128,10 @@ _STR_KEYS = frozenset(
         "tls_key",
         "tls_client_ca",
         "log_level",
+        "redis_prefix",
     }
 )
-_NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param"})
+_NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param", "redis_url"})
 _INT_KEYS = frozenset(
     {
         "port",
@@ -147,6 +155,7 @@ _INT_KEYS = frozenset(
         "max_connections_per_ip",
         "max_connections_per_user",
         "max_tracked_ips",
+        "history_size",
     }
 )
 _NUMBER_KEYS = frozenset(
@@ -159,6 +168,8 @@ _NUMBER_KEYS = frozenset(
         "slow_consumer_timeout",
         "rate_limit_messages",  # per second
         "max_connections_per_ip_rate",  # per second
+        "history_ttl",
+        "presence_ttl",
     }
 )
 _BOOL_KEYS = frozenset(
@@ -174,6 +185,7 @@ _BOOL_KEYS = frozenset(
         "compression_client_context_takeover",
         "require_origin",
         "subprotocol_required",
+        "presence",
     }
 )
 _STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols"})
@@ -468,6 +480,9 @@ class Server:
           ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
         * ``("dropped", conn, {"count", "bytes", "priority": {name: n}})`` — outbound messages
           for a slow client were dropped (reported at most about once per second per client)
+        * ``("cluster", 0, {"redis": "connected" | "disconnected", "reason", "undelivered"})`` —
+          with ``redis_url``: the Redis link went up or down, or (at most every 0.5 s)
+          ``undelivered`` publications could not go through Redis since the previous report
 
         The GIL is released while waiting; Ctrl-C raises :class:`KeyboardInterrupt` within
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
@@ -490,6 +505,9 @@ class Server:
 
     def publish(self, topic: str, data: Any, *, priority: str = "normal", key: Optional[str] = None) -> int:
         """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
+
+        With ``redis_url`` the publication goes through Redis to the subscribers of every
+        instance; Redis assigns the offset, and ``0`` is returned.
 
         ``str`` goes out as a JSON string, ``bytes``/``bytearray``/``memoryview`` as a binary
         hot-lane frame, anything else is serialized to JSON once (``ValueError`` if it cannot
@@ -522,11 +540,31 @@ class Server:
         return self._engine.send(conn, data, p, key)
 
     def send_user(self, user: str, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> int:
-        """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many."""
+        """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many.
+
+        With ``redis_url`` it also reaches the user's connections on the other instances; the
+        count is this instance's connections.
+        """
         if type(data) is memoryview:
             data = data.tobytes()
         p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
         return self._engine.send_user(user, data, p, key)
+
+    def presence(self, topic: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
+        """Who is subscribed to ``topic`` on every instance (needs ``presence=True``).
+
+        Returns ``[{"user", "conn", "node", "info"}, ...]``. Blocks (GIL released) for one Redis
+        round trip; raises ``RuntimeError`` when presence is off or Redis does not answer within
+        ``timeout`` seconds.
+        """
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        return self._engine.presence(topic, max(1, int(timeout * 1000)))
+
+    def set_presence_info(self, conn: int, info: Any) -> bool:
+        """Set the ``info`` shown for a connection in presence (a small JSON-able value, at most
+        4 KiB serialized); updates the topics it is already in. False if conn is unknown."""
+        return self._engine.set_presence_info(conn, _dumps(info, "info"))
 
     def subscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
         """Subscribe a connection server-side (glob patterns allowed). False if conn is unknown."""

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define WL_ABI_VERSION 2
+#define WL_ABI_VERSION 3
 
 typedef struct wl_server wl_server;
 
@@ -32,6 +32,7 @@ enum {
     WL_EV_DISCONNECT = 4,        /* code: close code (1006 when the peer vanished); data: reason */
     WL_EV_SUBSCRIBE_REQUEST = 5, /* data: JSON {"topics":[..],"id":<client id or null>}        */
     WL_EV_DROPPED = 6,           /* code: messages dropped; data: JSON {"count":n,"bytes":n,"priority":{..}} */
+    WL_EV_CLUSTER = 7,           /* conn 0; data: JSON {"redis":"connected"|"disconnected","reason":..,"undelivered":n} */
 };
 
 /* Outbound priorities: when a connection's send queue (max_send_queue bytes) is full, queued
@@ -154,6 +155,18 @@ int64_t wl_logs(wl_server *s, char *buf, size_t buf_len);
 /* Counters as a JSON object into buf (NUL-terminated). Returns the length needed (excluding the
  * NUL); if that is >= buf_len the output was truncated. */
 size_t wl_stats(const wl_server *s, char *buf, size_t buf_len);
+
+/* Multi-instance mode with presence: the members of `topic` on every instance as a JSON array of
+ * {"user","conn","node","info"} objects, in *out (malloc'd, NUL-terminated; free with wl_free).
+ * Blocks for one Redis round trip, at most timeout_ms. Returns the length, or -1 with err filled
+ * (presence off, Redis unavailable, timeout, bad topic). */
+int64_t wl_presence(wl_server *s, const char *topic, size_t topic_len, int timeout_ms, char **out, char *err,
+                    size_t err_len);
+void wl_free(void *p);
+
+/* Set the "info" (a JSON value, at most 4096 bytes) shown for a connection in presence. Returns 1
+ * if the connection is open, 0 if unknown, -1 with err filled on bad JSON. */
+int wl_set_presence_info(wl_server *s, uint64_t conn, const char *info_json, size_t len, char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,21 @@ public final class RedisPubSub: @unchecked Sendable {
     private var sentChannels: Set<String> = []
     private var sentPatterns: Set<String> = []
 
+    /// Promises waiting for Redis to confirm a channel subscription (event loop only).
+    private final class Waiter {
+        let promise: EventLoopPromise<Void>
+        var timer: Scheduled<Void>?
+        var done = false
+        init(promise: EventLoopPromise<Void>) { self.promise = promise }
+        func finish(_ result: Result<Void, Error>) {
+            guard !self.done else { return }
+            self.done = true
+            self.timer?.cancel()
+            self.promise.completeWith(result)
+        }
+    }
+    private var waiters: [String: [Waiter]] = [:]
+
     /// Most channel/pattern names sent in one SUBSCRIBE-family command.
     static let batchSize = 512
 
@@ -109,6 +124,27 @@ public final class RedisPubSub: @unchecked Sendable {
     /// Needed channels/patterns (refcount > 0).
     public var neededChannels: Set<String> { self.wanted.withLockedValue { Set($0.channels.keys) } }
     public var neededPatterns: Set<String> { self.wanted.withLockedValue { Set($0.patterns.keys) } }
+
+    /// Completes once Redis has confirmed the subscription to `channel` on the current connection
+    /// (at once if it already has): from then on every message published to it reaches us. Fails
+    /// with `.timeout` after `timeout`. Call after `need(channel:)`. Any thread.
+    public func whenSubscribed(channel: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.eventLoop.execute {
+            if self.wanted.withLockedValue({ $0.confirmedChannels.contains(channel) }) {
+                promise.succeed(())
+                return
+            }
+            let waiter = Waiter(promise: promise)
+            waiter.timer = self.eventLoop.scheduleTask(in: timeout) {
+                waiter.finish(.failure(RedisError(.timeout, "Redis did not confirm the subscription to \(channel)")))
+                self.waiters[channel]?.removeAll { $0.done }
+                if self.waiters[channel]?.isEmpty == true { self.waiters[channel] = nil }
+            }
+            self.waiters[channel, default: []].append(waiter)
+        }
+        return promise.futureResult
+    }
 
     private func change(_ names: [String], _ kind: Kind, _ delta: Int) -> [Bool] {
         var schedule = false
@@ -221,6 +257,9 @@ public final class RedisPubSub: @unchecked Sendable {
                 case "unsubscribe": w.confirmedChannels.remove(name)
                 default: w.confirmedPatterns.remove(name)
                 }
+            }
+            if kind == "subscribe", let waiting = self.waiters.removeValue(forKey: name) {
+                for waiter in waiting { waiter.finish(.success(())) }
             }
         default:
             break

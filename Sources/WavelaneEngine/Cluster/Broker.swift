@@ -1,0 +1,437 @@
+// Multi-instance mode: the link between this instance and the others, through Redis Pub/Sub.
+//
+// Publications go to Redis (a Lua script assigns the topic's offset, keeps the history and
+// PUBLISHes) and come back through this instance's subscriptions like everyone else's, so every
+// instance delivers one sequence in one order. The instance subscribes in Redis only to what its
+// connections need: a channel per exact topic, a pattern per glob, a channel per connected user,
+// a channel per topic whose presence events someone here watches. docs/delivery.md has the
+// guarantees; the fault handling (Redis down, restarted) is at the bottom of this file.
+
+import NIOConcurrencyHelpers
+import NIOCore
+import Synchronization
+import WavelaneProtocol
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+final class Broker: @unchecked Sendable {
+    let names: ClusterNames
+    /// This instance's id in presence members and logs (random per start).
+    let node: String
+    let eventLoop: EventLoop
+    private unowned let server: ServerCore
+    private let client: RedisClient
+    private let pubsub: RedisPubSub
+    private let allocator = ByteBufferAllocator()
+    private let historySize: Int
+    private let ttlMilliseconds: String
+    private let presenceTTLMilliseconds: String
+    /// How long a recovering subscription waits for Redis (subscription confirmation, then reply).
+    let recoveryTimeout: TimeAmount = .seconds(5)
+
+    // Connection state, reported to Python and /health.
+    private struct LinkState {
+        var client: RedisConnectionState = .connecting
+        var pubsub: RedisConnectionState = .connecting
+        var reported: Bool? = nil
+    }
+    private let link = NIOLockedValueBox(LinkState())
+    /// Publications that could not go through Redis since the last `cluster` event.
+    private let unreported = Atomic<Int>(0)
+    private var reporter: RepeatedTask?
+    private var heartbeat: RepeatedTask?
+
+    /// Last (epoch, offset) seen per topic on the Redis stream: drops the second copy of a message
+    /// that matched both a channel and a pattern (Redis sends one per match) and counts gaps.
+    /// Event loop only.
+    private var lastSeen: [String: (epoch: String, offset: UInt64)] = [:]
+    private static let lastSeenLimit = 1 << 18
+
+    /// This instance's presence members: topic -> field (`node:conn`) -> member JSON. Commands that
+    /// change a member are handed to the Redis connection under this lock, so a heartbeat can never
+    /// re-add a member whose leave was sent after the heartbeat's snapshot.
+    private let members = NIOLockedValueBox<[String: [String: [UInt8]]]>([:])
+
+    init(server: ServerCore, url: RedisURL, eventLoop: EventLoop) throws(RedisError) {
+        let config = server.config
+        self.server = server
+        self.names = ClusterNames(prefix: config.redisPrefix)
+        self.node = ServerCore.makeEpoch()
+        self.eventLoop = eventLoop
+        self.historySize = config.historySize
+        self.ttlMilliseconds = String(Int64((config.historyTTL * 1000).rounded(.up)))
+        self.presenceTTLMilliseconds = String(Int64((config.presenceTTL * 1000).rounded(.up)))
+        var clientConfiguration = RedisClientConfiguration()
+        clientConfiguration.connection.commandTimeout = .seconds(5)
+        // Publications in flight to Redis are bounded: beyond this they count as undelivered.
+        clientConfiguration.connection.maxPendingCommands = 65_536
+        let weakSelf = WeakBroker()
+        self.client = try RedisClient(url: url, eventLoop: eventLoop, configuration: clientConfiguration) { state in
+            weakSelf.value?.stateChanged(client: state)
+        }
+        self.pubsub = try RedisPubSub(url: url, eventLoop: eventLoop, configuration: clientConfiguration, onMessage: { channel, payload in
+            weakSelf.value?.received(channel: channel, payload: payload)
+        }, onStateChange: { state in
+            weakSelf.value?.stateChanged(pubsub: state)
+        })
+        weakSelf.value = self
+    }
+
+    func start() {
+        self.client.start()
+        self.pubsub.start()
+        self.eventLoop.execute {
+            self.reporter = self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { [weak self] _ in
+                self?.reportUndelivered()
+            }
+            if self.server.config.presence {
+                let period = TimeAmount.nanoseconds(Int64(self.server.config.presenceTTL / 3 * 1e9))
+                self.heartbeat = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] _ in
+                    self?.refreshPresence()
+                }
+            }
+        }
+    }
+
+    /// Leaves presence (best effort, bounded by `timeout`) and closes both Redis connections.
+    func stop(timeout: TimeAmount) {
+        let leaves: [EventLoopFuture<RESPValue>] = self.members.withLockedValue { all in
+            var futures: [EventLoopFuture<RESPValue>] = []
+            for (topic, entries) in all {
+                for (field, member) in entries { futures.append(self.sendLeave(topic: topic, field: field, member: member)) }
+            }
+            all.removeAll()
+            return futures
+        }
+        if !leaves.isEmpty {
+            let done = NIOLockedValueBox(false)
+            EventLoopFuture.whenAllComplete(leaves, on: self.eventLoop).whenComplete { _ in done.withLockedValue { $0 = true } }
+            let deadline = NIODeadline.now() + timeout
+            while !done.withLockedValue({ $0 }) && NIODeadline.now() < deadline { usleep(1000) }
+        }
+        try? self.eventLoop.submit {
+            self.reporter?.cancel()
+            self.reporter = nil
+            self.heartbeat?.cancel()
+            self.heartbeat = nil
+        }.wait()
+        _ = try? self.client.close().wait()
+        _ = try? self.pubsub.close().wait()
+    }
+
+    // MARK: state
+
+    var isConnected: Bool {
+        self.link.withLockedValue { $0.client == .connected && $0.pubsub == .connected }
+    }
+
+    /// "connected", or "disconnected: <why>" / "connecting".
+    var stateDescription: String {
+        self.link.withLockedValue { link in
+            if link.client == .connected && link.pubsub == .connected { return "connected" }
+            for state in [link.client, link.pubsub] {
+                if case .disconnected = state { return state.description }
+            }
+            return link.client == .connected ? link.pubsub.description : link.client.description
+        }
+    }
+
+    private func stateChanged(client: RedisConnectionState) {
+        self.link.withLockedValue { $0.client = client }
+        self.reportState()
+    }
+
+    private func stateChanged(pubsub: RedisConnectionState) {
+        self.link.withLockedValue { $0.pubsub = pubsub }
+        self.reportState()
+    }
+
+    /// A `cluster` event for Python whenever connected/disconnected flips (not for each retry).
+    private func reportState() {
+        let (changed, up): (Bool, Bool) = self.link.withLockedValue { link in
+            let up = link.client == .connected && link.pubsub == .connected
+            let down: Bool
+            switch (link.client, link.pubsub) {
+            case (.disconnected, _), (_, .disconnected): down = true
+            default: down = false
+            }
+            guard up || down, link.reported != up else { return (false, up) }
+            link.reported = up
+            return (true, up)
+        }
+        guard changed else { return }
+        if up {
+            self.server.logger.info("redis connected", metadata: ["url": "\(self.client.url)", "node": "\(self.node)"])
+            // Members joined while Redis was away are written back now, not at the next heartbeat.
+            if self.server.config.presence { self.eventLoop.execute { self.refreshPresence() } }
+        } else {
+            self.server.logger.warning("redis unavailable: serving local connections only", metadata: [
+                "url": "\(self.client.url)", "state": "\(self.stateDescription)"])
+        }
+        self.pushEvent(up: up)
+    }
+
+    private func pushEvent(up: Bool) {
+        let undelivered = self.unreported.exchange(0, ordering: .relaxed)
+        var out: [UInt8] = Array(#"{"redis":"#.utf8)
+        JSONWriter.appendString(up ? "connected" : "disconnected", to: &out)
+        out.append(contentsOf: #","reason":"#.utf8)
+        if up { out.append(contentsOf: "null".utf8) } else { JSONWriter.appendString(self.stateDescription, to: &out) }
+        out.append(contentsOf: #","undelivered":"#.utf8)
+        out.append(contentsOf: String(undelivered).utf8)
+        out.append(UInt8(ascii: "}"))
+        var payload = self.allocator.buffer(capacity: out.count)
+        payload.writeBytes(out)
+        self.server.queue.push(contentsOf: [InboundEvent(kind: .cluster, conn: 0, payload: payload)], from: nil)
+    }
+
+    private func reportUndelivered() {
+        guard self.unreported.load(ordering: .relaxed) > 0 else { return }
+        self.pushEvent(up: self.isConnected)
+    }
+
+    private func undelivered(_ n: Int = 1) {
+        self.unreported.wrappingAdd(n, ordering: .relaxed)
+        self.server.stats.add(.redisUndelivered, n)
+    }
+
+    // MARK: publishing
+
+    /// Sends a publication through Redis. While Redis is unreachable it is delivered to this
+    /// instance's subscribers only, with offset 0, and counted as undelivered. If the connection
+    /// drops with the command in flight, it may or may not have been published: it is counted as
+    /// undelivered and not delivered locally (it may come back through Redis).
+    func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
+        let body = ClusterMessage.body(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
+        guard self.client.isConnected else {
+            self.undelivered()
+            self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
+            return
+        }
+        let command: [RESPArgument] = [
+            "EVAL", .string(ClusterScripts.publish), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
+            .string(self.names.topicChannel(topic)), .string(ServerCore.makeEpoch()), .bytes(body),
+            .string(String(self.historySize)), .string(self.ttlMilliseconds),
+        ]
+        self.server.stats.add(.redisPublished)
+        self.client.send(command).whenComplete { result in
+            switch result {
+            case .success(let reply):
+                if let message = reply.errorMessage {
+                    self.undelivered()
+                    self.server.logger.error("redis refused a publication", metadata: ["topic": "\(topic)", "error": "\(message)"])
+                }
+            case .failure(let error):
+                self.undelivered()
+                self.server.logger.debug("publication not confirmed by redis", metadata: ["topic": "\(topic)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Sends a message to a user's connections on every instance. While Redis is down: this
+    /// instance's connections only (counted as undelivered).
+    func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) {
+        let kind: PayloadKind = binary ? .binary : .text
+        guard self.client.isConnected else {
+            self.undelivered()
+            self.server.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
+            return
+        }
+        let message = ClusterMessage.unsequenced(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
+        self.server.stats.add(.redisPublished)
+        self.client.publish(channel: self.names.userChannel(user), payload: message).whenFailure { _ in self.undelivered() }
+    }
+
+    // MARK: subscriptions (refcounted by RedisPubSub; called from any loop)
+
+    func need(subscription: String) {
+        if Topic.isPattern(subscription) {
+            self.pubsub.need(pattern: self.names.topicPattern(subscription))
+        } else {
+            self.pubsub.need(channel: self.names.topicChannel(subscription))
+        }
+    }
+
+    func release(subscription: String) {
+        if Topic.isPattern(subscription) {
+            if self.pubsub.release(pattern: self.names.topicPattern(subscription)) {
+                // Topics seen only through this pattern would linger in the dedup table.
+                self.eventLoop.execute { self.lastSeen.removeAll() }
+            }
+        } else if self.pubsub.release(channel: self.names.topicChannel(subscription)) {
+            self.eventLoop.execute { self.lastSeen[subscription] = nil }
+        }
+    }
+
+    func need(user: String) { self.pubsub.need(channel: self.names.userChannel(user)) }
+    func release(user: String) { self.pubsub.release(channel: self.names.userChannel(user)) }
+    func needPresenceEvents(_ topic: String) { self.pubsub.need(channel: self.names.presenceChannel(topic)) }
+    func releasePresenceEvents(_ topic: String) { self.pubsub.release(channel: self.names.presenceChannel(topic)) }
+
+    // MARK: inbound from Redis (on `eventLoop`)
+
+    private func received(channel: String, payload: ByteBuffer) {
+        switch self.names.route(channel) {
+        case .topic(let topic):
+            let message: ClusterMessage
+            do {
+                message = try ClusterMessage.parse(payload)
+            } catch {
+                self.server.logger.warning("ignoring a malformed message from redis", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                return
+            }
+            if let last = self.lastSeen[topic], last.epoch == message.epoch {
+                if message.offset <= last.offset { return }  // the same message through a second subscription
+                if message.offset > last.offset + 1 { self.server.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
+            }
+            if self.lastSeen.count >= Self.lastSeenLimit && self.lastSeen[topic] == nil { self.lastSeen.removeAll() }
+            self.lastSeen[topic] = (message.epoch, message.offset)
+            self.server.stats.add(.redisReceived)
+            self.server.deliver(topic: topic, message: message)
+        case .user(let user):
+            guard let message = try? ClusterMessage.parse(payload) else { return }
+            self.server.stats.add(.redisReceived)
+            _ = message.payload.withUnsafeReadableBytes { bytes in
+                self.server.sendUserLocally(user, payload: bytes, binary: message.kind == .binary,
+                                            priority: message.priority, key: message.key)
+            }
+        case .presence(let topic):
+            self.server.stats.add(.redisReceived)
+            self.server.deliverPresenceEvent(topic: topic, event: payload)
+        case nil:
+            break
+        }
+    }
+
+    // MARK: positions and recovery
+
+    enum Recovery {
+        /// Nothing was asked.
+        case none
+        /// The publications after the client's offset, oldest first (maybe none).
+        case recovered([ClusterMessage])
+        case failed(String)
+    }
+
+    struct PositionReply {
+        var position: StreamPosition
+        var recovery: Recovery
+    }
+
+    /// The topic's current position and, when `since` is given, what came after it. Waits first
+    /// for Redis to confirm this instance's subscription to the topic's channel, so that every
+    /// publication after the read also arrives live: the caller merges both by offset.
+    func position(topic: String, since: StreamPosition?) -> EventLoopFuture<PositionReply> {
+        let channel = self.names.topicChannel(topic)
+        let historySize = self.historySize
+        return self.pubsub.whenSubscribed(channel: channel, timeout: self.recoveryTimeout).flatMap { () -> EventLoopFuture<RESPValue> in
+            let command: [RESPArgument] = [
+                "EVAL", .string(ClusterScripts.position), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
+                .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(ServerCore.makeEpoch()),
+                .string(self.ttlMilliseconds),
+            ]
+            return self.client.send(command)
+        }.flatMapThrowing { reply -> PositionReply in
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+            guard let parts = reply.elements, parts.count >= 2, let epoch = parts[0].string, let top = parts[1].integer, top >= 0 else {
+                throw RedisError(.protocolError, "unexpected reply to the position script: \(reply)")
+            }
+            let position = StreamPosition(epoch: epoch, offset: UInt64(top))
+            guard let since else { return PositionReply(position: position, recovery: .none) }
+            if historySize == 0 { return PositionReply(position: position, recovery: .failed("history is off on this server")) }
+            if since.epoch != epoch { return PositionReply(position: position, recovery: .failed("epoch changed: the stream was reset")) }
+            if since.offset > position.offset {
+                return PositionReply(position: position, recovery: .failed("offset \(since.offset) is ahead of the stream (\(position.offset))"))
+            }
+            if since.offset == position.offset { return PositionReply(position: position, recovery: .recovered([])) }
+            guard parts.count >= 4, parts[2].integer == 1, let entries = parts[3].elements else {
+                return PositionReply(position: position, recovery: .failed("history no longer reaches back to offset \(since.offset + 1)"))
+            }
+            var messages: [ClusterMessage] = []
+            messages.reserveCapacity(entries.count)
+            for entry in entries {
+                guard let bytes = entry.bytes, let message = try? ClusterMessage.parse(bytes) else {
+                    throw RedisError(.protocolError, "malformed history entry for \(topic)")
+                }
+                if message.offset > since.offset { messages.append(message) }
+            }
+            return PositionReply(position: position, recovery: .recovered(messages))
+        }
+    }
+
+    // MARK: presence
+
+    private func field(_ conn: UInt64) -> String { "\(self.node):\(conn)" }
+
+    /// Adds (or updates) a connection as a member of `topic`; a new member's join event goes out.
+    func join(topic: String, conn: UInt64, member: [UInt8]) {
+        let field = self.field(conn)
+        self.members.withLockedValue { all in
+            all[topic, default: [:]][field] = member
+            guard self.client.isConnected else { return }  // written back on reconnect
+            let event = ServerMessage.presenceEvent("join", topic: topic, member: member)
+            let command: [RESPArgument] = [
+                "EVAL", .string(ClusterScripts.join), "1", .string(self.names.presenceKey(topic)),
+                .string(field), .bytes(ByteBuffer(bytes: member)), .string(self.presenceTTLMilliseconds),
+                .string(self.names.presenceChannel(topic)), .bytes(ByteBuffer(bytes: event)),
+            ]
+            _ = self.client.send(command)
+        }
+    }
+
+    func leave(topic: String, conn: UInt64) {
+        let field = self.field(conn)
+        self.members.withLockedValue { all in
+            guard let member = all[topic]?.removeValue(forKey: field) else { return }
+            if all[topic]?.isEmpty == true { all[topic] = nil }
+            _ = self.sendLeave(topic: topic, field: field, member: member)
+        }
+    }
+
+    private func sendLeave(topic: String, field: String, member: [UInt8]) -> EventLoopFuture<RESPValue> {
+        let event = ServerMessage.presenceEvent("leave", topic: topic, member: member)
+        return self.client.send([
+            "EVAL", .string(ClusterScripts.leave), "1", .string(self.names.presenceKey(topic)),
+            .string(field), .string(self.names.presenceChannel(topic)), .bytes(ByteBuffer(bytes: event)),
+        ])
+    }
+
+    /// Heartbeat: rewrites the expiry of this instance's members and reaps crashed instances' ones.
+    private func refreshPresence() {
+        guard self.client.isConnected else { return }
+        self.members.withLockedValue { all in
+            for (topic, entries) in all {
+                var topicJSON: [UInt8] = []
+                JSONWriter.appendString(topic, to: &topicJSON)
+                var command: [RESPArgument] = [
+                    "EVAL", .string(ClusterScripts.refresh), "1", .string(self.names.presenceKey(topic)),
+                    .string(self.presenceTTLMilliseconds), .string(self.names.presenceChannel(topic)), .bytes(ByteBuffer(bytes: topicJSON)),
+                ]
+                command.reserveCapacity(command.count + entries.count * 2)
+                for (field, member) in entries {
+                    command.append(.string(field))
+                    command.append(.bytes(ByteBuffer(bytes: member)))
+                }
+                _ = self.client.send(command)
+            }
+        }
+    }
+
+    /// The members of `topic` on every instance, as JSON objects.
+    func members(of topic: String) -> EventLoopFuture<[[UInt8]]> {
+        self.client.send(["EVAL", .string(ClusterScripts.members), "1", .string(self.names.presenceKey(topic))]).flatMapThrowing { reply in
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+            guard let items = reply.elements else { throw RedisError(.protocolError, "unexpected reply to the members script") }
+            return items.compactMap { $0.bytes.map { Array($0.readableBytesView) } }
+        }
+    }
+}
+
+/// The Redis callbacks reach the broker through this (they are made before the broker exists).
+private final class WeakBroker: @unchecked Sendable {
+    weak var value: Broker?
+}
