@@ -13,10 +13,22 @@ struct RedisFixtureError: Error, CustomStringConvertible {
 }
 
 /// A real `redis-server` child process on a loopback port (no persistence). Killed by `stop()`.
+/// With `tls`, the port is a TLS port (`--port 0 --tls-port <port>`).
 final class RedisServerProcess: @unchecked Sendable {
+    /// The files of a TLS listener (PEM paths).
+    struct TLS {
+        var certificate: String
+        var key: String
+        var ca: String
+        /// `--tls-auth-clients yes`: clients must present a certificate signed by `ca`.
+        var requireClientCertificate = false
+    }
+
     let port: Int
     let password: String?
+    let tls: TLS?
     private var process: Process?
+    private let logPath: String
 
     static func executable() throws -> String {
         let candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
@@ -36,16 +48,44 @@ final class RedisServerProcess: @unchecked Sendable {
         return port
     }
 
-    init(port: Int? = nil, password: String? = nil) throws {
+    init(port: Int? = nil, password: String? = nil, tls: TLS? = nil) throws {
         self.port = try port ?? Self.freePort()
         self.password = password
+        self.tls = tls
+        self.logPath = NSTemporaryDirectory() + "wavelane-redis-\(self.port)-\(UUID().uuidString).log"
     }
+
+    /// Why this `redis-server` cannot serve TLS (built without it), or nil when it can (or when it
+    /// is not installed: the tests then fail with the install hint, like the other Redis tests).
+    static let tlsUnsupportedReason: String? = {
+        guard let path = try? RedisServerProcess.executable() else { return nil }
+        // A TLS-capable build accepts the option, then exits because it has nothing to listen on.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["--port", "0", "--tls-port", "0", "--save", "", "--daemonize", "no"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        do { try process.run() } catch { return "cannot run \(path): \(error)" }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        if output.contains("not listen anywhere") { return nil }
+        return "\(path) does not accept --tls-port (built without TLS?): \(output.suffix(300))"
+    }()
 
     /// Starts the server and waits (up to 5 s) until it answers PING.
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.executable())
-        var args = ["--port", String(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        let plainPort = self.tls == nil ? self.port : 0
+        var args = ["--port", String(plainPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if let tls {
+            args += [
+                "--tls-port", String(self.port), "--tls-cert-file", tls.certificate, "--tls-key-file", tls.key,
+                "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", tls.requireClientCertificate ? "yes" : "no",
+            ]
+        }
+        args += ["--logfile", self.logPath]
         if let password { args += ["--requirepass", password] }
         process.arguments = args
         process.standardOutput = FileHandle.nullDevice
@@ -55,7 +95,10 @@ final class RedisServerProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline {
             if Self.canConnect(port: self.port) { return }
-            guard process.isRunning else { throw RedisFixtureError(description: "redis-server exited at start (port \(self.port) in use?)") }
+            guard process.isRunning else {
+                let log = (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
+                throw RedisFixtureError(description: "redis-server exited at start (port \(self.port) in use?): \(log.suffix(500))")
+            }
             usleep(10_000)
         }
         throw RedisFixtureError(description: "redis-server did not accept connections on port \(self.port) within 5 s")
@@ -69,7 +112,10 @@ final class RedisServerProcess: @unchecked Sendable {
         self.process = nil
     }
 
-    deinit { self.stop() }
+    deinit {
+        self.stop()
+        try? FileManager.default.removeItem(atPath: self.logPath)
+    }
 
     static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -122,7 +168,8 @@ private func numsub(_ connection: RedisConnection, _ channel: String) async thro
     return reply.elements?[1].integer
 }
 
-private func fastConfig() -> RedisClientConfiguration {
+/// Quick reconnects and a short connect timeout, for tests that watch retries.
+func fastConfig() -> RedisClientConfiguration {
     var c = RedisClientConfiguration()
     c.reconnectBase = .milliseconds(20)
     c.reconnectMax = .milliseconds(300)
@@ -145,22 +192,6 @@ private func fastConfig() -> RedisClientConfiguration {
         for bad in ["http://h", "redis://h:0", "redis://h:99999", "redis://h:x", "redis://h/x", "redis://h/-1", "redis://[::1", "redis://u:%zz@h"] {
             #expect(throws: RedisError.self, "\(bad)") { try RedisURL(parsing: bad) }
         }
-    }
-
-    @Test func tlsIsReportedUnsupported() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let tls = try RedisURL(parsing: "rediss://127.0.0.1:6380")
-        do {
-            _ = try await RedisConnection.connect(to: tls, on: group.next()).get()
-            Issue.record("connect over rediss:// should fail")
-        } catch let error as RedisError {
-            #expect(error.kind == .tlsUnsupported)
-            #expect(error.message.contains("TLS"))
-        }
-        #expect(throws: RedisError(.tlsUnsupported, "rediss:// (TLS) is not supported yet; use redis:// (e.g. through a local TLS tunnel such as stunnel)")) {
-            _ = try RedisPubSub(url: tls, eventLoop: group.next(), onMessage: { _, _ in })
-        }
-        #expect(throws: RedisError.self) { _ = try RedisClient(url: tls, eventLoop: group.next()) }
     }
 
     @Test func backoffGrowsWithJitterAndIsCapped() {

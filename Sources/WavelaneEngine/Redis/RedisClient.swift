@@ -11,12 +11,14 @@ public final class RedisClient: @unchecked Sendable {
     public let url: RedisURL
     private let core: ReconnectingConnection
 
-    /// Throws `.tlsUnsupported` for `rediss://`. Call `start()` to connect.
+    /// Throws `.tlsConfiguration` when the TLS files of a `rediss://` URL cannot be used (the TLS
+    /// context is built here, once). Call `start()` to connect.
     public init(url: RedisURL, eventLoop: EventLoop, configuration: RedisClientConfiguration = .init(), onStateChange: StateHandler? = nil) throws(RedisError) {
-        try url.checkSupported()
+        let core = ReconnectingConnection(url: url, eventLoop: eventLoop, configuration: configuration, subscriberMode: false)
+        _ = try core.tlsContext.get()
         self.url = url
         self.eventLoop = eventLoop
-        self.core = ReconnectingConnection(url: url, eventLoop: eventLoop, configuration: configuration, subscriberMode: false)
+        self.core = core
         self.core.onStateChange = onStateChange
     }
 

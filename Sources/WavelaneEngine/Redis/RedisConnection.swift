@@ -1,10 +1,11 @@
-// One TCP connection to Redis: RESP decoder + a handler that matches replies to pipelined
-// commands in FIFO order. Commands may be sent from any thread; everything else runs on the
-// connection's event loop.
+// One TCP connection to Redis (TLS first in the pipeline for `rediss://`): RESP decoder + a handler
+// that matches replies to pipelined commands in FIFO order. Commands may be sent from any thread;
+// everything else runs on the connection's event loop.
 
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import WavelaneProtocol
 
 // MARK: - Pipeline pieces
@@ -52,16 +53,26 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var pending = CircularBuffer<Pending>(initialCapacity: 16)
     private var open = true
+    /// `rediss://`: true until the first reply arrives. Failures before that are TLS handshake
+    /// failures (an untrusted certificate; with TLS 1.3 also the server refusing our client
+    /// certificate, which shows only after our side of the handshake is done), reported as
+    /// `.connectionFailed` (retried like a refused connection), not as a lost connection.
+    private var tlsConnecting: Bool
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     /// Why the connection ended (the first error seen), for state reports.
     private(set) var closeReason: String?
+    /// `rediss://`: why the TLS connection could not be set up (see `tlsConnecting`). The connect
+    /// path reads it: the channel may be gone (and the handshake commands fail with a plain
+    /// "connection closed") before it gets to send them.
+    private(set) var connectFailure: RedisError?
     private weak var context: ChannelHandlerContext?
 
-    init(maxPending: Int, defaultTimeout: TimeAmount?, subscriberMode: Bool) {
+    init(maxPending: Int, defaultTimeout: TimeAmount?, subscriberMode: Bool, tls: Bool = false) {
         self.maxPending = maxPending
         self.defaultTimeout = defaultTimeout
         self.subscriberMode = subscriberMode
+        self.tlsConnecting = tls
     }
 
     var pendingCount: Int { self.pending.count }
@@ -69,7 +80,14 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.failAll(RedisError(.connectionClosed, self.closeReason ?? "connection closed"))
+        if self.tlsConnecting {
+            let error = self.connectFailure ?? RedisError(.connectionFailed, "TLS handshake failed: the server closed the connection")
+            if self.connectFailure == nil { self.connectFailure = error }
+            if self.closeReason == nil { self.closeReason = error.message }
+            self.failAll(error)
+        } else {
+            self.failAll(RedisError(.connectionClosed, self.closeReason ?? "connection closed"))
+        }
         context.fireChannelInactive()
     }
 
@@ -81,8 +99,11 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let resp = inner as? RESPError
         {
             reason = RedisError(.protocolError, resp.description)
+        } else if self.tlsConnecting {
+            reason = RedisError(.connectionFailed, "TLS handshake failed: \(RedisURL.describeTLS(error))")
+            if self.connectFailure == nil { self.connectFailure = reason }
         } else {
-            reason = RedisError(.connectionClosed, "connection error: \(ServerCore.describe(error))")
+            reason = RedisError(.connectionClosed, "connection error: \(RedisURL.describeTLS(error))")
         }
         if self.closeReason == nil { self.closeReason = reason.message }
         self.failAll(reason)
@@ -91,6 +112,7 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let value = Self.unwrapInboundIn(data)
+        self.tlsConnecting = false
         if case .push = value {
             self.onPush?(value)
             return
@@ -166,7 +188,11 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
             for p in self.pending {
                 guard let d = p.deadline else { continue }
                 if d <= now {
-                    let error = RedisError(.timeout, "no reply from Redis within the command timeout")
+                    let error =
+                        self.tlsConnecting
+                        ? RedisError(.connectionFailed, "no TLS handshake and reply within the connect timeout")
+                        : RedisError(.timeout, "no reply from Redis within the command timeout")
+                    if self.tlsConnecting, self.connectFailure == nil { self.connectFailure = error }
                     if self.closeReason == nil { self.closeReason = error.message }
                     self.failAll(error)
                     self.context?.close(promise: nil)
@@ -193,6 +219,12 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 // MARK: - Connection
+
+/// The command handler of each channel a connect attempt creates (several with happy eyeballs),
+/// by channel. Used on the connecting event loop only.
+private final class HandlerBox: @unchecked Sendable {
+    var byChannel: [ObjectIdentifier: RedisCommandHandler] = [:]
+}
 
 public final class RedisConnection: @unchecked Sendable {
     public struct Configuration: Sendable {
@@ -221,23 +253,30 @@ public final class RedisConnection: @unchecked Sendable {
         self.handler = handler
     }
 
-    /// Connects, then authenticates (AUTH [user] password, when the URL has a password), checks the
-    /// server answers (PING, which also detects a password the URL lacks) and selects the database
-    /// (SELECT, when not 0). Fails with a `RedisError`: `.tlsUnsupported`, `.connectionFailed`,
-    /// `.authenticationFailed`, `.selectFailed`, `.timeout`, ...
+    /// Connects (over TLS for `rediss://`), then authenticates (AUTH [user] password, when the URL
+    /// has a password), checks the server answers (PING, which also detects a password the URL
+    /// lacks) and selects the database (SELECT, when not 0). Fails with a `RedisError`:
+    /// `.tlsConfiguration` (the URL's TLS files cannot be used), `.connectionFailed` (also for a
+    /// failed TLS handshake, e.g. an untrusted certificate), `.authenticationFailed`, `.selectFailed`,
+    /// `.timeout`, ... Builds the TLS context for this one connection; reconnecting clients build it
+    /// once.
     public static func connect(to url: RedisURL, on eventLoop: EventLoop, configuration: Configuration = .init()) -> EventLoopFuture<RedisConnection> {
-        self.connect(to: url, on: eventLoop, configuration: configuration, subscriberMode: false, onPush: nil)
-    }
-
-    static func connect(
-        to url: RedisURL, on eventLoop: EventLoop, configuration: Configuration, subscriberMode: Bool,
-        onPush: ((RESPValue) -> Void)?
-    ) -> EventLoopFuture<RedisConnection> {
+        let tlsContext: NIOSSLContext?
         do {
-            try url.checkSupported()
+            tlsContext = try url.makeTLSContext()
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+        return self.connect(to: url, on: eventLoop, configuration: configuration, tlsContext: tlsContext, subscriberMode: false, onPush: nil)
+    }
+
+    /// `tlsContext`: from `url.makeTLSContext()` (nil for `redis://`); TLS is used when it is set.
+    static func connect(
+        to url: RedisURL, on eventLoop: EventLoop, configuration: Configuration, tlsContext: NIOSSLContext?, subscriberMode: Bool,
+        onPush: ((RESPValue) -> Void)?
+    ) -> EventLoopFuture<RedisConnection> {
+        let serverHostname = url.tlsServerHostname
+        let handlers = HandlerBox()
         let parser = configuration.parser
         let maxPending = configuration.maxPendingCommands
         let timeout = configuration.commandTimeout
@@ -247,8 +286,13 @@ public final class RedisConnection: @unchecked Sendable {
             .channelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = RedisCommandHandler(maxPending: maxPending, defaultTimeout: timeout, subscriberMode: subscriberMode)
+                    let handler = RedisCommandHandler(
+                        maxPending: maxPending, defaultTimeout: timeout, subscriberMode: subscriberMode, tls: tlsContext != nil)
                     handler.onPush = onPush
+                    handlers.byChannel[ObjectIdentifier(channel)] = handler
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder(parser: parser)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -257,14 +301,21 @@ public final class RedisConnection: @unchecked Sendable {
             .flatMapErrorThrowing { error in
                 throw RedisError(.connectionFailed, "cannot connect to \(url.host):\(url.port): \(ServerCore.describe(error))")
             }
-            .flatMap { channel in
-                channel.pipeline.handler(type: RedisCommandHandler.self).map { handler in
-                    RedisConnection(url: url, channel: channel, handler: handler)
+            .flatMapThrowing { channel in
+                // Not looked up in the pipeline: a failed TLS handshake may have emptied it already.
+                guard let handler = handlers.byChannel[ObjectIdentifier(channel)] else {
+                    channel.close(promise: nil)
+                    throw RedisError(.connectionFailed, "cannot connect to \(url.host):\(url.port): no Redis handler in the pipeline")
                 }
+                handlers.byChannel.removeAll()
+                return RedisConnection(url: url, channel: channel, handler: handler)
             }
             .flatMap { connection in
                 connection.handshake(timeout: configuration.connectTimeout).map { connection }.flatMapError { error in
                     connection.channel.close(promise: nil)
+                    if let failure = connection.handler.connectFailure {  // the TLS handshake failed
+                        return eventLoop.makeFailedFuture(RedisError(.connectionFailed, "cannot connect to \(url.host):\(url.port): \(failure.message)"))
+                    }
                     return eventLoop.makeFailedFuture(error)
                 }
             }
@@ -349,6 +400,8 @@ public final class RedisConnection: @unchecked Sendable {
     public func close() -> EventLoopFuture<Void> {
         self.channel.close().flatMapErrorThrowing { error in
             if let e = error as? ChannelError, e == .alreadyClosed { return }
+            // Redis closes TLS connections without a close_notify of its own: closed all the same.
+            if let e = error as? NIOSSLError, case .uncleanShutdown = e { return }
             throw error
         }
     }

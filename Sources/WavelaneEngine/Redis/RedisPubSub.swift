@@ -57,13 +57,12 @@ public final class RedisPubSub: @unchecked Sendable {
     /// Most channel/pattern names sent in one SUBSCRIBE-family command.
     static let batchSize = 512
 
-    /// `eventLoop` runs the connection, the reconnect timer and the handlers. Throws `.tlsUnsupported`
-    /// for `rediss://`. Call `start()` to connect.
+    /// `eventLoop` runs the connection, the reconnect timer and the handlers. Throws
+    /// `.tlsConfiguration` when a `rediss://` URL's TLS files cannot be used. Call `start()` to connect.
     public init(
         url: RedisURL, eventLoop: EventLoop, configuration: RedisClientConfiguration = .init(),
         onMessage: @escaping MessageHandler, onStateChange: StateHandler? = nil
     ) throws(RedisError) {
-        try url.checkSupported()
         self.url = url
         self.eventLoop = eventLoop
         self.onMessage = onMessage
@@ -73,6 +72,7 @@ public final class RedisPubSub: @unchecked Sendable {
         self.core.onStateChange = onStateChange
         self.core.onPush = { [weak self] value in self?.handleFrame(value) }
         self.core.onConnected = { [weak self] connection in self?.restore(on: connection) }
+        _ = try self.core.tlsContext.get()  // made once, here; a bad TLS setup fails now
     }
 
     deinit { _ = self.core.close() }

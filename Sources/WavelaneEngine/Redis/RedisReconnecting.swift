@@ -4,6 +4,7 @@
 
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import Synchronization
 import WavelaneProtocol
 
@@ -68,6 +69,9 @@ final class ReconnectingConnection: @unchecked Sendable {
     let eventLoop: EventLoop
     let configuration: RedisClientConfiguration
     private let subscriberMode: Bool
+    /// Built once from the URL (nil for `redis://`). A failure makes `start()` report `.disconnected`
+    /// with its message and attempt nothing more (retrying cannot help).
+    let tlsContext: Result<NIOSSLContext?, RedisError>
 
     // Set before start(); called on the event loop.
     var onPush: ((RESPValue) -> Void)?
@@ -94,6 +98,7 @@ final class ReconnectingConnection: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.subscriberMode = subscriberMode
+        self.tlsContext = Result { () throws(RedisError) in try url.makeTLSContext() }
     }
 
     var current: RedisConnection? { self.currentBox.withLockedValue { $0 } }
@@ -133,8 +138,18 @@ final class ReconnectingConnection: @unchecked Sendable {
         self.retryTask = nil
         guard !self.closed else { return }
         self.attemptsCounter.wrappingAdd(1, ordering: .relaxed)
+        let tlsContext: NIOSSLContext?
+        switch self.tlsContext {
+        case .success(let context):
+            tlsContext = context
+        case .failure(let error):
+            // Not transient: retrying cannot help.
+            self.failedCounter.wrappingAdd(1, ordering: .relaxed)
+            self.setState(.disconnected(reason: error.message))
+            return
+        }
         RedisConnection.connect(
-            to: self.url, on: self.eventLoop, configuration: self.configuration.connection,
+            to: self.url, on: self.eventLoop, configuration: self.configuration.connection, tlsContext: tlsContext,
             subscriberMode: self.subscriberMode, onPush: { [weak self] value in self?.onPush?(value) }
         ).whenComplete { result in
             switch result {
@@ -154,7 +169,7 @@ final class ReconnectingConnection: @unchecked Sendable {
                 connection.closeFuture.whenComplete { _ in self.connectionLost(connection) }
             case .failure(let error):
                 self.failedCounter.wrappingAdd(1, ordering: .relaxed)
-                if let e = error as? RedisError, e.kind == .tlsUnsupported {
+                if let e = error as? RedisError, e.kind == .tlsConfiguration {
                     // Not transient: retrying cannot help.
                     self.setState(.disconnected(reason: e.message))
                     return
