@@ -40,6 +40,14 @@ final class Broker: @unchecked Sendable {
         var reported: Bool? = nil
     }
     private let link = NIOLockedValueBox(LinkState())
+    /// Candidate epochs: this instance's id and a counter, unique without a random draw per publication.
+    private let epochCounter = Atomic<UInt64>(0)
+
+    private func candidateEpoch() -> String {
+        let n = self.epochCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        return self.node + String(n, radix: 36)
+    }
+
     /// Publications that could not go through Redis since the last `cluster` event.
     private let unreported = Atomic<Int>(0)
     private var reporter: RepeatedTask?
@@ -107,9 +115,12 @@ final class Broker: @unchecked Sendable {
             all.removeAll()
             return futures
         }
-        if !leaves.isEmpty {
+        // Replies come in order: once this PING is answered, every command sent before it (the
+        // leaves of connections closed by the stop, and the ones above) has been applied.
+        let barrier = leaves + (self.client.isConnected ? [self.client.send(["PING"])] : [])
+        if !barrier.isEmpty {
             let done = NIOLockedValueBox(false)
-            EventLoopFuture.whenAllComplete(leaves, on: self.eventLoop).whenComplete { _ in done.withLockedValue { $0 = true } }
+            EventLoopFuture.whenAllComplete(barrier, on: self.eventLoop).whenComplete { _ in done.withLockedValue { $0 = true } }
             let deadline = NIODeadline.now() + timeout
             while !done.withLockedValue({ $0 }) && NIODeadline.now() < deadline { usleep(1000) }
         }
@@ -214,7 +225,7 @@ final class Broker: @unchecked Sendable {
         }
         let command: [RESPArgument] = [
             "EVAL", .string(ClusterScripts.publish), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
-            .string(self.names.topicChannel(topic)), .string(ServerCore.makeEpoch()), .bytes(body),
+            .string(self.names.topicChannel(topic)), .string(self.candidateEpoch()), .bytes(body),
             .string(String(self.historySize)), .string(self.ttlMilliseconds),
         ]
         self.server.stats.add(.redisPublished)
@@ -328,10 +339,13 @@ final class Broker: @unchecked Sendable {
     func position(topic: String, since: StreamPosition?) -> EventLoopFuture<PositionReply> {
         let channel = self.names.topicChannel(topic)
         let historySize = self.historySize
+        guard self.isConnected else {
+            return self.eventLoop.makeFailedFuture(RedisError(.notConnected, "Redis is unavailable (\(self.stateDescription))"))
+        }
         return self.pubsub.whenSubscribed(channel: channel, timeout: self.recoveryTimeout).flatMap { () -> EventLoopFuture<RESPValue> in
             let command: [RESPArgument] = [
                 "EVAL", .string(ClusterScripts.position), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
-                .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(ServerCore.makeEpoch()),
+                .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(self.candidateEpoch()),
                 .string(self.ttlMilliseconds),
             ]
             return self.client.send(command)
