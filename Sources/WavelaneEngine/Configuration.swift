@@ -64,11 +64,13 @@ public struct EngineConfiguration: Sendable {
     public var redisURL: RedisURL? = nil
     /// Every Redis key and channel starts with `<prefix>:`.
     public var redisPrefix = "wavelane"
-    /// Publications kept per topic for recovery (0: no history). Needs `redisURL`.
+    /// Publications kept per topic for recovery (0: no history): in Redis with `redisURL`, else in memory.
     public var historySize = 0
+    /// Single-instance mode: the in-memory history's total bound (oldest entries of all topics go first).
+    public var historyMaxBytes = 64 << 20
     /// A topic's history, offset and epoch expire this long after its last publication.
     public var historyTTL = 300.0
-    /// Track who is subscribed to each exact topic, across instances. Needs `redisURL`.
+    /// Track who is subscribed to each exact topic (across instances with `redisURL`).
     public var presence = false
     /// A member not refreshed for this long (its instance died) is gone; refreshed every third of it.
     public var presenceTTL = 30.0
@@ -87,7 +89,7 @@ public struct EngineConfiguration: Sendable {
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
         "tls_cert", "tls_key", "tls_client_ca", "log_level",
-        "redis_url", "redis_prefix", "history_size", "history_ttl", "presence", "presence_ttl",
+        "redis_url", "redis_prefix", "history_size", "history_ttl", "history_max_bytes", "presence", "presence_ttl",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -204,18 +206,11 @@ public struct EngineConfiguration: Sendable {
         }
         if let v = try r.int("history_size", 0...1_000_000) { self.historySize = v }
         if let v = try r.seconds("history_ttl") { self.historyTTL = v }
+        if let v = try r.int("history_max_bytes", 1024...(1 << 40)) { self.historyMaxBytes = v }
         if let v = try r.bool("presence") { self.presence = v }
         if let v = try r.seconds("presence_ttl") {
             guard v >= 1 else { throw ConfigurationError("presence_ttl", "must be at least 1 second") }
             self.presenceTTL = v
-        }
-        if self.redisURL == nil {
-            if self.historySize > 0 {
-                throw ConfigurationError("history_size", "needs redis_url: history lives in Redis (a single instance can use a local redis-server)")
-            }
-            if self.presence {
-                throw ConfigurationError("presence", "needs redis_url: presence lives in Redis (a single instance can use a local redis-server)")
-            }
         }
     }
 

@@ -137,8 +137,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.closeTimer?.cancel()
         self.closeTimer = nil
         for topic in self.subscriptions { self.shard.removeSubscription(self.id, topic) }
-        if self.server.config.presence, let broker = self.server.broker {
-            for topic in self.subscriptions where !Topic.isPattern(topic) { broker.leave(topic: topic, conn: self.id) }
+        if self.server.config.presence {
+            for topic in self.subscriptions where !Topic.isPattern(topic) { self.server.presenceLeave(topic: topic, conn: self.id) }
         }
         self.subscriptions.removeAll()
         for topic in self.watchedPresence { self.shard.unwatchPresence(self.id, topic) }
@@ -365,12 +365,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             options.presence = options.presence || held.presence
             self.approvalOptions = nil
         }
-        let broker = self.server.broker
         let presence = self.server.config.presence
         for topic in topics where self.subscriptions.insert(topic).inserted {
             self.shard.addSubscription(self.id, topic)
-            if presence, let broker, !Topic.isPattern(topic) {
-                broker.join(topic: topic, conn: self.id, member: self.memberJSON(broker))
+            if presence && !Topic.isPattern(topic) {
+                self.server.presenceJoin(topic: topic, conn: self.id, member: self.memberJSON())
             }
         }
         if options.presence && presence {
@@ -379,14 +378,14 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         guard let ack else { return }
-        // Positions (and recovery) need the history: multi-instance mode with history_size > 0.
+        // Positions (and recovery) come with the history: history_size > 0.
         let positioned = topics.filter { !Topic.isPattern($0) }
-        guard let broker, self.server.config.historySize > 0, !positioned.isEmpty else {
+        guard self.server.config.historySize > 0, !positioned.isEmpty else {
             if !options.recover.isEmpty {
                 var outcome = SubscribeOutcome()
                 for topic in topics where options.recover[topic] != nil {
                     outcome.recovered.append((topic, false))
-                    outcome.errors.append((topic, broker == nil ? "recovery needs redis_url and history_size" : "history is off on this server"))
+                    outcome.errors.append((topic, Topic.isPattern(topic) ? "a glob subscription has no position" : "history is off on this server"))
                 }
                 self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
             } else {
@@ -394,10 +393,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         }
-        var requests: [EventLoopFuture<Broker.PositionReply>] = []
+        var requests: [EventLoopFuture<PositionReply>] = []
         for topic in positioned {
             if self.pendingPositions[topic] == nil { self.pendingPositions[topic] = [] }
-            requests.append(broker.position(topic: topic, since: options.recover[topic]))
+            requests.append(self.server.position(topic: topic, since: options.recover[topic], on: self.eventLoop))
         }
         EventLoopFuture.whenAllComplete(requests, on: self.eventLoop).whenSuccess { results in
             self.completeSubscribe(topics: topics, positioned: positioned, results: results, ack: ack, options: options)
@@ -406,7 +405,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Sends the `subscribed` reply with positions, then per topic the recovered publications and
     /// those that arrived meanwhile, by offset, without gap or duplicate.
-    private func completeSubscribe(topics: [String], positioned: [String], results: [Result<Broker.PositionReply, Error>],
+    private func completeSubscribe(topics: [String], positioned: [String], results: [Result<PositionReply, Error>],
                                    ack: JSONValue?, options: SubscribeOptions) {
         guard self.state == .open else { return }
         var outcome = SubscribeOutcome()
@@ -431,20 +430,21 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
         for (topic, result) in zip(positioned, results) {
             let held = self.pendingPositions.removeValue(forKey: topic) ?? []
+            self.floors[topic] = nil  // an earlier subscribe's floor must not hide what is sent now
             guard case .success(let reply) = result else {
                 for publication in held { self.writePublication(publication) }
                 continue
             }
             var last = reply.position
-            if case .recovered(let messages) = reply.recovery, let since = options.recover[topic] {
+            if case .recovered(let publications) = reply.recovery, let since = options.recover[topic] {
                 last = since
-                for message in messages where message.offset > last.offset {
-                    self.writePublication(self.server.makePublication(topic: topic, message: message))
-                    last.offset = message.offset
+                for publication in publications where publication.offset > last.offset {
+                    self.writePublication(publication)
+                    last.offset = publication.offset
                 }
             }
             for publication in held {
-                if publication.offset != 0, publication.epoch == last.epoch {
+                if publication.offset != 0, publication.epoch ?? last.epoch == last.epoch {
                     if publication.offset <= last.offset { continue }
                     last.offset = publication.offset
                 }
@@ -456,12 +456,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     func unsubscribe(_ topics: [String], ack: JSONValue??) {
         guard self.state == .open else { return }
-        let broker = self.server.broker
         for topic in topics where self.subscriptions.remove(topic) != nil {
             self.shard.removeSubscription(self.id, topic)
             self.pendingPositions[topic] = nil
             self.floors[topic] = nil
-            if self.server.config.presence, let broker, !Topic.isPattern(topic) { broker.leave(topic: topic, conn: self.id) }
+            if self.server.config.presence && !Topic.isPattern(topic) { self.server.presenceLeave(topic: topic, conn: self.id) }
             if self.watchedPresence.remove(topic) != nil { self.shard.unwatchPresence(self.id, topic) }
         }
         if let ack { self.sendJSON(ServerMessage.ack("unsubscribed", topics: topics, id: ack)) }
@@ -469,21 +468,21 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: presence
 
-    private func memberJSON(_ broker: Broker) -> [UInt8] {
-        ServerMessage.member(user: self.user, conn: self.id, node: broker.node, info: self.presenceInfo)
+    private func memberJSON() -> [UInt8] {
+        ServerMessage.member(user: self.user, conn: self.id, node: self.server.node, info: self.presenceInfo)
     }
 
     func setPresenceInfo(_ info: [UInt8]) {
         self.presenceInfo = info
-        guard self.state == .open, self.server.config.presence, let broker = self.server.broker else { return }
-        let member = self.memberJSON(broker)
+        guard self.state == .open, self.server.config.presence else { return }
+        let member = self.memberJSON()
         for topic in self.subscriptions where !Topic.isPattern(topic) {
-            broker.join(topic: topic, conn: self.id, member: member)
+            self.server.presenceJoin(topic: topic, conn: self.id, member: member)
         }
     }
 
     private func answerPresence(topic: String, id: JSONValue?) {
-        guard self.server.config.presence, let broker = self.server.broker else {
+        guard self.server.config.presence else {
             self.sendJSON(ServerMessage.error(code: "presence_off", message: "presence is not enabled on this server", id: id))
             return
         }
@@ -491,7 +490,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.sendJSON(ServerMessage.error(code: "not_subscribed", message: "subscribe to a topic to see who is there", id: id))
             return
         }
-        broker.members(of: topic).hop(to: self.eventLoop).whenComplete { result in
+        self.server.presenceMembers(topic: topic, on: self.eventLoop).hop(to: self.eventLoop).whenComplete { result in
             switch result {
             case .success(let members):
                 self.sendJSON(ServerMessage.presence(topic: topic, members: members, id: id))
@@ -627,7 +626,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         if !self.floors.isEmpty, let floor = self.floors[publication.topic], publication.offset != 0 {
-            if publication.epoch == floor.epoch && publication.offset <= floor.offset { return }
+            // Single-instance publications carry no epoch: the floor's is theirs.
+            if (publication.epoch ?? floor.epoch) == floor.epoch && publication.offset <= floor.offset { return }
             self.floors[publication.topic] = nil
         }
         guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {

@@ -48,6 +48,8 @@ public final class ServerCore: @unchecked Sendable {
     let offsets = TopicOffsets()
     /// Multi-instance mode (Cluster/Broker.swift): set while running with a `redis_url`.
     private(set) var broker: Broker?
+    /// Presence without Redis (Streams.swift).
+    let localPresence = LocalPresence()
     private(set) var epoch = ServerCore.makeEpoch()
     private let allocator = ByteBufferAllocator()
 
@@ -161,8 +163,11 @@ public final class ServerCore: @unchecked Sendable {
             }
             self.shardsBox.withLockedValue { $0 = shards }
             self.queue.setOpen(true)
-            self.offsets.reset()
             self.epoch = Self.makeEpoch()
+            let localHistory = self.config.redisURL == nil && self.config.historySize > 0
+            self.offsets.reset(epoch: self.epoch, history: localHistory
+                ? (self.config.historySize, self.config.historyMaxBytes, self.config.historyTTL) : nil)
+            self.localPresence.removeAll()
             if let url = self.config.redisURL {
                 do {
                     let broker = try Broker(server: self, url: url, eventLoop: group.next())
@@ -346,6 +351,7 @@ public final class ServerCore: @unchecked Sendable {
             let offset = self.offsets.nextLocked(topic)
             let publication = self.makePublicationLocked(topic: topic, offset: offset, epoch: nil, kind: kind, payload: payload,
                                                          priority: priority, key: key)
+            self.offsets.recordLocked(publication)
             for shard in shards {
                 shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
             }
@@ -482,8 +488,8 @@ public final class ServerCore: @unchecked Sendable {
         if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
             throw ArgumentError("topic: \(problem.message)")
         }
-        guard self.config.presence else { throw ArgumentError("presence is off: start the server with presence=True and a redis_url") }
-        guard let broker = self.broker else { throw ArgumentError("server is not running") }
+        guard self.config.presence else { throw ArgumentError("presence is off: start the server with presence=True") }
+        guard let broker = self.broker else { return self.localPresence.members(of: topic) }
         let result = NIOLockedValueBox<Result<[[UInt8]], Error>?>(nil)
         broker.members(of: topic).whenComplete { r in result.withLockedValue { $0 = r } }
         let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0.001, timeout) * 1e9))
@@ -497,6 +503,38 @@ public final class ServerCore: @unchecked Sendable {
             usleep(200)
         }
         throw ArgumentError("presence: no answer from Redis within \(timeout) s")
+    }
+
+    // MARK: streams and presence, with or without Redis
+
+    /// The id of this instance in presence members.
+    var node: String { self.broker?.node ?? self.epoch }
+
+    /// A topic's position and, with `since`, what came after it (Redis or the in-memory history).
+    func position(topic: String, since: StreamPosition?, on loop: EventLoop) -> EventLoopFuture<PositionReply> {
+        if let broker = self.broker { return broker.position(topic: topic, since: since) }
+        return loop.makeSucceededFuture(self.offsets.position(topic: topic, since: since))
+    }
+
+    func presenceJoin(topic: String, conn: UInt64, member: [UInt8]) {
+        if let broker = self.broker {
+            broker.join(topic: topic, conn: conn, member: member)
+        } else if self.localPresence.join(topic: topic, conn: conn, member: member) {
+            self.deliverPresenceEvent(topic: topic, event: ByteBuffer(bytes: ServerMessage.presenceEvent("join", topic: topic, member: member)))
+        }
+    }
+
+    func presenceLeave(topic: String, conn: UInt64) {
+        if let broker = self.broker {
+            broker.leave(topic: topic, conn: conn)
+        } else if let member = self.localPresence.leave(topic: topic, conn: conn) {
+            self.deliverPresenceEvent(topic: topic, event: ByteBuffer(bytes: ServerMessage.presenceEvent("leave", topic: topic, member: member)))
+        }
+    }
+
+    func presenceMembers(topic: String, on loop: EventLoop) -> EventLoopFuture<[[UInt8]]> {
+        if let broker = self.broker { return broker.members(of: topic) }
+        return loop.makeSucceededFuture(self.localPresence.members(of: topic))
     }
 
     /// Sets the `info` (a small JSON value) shown for a connection in presence; updates the
@@ -554,6 +592,7 @@ public final class ServerCore: @unchecked Sendable {
         field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
         field("topics_with_offsets", self.offsets.count)
         field("redis_connected", self.broker?.isConnected == true ? 1 : 0)
+        field("history_bytes", self.offsets.historyBytes)
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)
     }

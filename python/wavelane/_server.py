@@ -112,6 +112,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "redis_prefix": "wavelane",
     "history_size": 0,
     "history_ttl": 300,
+    "history_max_bytes": 67108864,
     "presence": False,
     "presence_ttl": 30,
 }
@@ -156,6 +157,7 @@ _INT_KEYS = frozenset(
         "max_connections_per_user",
         "max_tracked_ips",
         "history_size",
+        "history_max_bytes",
     }
 )
 _NUMBER_KEYS = frozenset(

@@ -320,19 +320,6 @@ final class Broker: @unchecked Sendable {
 
     // MARK: positions and recovery
 
-    enum Recovery {
-        /// Nothing was asked.
-        case none
-        /// The publications after the client's offset, oldest first (maybe none).
-        case recovered([ClusterMessage])
-        case failed(String)
-    }
-
-    struct PositionReply {
-        var position: StreamPosition
-        var recovery: Recovery
-    }
-
     /// The topic's current position and, when `since` is given, what came after it. Waits first
     /// for Redis to confirm this instance's subscription to the topic's channel, so that every
     /// publication after the read also arrives live: the caller merges both by offset.
@@ -357,23 +344,17 @@ final class Broker: @unchecked Sendable {
             let position = StreamPosition(epoch: epoch, offset: UInt64(top))
             guard let since else { return PositionReply(position: position, recovery: .none) }
             if historySize == 0 { return PositionReply(position: position, recovery: .failed("history is off on this server")) }
-            if since.epoch != epoch { return PositionReply(position: position, recovery: .failed("epoch changed: the stream was reset")) }
-            if since.offset > position.offset {
-                return PositionReply(position: position, recovery: .failed("offset \(since.offset) is ahead of the stream (\(position.offset))"))
-            }
-            if since.offset == position.offset { return PositionReply(position: position, recovery: .recovered([])) }
-            guard parts.count >= 4, parts[2].integer == 1, let entries = parts[3].elements else {
-                return PositionReply(position: position, recovery: .failed("history no longer reaches back to offset \(since.offset + 1)"))
-            }
-            var messages: [ClusterMessage] = []
-            messages.reserveCapacity(entries.count)
+            if let answer = PositionReply.check(since, against: position) { return answer }
+            guard parts.count >= 4, parts[2].integer == 1, let entries = parts[3].elements else { return PositionReply.gone(since, position) }
+            var publications: [Publication] = []
+            publications.reserveCapacity(entries.count)
             for entry in entries {
                 guard let bytes = entry.bytes, let message = try? ClusterMessage.parse(bytes) else {
                     throw RedisError(.protocolError, "malformed history entry for \(topic)")
                 }
-                if message.offset > since.offset { messages.append(message) }
+                if message.offset > since.offset { publications.append(self.server.makePublication(topic: topic, message: message)) }
             }
-            return PositionReply(position: position, recovery: .recovered(messages))
+            return PositionReply(position: position, recovery: .recovered(publications))
         }
     }
 
