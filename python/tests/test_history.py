@@ -1,0 +1,242 @@
+"""History, positions, recovery and presence on a single instance (in memory, no Redis).
+
+The multi-instance versions (history and presence in Redis) are in test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+import wavelane
+
+from conftest import open_client, recv_json, request, run
+
+
+async def messages(ws, n, timeout=5.0):
+    out = []
+    for _ in range(n):
+        m = await recv_json(ws, timeout)
+        assert m["type"] == "message", m
+        out.append(m)
+    return out
+
+
+def test_positions_and_recovery_after_a_disconnect(make_server):
+    srv, _ = make_server(history_size=1000)
+
+    async def main():
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["chat", "room:*"], "id": 1})
+        # Positions for exact topics only; a fresh topic is at offset 0.
+        assert set(reply["positions"]) == {"chat"}
+        epoch = reply["positions"]["chat"]["epoch"]
+        assert reply["positions"]["chat"]["offset"] == 0
+        for i in range(1, 11):
+            assert srv.publish("chat", {"i": i}) == i
+        seen = await messages(ws, 10)
+        assert [m["offset"] for m in seen] == list(range(1, 11))
+        await ws.close()
+        # Offline while 500 are published.
+        for i in range(11, 511):
+            srv.publish("chat", {"i": i})
+        ws, _ = await open_client(srv)
+        reply = await request(
+            ws, {"type": "subscribe", "topics": ["chat"], "id": 2, "recover": {"chat": {"epoch": epoch, "offset": 10}}}
+        )
+        assert reply["recovered"] == {"chat": True}, reply
+        assert reply["positions"]["chat"] == {"epoch": epoch, "offset": 510}
+        missed = await messages(ws, 500)
+        assert [m["offset"] for m in missed] == list(range(11, 511))
+        assert [m["data"]["i"] for m in missed] == list(range(11, 511))
+        srv.publish("chat", "live")
+        live = await recv_json(ws)
+        assert live["offset"] == 511 and live["data"] == "live"
+        await ws.close()
+
+    run(main())
+
+
+def test_recovery_while_publishing_has_no_gap_and_no_duplicate(make_server):
+    srv, _ = make_server(history_size=20000)
+    stop = threading.Event()
+    published = [0]
+
+    def publisher():  # about 5,000 per second, so each recovery races a live stream
+        while not stop.is_set() and published[0] < 20000:
+            for _ in range(5):
+                published[0] += 1
+                srv.publish("feed", published[0])
+            stop.wait(0.001)
+
+    async def main():
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["feed"], "id": 1})
+        epoch = reply["positions"]["feed"]["epoch"]
+        await ws.close()
+        t = threading.Thread(target=publisher)
+        t.start()
+        try:
+            await asyncio.sleep(0.05)
+            # Several recoveries from different points while the stream keeps going.
+            for attempt in range(3):
+                while published[0] < 500 * (attempt + 1):
+                    await asyncio.sleep(0.005)
+                since = published[0] - 200
+                ws, _ = await open_client(srv)
+                await ws.send(
+                    json.dumps({"type": "subscribe", "topics": ["feed"], "id": 9,
+                                "recover": {"feed": {"epoch": epoch, "offset": since}}})
+                )
+                reply = await recv_json(ws)
+                assert reply["type"] == "subscribed" and reply["recovered"] == {"feed": True}, reply
+                expect = since + 1
+                target = since + 1000  # past the position in the reply: live messages take over
+                assert reply["positions"]["feed"]["offset"] < target
+                while expect <= target:
+                    m = await recv_json(ws)
+                    assert m["type"] == "message"
+                    assert m["offset"] == expect, (m["offset"], expect)
+                    assert m["data"] == expect
+                    expect += 1
+                await ws.close()
+        finally:
+            stop.set()
+            t.join()
+
+    run(main(), timeout=60)
+
+
+def test_recovery_refusals(make_server):
+    srv, _ = make_server(history_size=100)
+
+    async def main():
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 1})
+        epoch = reply["positions"]["t"]["epoch"]
+        for i in range(300):
+            srv.publish("t", i)
+        await messages(ws, 300)
+        cases = [
+            ({"epoch": epoch, "offset": 150}, "history no longer reaches back"),
+            ({"epoch": "other", "offset": 150}, "epoch changed"),
+            ({"epoch": epoch, "offset": 9999}, "ahead of the stream"),
+        ]
+        for i, (pos, why) in enumerate(cases):
+            reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 10 + i, "recover": {"t": pos}})
+            assert reply["recovered"] == {"t": False}, reply
+            assert why in reply["recovery_errors"]["t"], reply
+            # The position tells the client where to continue after a resync.
+            assert reply["positions"]["t"] == {"epoch": epoch, "offset": 300}
+        # Up to date: recovered, nothing to send; the next live one follows.
+        reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 20, "recover": {"t": {"epoch": epoch, "offset": 300}}})
+        assert reply["recovered"] == {"t": True}
+        srv.publish("t", "next")
+        assert (await recv_json(ws))["offset"] == 301
+        # A glob cannot be recovered; a recover naming a topic not subscribed is a bad request.
+        reply = await request(ws, {"type": "subscribe", "topics": ["x:*"], "id": 21, "recover": {"x:*": {"epoch": epoch, "offset": 1}}})
+        assert reply["recovered"] == {"x:*": False} and "glob" in reply["recovery_errors"]["x:*"]
+        reply = await request(ws, {"type": "subscribe", "topics": ["a"], "id": 22, "recover": {"b": {"epoch": epoch, "offset": 1}}})
+        assert reply["type"] == "error" and reply["code"] == "bad_request" and reply["id"] == 22
+        await ws.close()
+
+    run(main())
+
+
+def test_without_history_recovery_is_refused_and_replies_are_plain(server):
+    srv, _ = server
+
+    async def main():
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 1, "recover": {"t": {"epoch": "e", "offset": 1}}})
+        assert reply["recovered"] == {"t": False} and reply["recovery_errors"] == {"t": "history is off on this server"}
+        reply = await request(ws, {"type": "subscribe", "topics": ["u"], "id": 2})
+        assert reply == {"type": "subscribed", "topics": ["u"], "id": 2}
+        await ws.close()
+
+    run(main())
+
+
+def test_in_memory_history_is_bounded(make_server):
+    srv, _ = make_server(history_size=1000, history_max_bytes=64 * 1024)
+    payload = "x" * 1000
+    for i in range(500):
+        srv.publish(f"topic:{i % 7}", payload)
+    assert 0 < srv.stats()["history_bytes"] <= 64 * 1024
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(history_size=-1)
+    assert e.value.key == "history_size"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(history_max_bytes=10)
+    assert e.value.key == "history_max_bytes"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(presence_ttl=0.5)
+    assert e.value.key == "presence_ttl"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(redis_url="http://x")
+    assert e.value.key == "redis_url"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(redis_prefix="a b")
+    assert e.value.key == "redis_prefix"
+
+
+def test_presence_on_one_instance(make_server):
+    srv, events = make_server(presence=True)
+
+    async def main():
+        alice, ready_a = await open_client(srv)
+        conn_a = int(ready_a["conn"])
+        srv.set_presence_info(conn_a, {"name": "Alice"})
+        reply = await request(alice, {"type": "subscribe", "topics": ["room"], "id": 1, "presence": True})
+        assert reply["type"] == "subscribed"
+        own = await recv_json(alice)
+        assert own["type"] == "join" and own["member"]["conn"] == str(conn_a)
+        assert own["member"]["info"] == {"name": "Alice"}
+
+        bob, ready_b = await open_client(srv)
+        await request(bob, {"type": "subscribe", "topics": ["room"], "id": 1})
+        join = await recv_json(alice)
+        assert join == {"type": "join", "topic": "room", "member": {
+            "user": None, "conn": ready_b["conn"], "node": own["member"]["node"], "info": None}}
+
+        reply = await request(alice, {"type": "presence", "topic": "room", "id": 7})
+        assert reply["type"] == "presence" and reply["id"] == 7
+        assert sorted(m["conn"] for m in reply["members"]) == sorted([ready_a["conn"], ready_b["conn"]])
+        assert sorted(m["conn"] for m in srv.presence("room")) == sorted([ready_a["conn"], ready_b["conn"]])
+
+        # Only for topics one is subscribed to.
+        reply = await request(bob, {"type": "presence", "topic": "elsewhere", "id": 8})
+        assert reply["type"] == "error" and reply["code"] == "not_subscribed"
+
+        await bob.close()
+        leave = await recv_json(alice)
+        assert leave["type"] == "leave" and leave["member"]["conn"] == ready_b["conn"]
+        assert [m["conn"] for m in srv.presence("room")] == [ready_a["conn"]]
+        # Unsubscribing leaves too.
+        await request(alice, {"type": "unsubscribe", "topics": ["room"], "id": 9})
+        assert srv.presence("room") == []
+        await alice.close()
+
+    run(main())
+
+
+def test_presence_off(server):
+    srv, _ = server
+
+    async def main():
+        ws, _ = await open_client(srv)
+        await request(ws, {"type": "subscribe", "topics": ["room"], "id": 1})
+        reply = await request(ws, {"type": "presence", "topic": "room", "id": 2})
+        assert reply["type"] == "error" and reply["code"] == "presence_off"
+        await ws.close()
+
+    run(main())
+    with pytest.raises(RuntimeError, match="presence is off"):
+        srv.presence("room")
+    with pytest.raises(ValueError, match="info"):
+        srv.set_presence_info(1, {"x": "y" * 5000})
