@@ -402,3 +402,15 @@ public func wl_set_presence_info(_ s: OpaquePointer?, _ conn: UInt64, _ info: Un
         return -1
     }
 }
+
+@_cdecl("wl_node")
+public func wl_node(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int {
+    guard let core = server(s), let buf, bufLen > 0 else { return 0 }
+    let id = Array(core.nodeID.utf8)
+    let n = min(id.count, bufLen - 1)
+    id.withUnsafeBytes { src in
+        if let base = src.baseAddress { _ = memcpy(buf, base, n) }
+    }
+    buf[n] = 0
+    return n
+}

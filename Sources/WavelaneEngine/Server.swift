@@ -510,6 +510,9 @@ public final class ServerCore: @unchecked Sendable {
     /// The id of this instance in presence members.
     var node: String { self.broker?.node ?? self.epoch }
 
+    /// `node` while running, else "".
+    public var nodeID: String { self.isRunning ? self.node : "" }
+
     /// A topic's position and, with `since`, what came after it (Redis or the in-memory history).
     func position(topic: String, since: StreamPosition?, on loop: EventLoop) -> EventLoopFuture<PositionReply> {
         if let broker = self.broker { return broker.position(topic: topic, since: since) }

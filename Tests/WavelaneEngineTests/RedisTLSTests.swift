@@ -160,7 +160,7 @@ private func connectError(_ url: String) async throws -> RedisError? {
             #expect(error.kind == .connectionFailed)
             #expect(error.message.contains("no TLS handshake and reply within the connect timeout"), "\(error.message)")
         }
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(30), "a hang, not a timeout")
     }
 
     @Test func unusableTLSFilesFailAtOnceAndAreNotRetried() async throws {

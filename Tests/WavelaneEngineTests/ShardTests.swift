@@ -1,4 +1,5 @@
 import Testing
+import WavelaneProtocol
 @testable import WavelaneEngine
 
 @Suite("TopicOffsets")
@@ -14,9 +15,23 @@ struct TopicOffsetsTests {
         #expect(next(o, "b") == 1)
         #expect(next(o, "a") == 3)
         #expect(o.count == 2)
-        o.reset()
+        o.reset(epoch: "e", history: nil)
         #expect(o.count == 0)
         #expect(next(o, "a") == 1)
+    }
+
+    @Test func aTopicsEpochChangesWhenItsOffsetsRestart() {
+        let o = TopicOffsets(limit: 2)
+        o.reset(epoch: "srv", history: nil)
+        let first = o.lock.withLock { o.positionLocked("a") }
+        #expect(first.offset == 0 && first.epoch.hasPrefix("srv"))
+        #expect(next(o, "a") == 1)
+        #expect(o.lock.withLock { o.positionLocked("a") } == StreamPosition(epoch: first.epoch, offset: 1))
+        // Two more topics push "a" out of the table: it restarts, under a new epoch.
+        _ = next(o, "b")
+        _ = next(o, "c")
+        let again = o.lock.withLock { o.positionLocked("a") }
+        #expect(again.offset == 0 && again.epoch != first.epoch)
     }
 
     @Test func boundedTableForgetsStaleTopics() {

@@ -755,6 +755,13 @@ static PyObject *Engine_presence(EngineObject *self, PyObject *args) {
     return v;
 }
 
+static PyObject *Engine_node(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
+    ENGINE_CHECK(self);
+    char buf[128];
+    size_t n = wl_node(self->srv, buf, sizeof buf);
+    return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+}
+
 static PyObject *Engine_set_presence_info(EngineObject *self, PyObject *args) {
     unsigned long long conn;
     PyObject *info;
@@ -838,6 +845,7 @@ static PyMethodDef Engine_methods[] = {
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats()\n--\n\nCounters as a JSON string."},
     {"presence", (PyCFunction)Engine_presence, METH_VARARGS,
      "presence(topic, timeout_ms=2000)\n--\n\nMembers of a topic on every instance (list of dicts)."},
+    {"node", (PyCFunction)Engine_node, METH_NOARGS, "node()\n--\n\nThis instance's id in presence members."},
     {"set_presence_info", (PyCFunction)Engine_set_presence_info, METH_VARARGS,
      "set_presence_info(conn, info_json)\n--\n\nSet the info shown for a connection in presence."},
     {NULL, NULL, 0, NULL},

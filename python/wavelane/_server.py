@@ -552,6 +552,12 @@ class Server:
         p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
         return self._engine.send_user(user, data, p, key)
 
+    @property
+    def node_id(self) -> str:
+        """This instance's id, as in presence members' ``"node"`` (random per start; ``""`` while
+        stopped)."""
+        return self._engine.node()
+
     def presence(self, topic: str, timeout: float = 2.0) -> List[Dict[str, Any]]:
         """Who is subscribed to ``topic`` on every instance (needs ``presence=True``).
 

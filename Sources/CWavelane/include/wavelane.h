@@ -164,6 +164,10 @@ int64_t wl_presence(wl_server *s, const char *topic, size_t topic_len, int timeo
                     size_t err_len);
 void wl_free(void *p);
 
+/* This instance's id as it appears in presence members ("node"), NUL-terminated into buf; empty
+ * while the server is not running. Returns its length. */
+size_t wl_node(const wl_server *s, char *buf, size_t buf_len);
+
 /* Set the "info" (a JSON value, at most 4096 bytes) shown for a connection in presence. Returns 1
  * if the connection is open, 0 if unknown, -1 with err filled on bad JSON. */
 int wl_set_presence_info(wl_server *s, uint64_t conn, const char *info_json, size_t len, char *err, size_t err_len);

@@ -87,6 +87,7 @@ final class Broker: @unchecked Sendable {
             weakSelf.value?.stateChanged(pubsub: state)
         })
         weakSelf.value = self
+        self.pubsub.onReady = { weakSelf.value?.reportState() }
     }
 
     func start() {
@@ -136,14 +137,19 @@ final class Broker: @unchecked Sendable {
 
     // MARK: state
 
+    /// Publications go through Redis only while both connections are up and the subscriber has
+    /// every subscription it needs confirmed again after a reconnect: a publication made before
+    /// that would get an offset and reach nobody here (it is delivered locally and counted instead).
     var isConnected: Bool {
-        self.link.withLockedValue { $0.client == .connected && $0.pubsub == .connected }
+        self.link.withLockedValue { $0.client == .connected && $0.pubsub == .connected } && self.pubsub.isReady
     }
 
     /// "connected", or "disconnected: <why>" / "connecting".
     var stateDescription: String {
         self.link.withLockedValue { link in
-            if link.client == .connected && link.pubsub == .connected { return "connected" }
+            if link.client == .connected && link.pubsub == .connected {
+                return self.pubsub.isReady ? "connected" : "connecting: restoring subscriptions"
+            }
             for state in [link.client, link.pubsub] {
                 if case .disconnected = state { return state.description }
             }
@@ -163,8 +169,9 @@ final class Broker: @unchecked Sendable {
 
     /// A `cluster` event for Python whenever connected/disconnected flips (not for each retry).
     private func reportState() {
+        let ready = self.pubsub.isReady
         let (changed, up): (Bool, Bool) = self.link.withLockedValue { link in
-            let up = link.client == .connected && link.pubsub == .connected
+            let up = link.client == .connected && link.pubsub == .connected && ready
             let down: Bool
             switch (link.client, link.pubsub) {
             case (.disconnected, _), (_, .disconnected): down = true
@@ -191,7 +198,13 @@ final class Broker: @unchecked Sendable {
         var out: [UInt8] = Array(#"{"redis":"#.utf8)
         JSONWriter.appendString(up ? "connected" : "disconnected", to: &out)
         out.append(contentsOf: #","reason":"#.utf8)
-        if up { out.append(contentsOf: "null".utf8) } else { JSONWriter.appendString(self.stateDescription, to: &out) }
+        if up {
+            out.append(contentsOf: "null".utf8)
+        } else {
+            var reason = self.stateDescription
+            if reason.hasPrefix("disconnected: ") { reason.removeFirst("disconnected: ".count) }
+            JSONWriter.appendString(reason, to: &out)
+        }
         out.append(contentsOf: #","undelivered":"#.utf8)
         out.append(contentsOf: String(undelivered).utf8)
         out.append(UInt8(ascii: "}"))
@@ -218,7 +231,7 @@ final class Broker: @unchecked Sendable {
     /// undelivered and not delivered locally (it may come back through Redis).
     func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
         let body = ClusterMessage.body(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
-        guard self.client.isConnected else {
+        guard self.isConnected else {
             self.undelivered()
             self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
             return
@@ -247,7 +260,7 @@ final class Broker: @unchecked Sendable {
     /// instance's connections only (counted as undelivered).
     func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) {
         let kind: PayloadKind = binary ? .binary : .text
-        guard self.client.isConnected else {
+        guard self.isConnected else {
             self.undelivered()
             self.server.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
             return
@@ -295,9 +308,14 @@ final class Broker: @unchecked Sendable {
                 self.server.logger.warning("ignoring a malformed message from redis", metadata: ["channel": "\(channel)", "error": "\(error)"])
                 return
             }
-            if let last = self.lastSeen[topic], last.epoch == message.epoch {
-                if message.offset <= last.offset { return }  // the same message through a second subscription
-                if message.offset > last.offset + 1 { self.server.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
+            if let last = self.lastSeen[topic] {
+                if last.epoch == message.epoch {
+                    if message.offset <= last.offset { return }  // the same message through a second subscription
+                    if message.offset > last.offset + 1 { self.server.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
+                } else if message.offset > 1 {
+                    // A new stream (Redis lost the topic) whose first publications never reached us.
+                    self.server.stats.add(.redisMissed, Int(message.offset - 1))
+                }
             }
             if self.lastSeen.count >= Self.lastSeenLimit && self.lastSeen[topic] == nil { self.lastSeen.removeAll() }
             self.lastSeen[topic] = (message.epoch, message.offset)

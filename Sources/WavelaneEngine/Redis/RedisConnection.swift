@@ -126,7 +126,11 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let head = self.pending.popFirst() else {
             // A reply nobody waits for: in subscriber mode an error for a subscribe-family command
             // (e.g. an ACL refusal); otherwise the stream is out of step, so drop the connection.
-            if self.subscriberMode { return }
+            if self.subscriberMode {
+                // E.g. an ACL refusal, or +PONG when no subscription is left: the subscriber decides.
+                self.onPush?(value)
+                return
+            }
             if self.closeReason == nil { self.closeReason = "unexpected reply with no command pending" }
             context.close(promise: nil)
             return

@@ -34,6 +34,20 @@ public final class RedisPubSub: @unchecked Sendable {
     private let onMessage: MessageHandler
     private let wanted = NIOLockedValueBox(Wanted())
     private let receivedCounter = Atomic<Int>(0)
+    private let readyFlag = ReadyFlag()
+
+    private final class ReadyFlag: Sendable {
+        let value = Atomic<Bool>(false)
+        func store(_ v: Bool) { self.value.store(v, ordering: .relaxed) }
+        func load() -> Bool { self.value.load(ordering: .relaxed) }
+    }
+
+    /// Called on the event loop once a (re)connected subscriber has had every subscription still
+    /// needed confirmed by Redis: from then on nothing published to them is missed.
+    public var onReady: (@Sendable () -> Void)?
+
+    /// True between `onReady` and the next disconnect.
+    public var isReady: Bool { self.readyFlag.load() }
 
     // Event-loop state: what we asked the current connection to subscribe to.
     private var sentChannels: Set<String> = []
@@ -69,7 +83,11 @@ public final class RedisPubSub: @unchecked Sendable {
         var configuration = configuration
         configuration.connection.commandTimeout = configuration.connection.commandTimeout ?? .seconds(5)
         self.core = ReconnectingConnection(url: url, eventLoop: eventLoop, configuration: configuration, subscriberMode: true)
-        self.core.onStateChange = onStateChange
+        let readyFlag = self.readyFlag
+        self.core.onStateChange = { state in
+            if state != .connected { readyFlag.store(false) }
+            onStateChange?(state)
+        }
         self.core.onPush = { [weak self] value in self?.handleFrame(value) }
         self.core.onConnected = { [weak self] connection in self?.restore(on: connection) }
         _ = try self.core.tlsContext.get()  // made once, here; a bad TLS setup fails now
@@ -233,9 +251,21 @@ public final class RedisPubSub: @unchecked Sendable {
         }
         self.reconcile(channels, want: Set(channels), kind: .channel, on: connection)
         self.reconcile(patterns, want: Set(patterns), kind: .pattern, on: connection)
+        // Replies come in order: the PONG for this PING arrives after every confirmation above.
+        connection.sendWithoutReply(["PING"])
+    }
+
+    private func markReady() {
+        guard !self.readyFlag.load(), self.core.current?.isConnected == true else { return }
+        self.readyFlag.store(true)
+        self.onReady?()
     }
 
     private func handleFrame(_ value: RESPValue) {
+        if value.elements == nil, value.string == "PONG" {  // PING answered outside subscribe mode
+            self.markReady()
+            return
+        }
         guard let elements = value.elements, let kind = elements.first?.string else { return }
         switch kind {
         case "message" where elements.count >= 3:
@@ -248,6 +278,8 @@ public final class RedisPubSub: @unchecked Sendable {
             guard self.sentPatterns.contains(pattern) else { return }
             self.receivedCounter.wrappingAdd(1, ordering: .relaxed)
             self.onMessage(channel, payload)
+        case "pong":
+            self.markReady()
         case "subscribe", "psubscribe", "unsubscribe", "punsubscribe":
             guard elements.count >= 2, let name = elements[1].string else { return }
             self.wanted.withLockedValue { w in
