@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -47,6 +48,44 @@ def test_demo_relays_chat_to_room():
                 msg = await recv_json(ws)
                 assert msg["topic"] == "room:lobby"
                 assert msg["data"]["nick"] == "ann" and msg["data"]["text"] == "hi"
+            await ann.close()
+            await bob.close()
+
+        run(main_())
+    finally:
+        events.close()
+        srv.stop()
+
+
+def test_demo_rooms_show_who_is_here_and_recover_after_a_reconnect():
+    srv = make_demo_server(port=0)
+    srv.start()
+    nicks = {}
+    events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], nicks))
+    try:
+
+        async def main_():
+            ann, ready = await open_client(srv, "/ws")
+            await ann.send(json.dumps({"type": "hello", "nick": "ann"}))
+            reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 1, "presence": True})
+            position = reply["positions"]["room:lobby"]
+            for _ in range(50):  # the hello goes through Python: wait for its info to show
+                members = srv.presence("room:lobby")
+                if members and members[0]["info"] == {"nick": "ann"}:
+                    break
+                await asyncio.sleep(0.02)
+            assert members == [{"user": None, "conn": ready["conn"], "node": srv.node_id, "info": {"nick": "ann"}}]
+            await ann.close()
+            bob, _ = await open_client(srv, "/ws")
+            await request(bob, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
+            for text in ("one", "two"):
+                await bob.send(json.dumps({"type": "chat", "room": "lobby", "nick": "bob", "text": text}))
+            assert [(await recv_json(bob))["data"]["text"] for _ in range(2)] == ["one", "two"]
+            ann, _ = await open_client(srv, "/ws")
+            reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 2,
+                                        "recover": {"room:lobby": position}})
+            assert reply["recovered"] == {"room:lobby": True}
+            assert [(await recv_json(ann))["data"]["text"] for _ in range(2)] == ["one", "two"]
             await ann.close()
             await bob.close()
 

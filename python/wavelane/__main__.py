@@ -28,9 +28,22 @@ def _chat_page() -> bytes:
     return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined]
 
 
-def make_demo_server(host: str = "127.0.0.1", port: int = 8765) -> Server:
-    """The demo chat server (not started): page at ``/``, WebSocket at ``/ws``."""
-    server = Server(host, port, ws_path="/ws", parse_json=True, max_message_size=64 * 1024)
+def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optional[str] = None) -> Server:
+    """The demo chat server (not started): page at ``/``, WebSocket at ``/ws``.
+
+    Rooms keep their last 200 messages, so a reconnecting page gets what it missed, and show who
+    is in them. With ``redis_url``, several demo servers (on other ports or machines) share rooms.
+    """
+    server = Server(
+        host,
+        port,
+        ws_path="/ws",
+        parse_json=True,
+        max_message_size=64 * 1024,
+        history_size=200,
+        presence=True,
+        redis_url=redis_url,
+    )
     server.add_route("/", _chat_page(), "text/html; charset=utf-8")
     return server
 
@@ -64,24 +77,34 @@ def handle_demo_events(server: Server, events: List[Any], nicks: Dict[int, str])
         if kind == "disconnect":
             nicks.pop(conn, None)
             continue
-        if kind != "message" or not isinstance(data, dict) or data.get("type") != "chat":
+        if kind != "message" or not isinstance(data, dict):
+            continue
+        if data.get("type") == "hello":  # the page's nick, shown in the room's member list
+            nick = _clean(data.get("nick"), MAX_NICK) or "anon"
+            nicks[conn] = nick
+            server.set_presence_info(conn, {"nick": nick})
+            continue
+        if data.get("type") != "chat":
             continue
         room = _clean(data.get("room"), MAX_ROOM)
         text = _clean(data.get("text"), MAX_TEXT)
         nick = _clean(data.get("nick"), MAX_NICK) or "anon"
         if room is None or text is None:
             continue
-        nicks[conn] = nick
+        if nicks.get(conn) != nick:
+            nicks[conn] = nick
+            server.set_presence_info(conn, {"nick": nick})
         server.publish(
             f"room:{room}",
             {"type": "chat", "room": room, "nick": nick, "text": text, "ts": time.time()},
         )
 
 
-def run_demo(host: str, port: int) -> None:
-    server = make_demo_server(host, port)
+def run_demo(host: str, port: int, redis_url: Optional[str] = None) -> None:
+    server = make_demo_server(host, port, redis_url)
     server.start()
-    print(f"wavelane {__version__} chat demo: http://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
+    shared = f", rooms shared through {redis_url}" if redis_url else ""
+    print(f"wavelane {__version__} chat demo: http://{host}:{server.port}/{shared}  (Ctrl-C to stop)", flush=True)
     nicks: Dict[int, str] = {}
     try:
         while True:
@@ -121,10 +144,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port}; 0 = any)")
+        if name == "demo":
+            p.add_argument("--redis-url", default=None,
+                           help="share rooms with other demo servers through this Redis (redis://host:port/db)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            run_demo(args.host, args.port)
+            run_demo(args.host, args.port, args.redis_url)
         else:
             run_echo(args.host, args.port)
     except StartError as exc:
