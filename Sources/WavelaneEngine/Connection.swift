@@ -58,8 +58,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// After a positioned subscribe: publications of the topic at or below this position were
     /// already sent (or predate the subscription) and are skipped. Cleared by the next one above.
     private var floors: [String: StreamPosition] = [:]
-    /// Recovery requests of a subscribe waiting for the application's approval.
-    private var approvalOptions: SubscribeOptions?
+    /// Options of subscribe requests waiting for the application's approval, per topic (bounded
+    /// by max_subscriptions: requests beyond it are refused before they get here).
+    private var approvalRecover: [String: StreamPosition] = [:]
+    private var approvalPresence = Set<String>()
     /// Presence: the `info` the application set, and the topics this connection watches.
     private var presenceInfo: [UInt8]?
     private var watchedPresence = Set<String>()
@@ -346,7 +348,14 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                 guard let context = self.context else { return }
                 var payload = context.channel.allocator.buffer(capacity: body.count)
                 payload.writeBytes(body)
-                self.approvalOptions = options
+                for (topic, position) in options.recover where self.approvalRecover.count < self.server.config.maxSubscriptions {
+                    self.approvalRecover[topic] = position
+                }
+                if options.presence {
+                    for topic in topics where self.approvalPresence.count < self.server.config.maxSubscriptions {
+                        self.approvalPresence.insert(topic)
+                    }
+                }
                 self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
                 return
             }
@@ -360,10 +369,14 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     func subscribe(_ topics: [String], ack: JSONValue??, options: SubscribeOptions? = nil) {
         guard self.state == .open else { return }
         var options = options ?? SubscribeOptions()
-        if ack != nil, let held = self.approvalOptions {
-            options.recover.merge(held.recover) { a, _ in a }
-            options.presence = options.presence || held.presence
-            self.approvalOptions = nil
+        if ack != nil && (!self.approvalRecover.isEmpty || !self.approvalPresence.isEmpty) {
+            // An approved request: the client's own options for these topics apply.
+            for topic in topics {
+                if let position = self.approvalRecover.removeValue(forKey: topic), options.recover[topic] == nil {
+                    options.recover[topic] = position
+                }
+                if self.approvalPresence.remove(topic) != nil { options.presence = true }
+            }
         }
         let presence = self.server.config.presence
         for topic in topics where self.subscriptions.insert(topic).inserted {

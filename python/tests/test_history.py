@@ -240,3 +240,29 @@ def test_presence_off(server):
         srv.presence("room")
     with pytest.raises(ValueError, match="info"):
         srv.set_presence_info(1, {"x": "y" * 5000})
+
+
+def test_recovery_through_an_approved_subscription(make_server):
+    def approve(event):
+        kind, conn, data = event
+        if kind == "subscribe_request":
+            srv.allow(conn, data)
+
+    srv, _ = make_server(approve, history_size=100, subscribe_approval=True)
+
+    async def main():
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 1})
+        epoch = reply["positions"]["t"]["epoch"]
+        for i in range(5):
+            srv.publish("t", i)
+        assert [m["offset"] for m in await messages(ws, 5)] == [1, 2, 3, 4, 5]
+        await ws.close()
+        srv.publish("t", 5)
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 2, "recover": {"t": {"epoch": epoch, "offset": 3}}})
+        assert reply["id"] == 2 and reply["recovered"] == {"t": True}, reply
+        assert [m["offset"] for m in await messages(ws, 3)] == [4, 5, 6]
+        await ws.close()
+
+    run(main())
