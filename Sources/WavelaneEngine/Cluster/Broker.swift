@@ -48,6 +48,11 @@ final class Broker: @unchecked Sendable {
         return self.node + String(n, radix: 36)
     }
 
+    /// Bytes of publications sent to Redis and not yet acknowledged. A slow Redis cannot make them
+    /// pile up in memory: beyond `maxInFlightBytes` a publication is treated as if Redis were down.
+    private let inFlightBytes = Atomic<Int>(0)
+    static let maxInFlightBytes = 64 << 20
+
     /// Publications that could not go through Redis since the last `cluster` event.
     private let unreported = Atomic<Int>(0)
     private var reporter: RepeatedTask?
@@ -231,7 +236,15 @@ final class Broker: @unchecked Sendable {
     /// undelivered and not delivered locally (it may come back through Redis).
     func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
         let body = ClusterMessage.body(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
+        let size = body.readableBytes
         guard self.isConnected else {
+            self.undelivered()
+            self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
+            return
+        }
+        let inFlight = self.inFlightBytes.wrappingAdd(size, ordering: .relaxed).newValue
+        if inFlight > Self.maxInFlightBytes && inFlight != size {  // one oversized publication may still go alone
+            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
             self.undelivered()
             self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
             return
@@ -243,6 +256,7 @@ final class Broker: @unchecked Sendable {
         ]
         self.server.stats.add(.redisPublished)
         self.client.send(command).whenComplete { result in
+            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
             switch result {
             case .success(let reply):
                 if let message = reply.errorMessage {
