@@ -191,12 +191,19 @@ def test_presence_on_one_instance(make_server):
     async def main():
         alice, ready_a = await open_client(srv)
         conn_a = int(ready_a["conn"])
-        srv.set_presence_info(conn_a, {"name": "Alice"})
         reply = await request(alice, {"type": "subscribe", "topics": ["room"], "id": 1, "presence": True})
         assert reply["type"] == "subscribed"
         own = await recv_json(alice)
-        assert own["type"] == "join" and own["member"]["conn"] == str(conn_a)
-        assert own["member"]["info"] == {"name": "Alice"}
+        assert own["type"] == "join" and own["member"]["conn"] == str(conn_a) and own["member"]["info"] is None
+        assert own["member"]["node"] == srv.node_id
+        # Info set later updates the membership (no second join).
+        assert srv.set_presence_info(conn_a, {"name": "Alice"}) is True
+        for _ in range(100):
+            if srv.presence("room")[0]["info"] == {"name": "Alice"}:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.presence("room") == [{"user": None, "conn": str(conn_a), "node": srv.node_id, "info": {"name": "Alice"}}]
+        assert srv.set_presence_info(999999, {}) is False
 
         bob, ready_b = await open_client(srv)
         await request(bob, {"type": "subscribe", "topics": ["room"], "id": 1})

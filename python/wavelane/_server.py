@@ -509,7 +509,8 @@ class Server:
         """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
 
         With ``redis_url`` the publication goes through Redis to the subscribers of every
-        instance; Redis assigns the offset, and ``0`` is returned.
+        instance; Redis assigns the offset, and ``0`` is returned. When Redis falls behind, this
+        call waits (GIL released, at most 2 s) for room among the publications in flight.
 
         ``str`` goes out as a JSON string, ``bytes``/``bytearray``/``memoryview`` as a binary
         hot-lane frame, anything else is serialized to JSON once (``ValueError`` if it cannot

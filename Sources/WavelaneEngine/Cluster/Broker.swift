@@ -48,10 +48,20 @@ final class Broker: @unchecked Sendable {
         return self.node + String(n, radix: 36)
     }
 
-    /// Bytes of publications sent to Redis and not yet acknowledged. A slow Redis cannot make them
-    /// pile up in memory: beyond `maxInFlightBytes` a publication is treated as if Redis were down.
+    /// Publications sent to Redis and not yet acknowledged, and their bytes. A slow Redis cannot
+    /// make them pile up: at either bound, `publish` waits (the caller's thread, never an event
+    /// loop) up to `backpressureWait` for room, then treats the publication as if Redis were down.
     private let inFlightBytes = Atomic<Int>(0)
+    private let inFlightCount = Atomic<Int>(0)
     static let maxInFlightBytes = 64 << 20
+    static let maxInFlightCount = 65_536
+    static let backpressureWait: TimeAmount = .seconds(2)
+
+    /// How the hot scripts are called: by SHA once `SCRIPT LOAD` answered on the current command
+    /// connection (a 40-byte name instead of the script text per publication), or with EVAL when
+    /// the server refused SCRIPT LOAD. nil while (re)connecting.
+    private enum ScriptMode { case eval, sha(publish: String, position: String) }
+    private let scripts = NIOLockedValueBox<ScriptMode?>(nil)
 
     /// Publications that could not go through Redis since the last `cluster` event.
     private let unreported = Atomic<Int>(0)
@@ -93,6 +103,33 @@ final class Broker: @unchecked Sendable {
         })
         weakSelf.value = self
         self.pubsub.onReady = { weakSelf.value?.reportState() }
+        self.client.onConnected = { connection in weakSelf.value?.loadScripts(on: connection) }
+    }
+
+    /// Loads the publish and position scripts on a new command connection; publications go
+    /// through Redis once both are known.
+    private func loadScripts(on connection: RedisConnection) {
+        self.scripts.withLockedValue { $0 = nil }
+        let publish = connection.send(["SCRIPT", "LOAD", .string(ClusterScripts.publish)])
+        let position = connection.send(["SCRIPT", "LOAD", .string(ClusterScripts.position)])
+        publish.and(position).whenComplete { result in
+            guard case .success(let (a, b)) = result else { return }  // the connection dropped: the next one loads
+            if let pa = a.string, let pb = b.string, a.errorMessage == nil, b.errorMessage == nil {
+                self.scripts.withLockedValue { $0 = .sha(publish: pa, position: pb) }
+            } else {
+                self.server.logger.warning("SCRIPT LOAD refused: sending scripts with EVAL", metadata: [
+                    "error": "\(a.errorMessage ?? b.errorMessage ?? "unexpected reply")"])
+                self.scripts.withLockedValue { $0 = .eval }
+            }
+            self.reportState()
+        }
+    }
+
+    private func scriptCommand(_ mode: ScriptMode, publish: Bool) -> [RESPArgument] {
+        switch mode {
+        case .eval: return ["EVAL", .string(publish ? ClusterScripts.publish : ClusterScripts.position)]
+        case .sha(let p, let q): return ["EVALSHA", .string(publish ? p : q)]
+        }
     }
 
     func start() {
@@ -147,13 +184,15 @@ final class Broker: @unchecked Sendable {
     /// that would get an offset and reach nobody here (it is delivered locally and counted instead).
     var isConnected: Bool {
         self.link.withLockedValue { $0.client == .connected && $0.pubsub == .connected } && self.pubsub.isReady
+            && self.scripts.withLockedValue { $0 != nil }
     }
 
     /// "connected", or "disconnected: <why>" / "connecting".
     var stateDescription: String {
         self.link.withLockedValue { link in
             if link.client == .connected && link.pubsub == .connected {
-                return self.pubsub.isReady ? "connected" : "connecting: restoring subscriptions"
+                if !self.pubsub.isReady { return "connecting: restoring subscriptions" }
+                return self.scripts.withLockedValue { $0 != nil } ? "connected" : "connecting: loading scripts"
             }
             for state in [link.client, link.pubsub] {
                 if case .disconnected = state { return state.description }
@@ -164,6 +203,7 @@ final class Broker: @unchecked Sendable {
 
     private func stateChanged(client: RedisConnectionState) {
         self.link.withLockedValue { $0.client = client }
+        if client != .connected { self.scripts.withLockedValue { $0 = nil } }
         self.reportState()
     }
 
@@ -174,7 +214,7 @@ final class Broker: @unchecked Sendable {
 
     /// A `cluster` event for Python whenever connected/disconnected flips (not for each retry).
     private func reportState() {
-        let ready = self.pubsub.isReady
+        let ready = self.pubsub.isReady && self.scripts.withLockedValue { $0 != nil }
         let (changed, up): (Bool, Bool) = self.link.withLockedValue { link in
             let up = link.client == .connected && link.pubsub == .connected && ready
             let down: Bool
@@ -237,37 +277,55 @@ final class Broker: @unchecked Sendable {
     func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
         let body = ClusterMessage.body(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
         let size = body.readableBytes
-        guard self.isConnected else {
+        guard self.reserve(size), let mode = self.scripts.withLockedValue({ $0 }) else {
             self.undelivered()
             self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
             return
         }
-        let inFlight = self.inFlightBytes.wrappingAdd(size, ordering: .relaxed).newValue
-        if inFlight > Self.maxInFlightBytes && inFlight != size {  // one oversized publication may still go alone
-            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
-            self.undelivered()
-            self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
-            return
-        }
-        let command: [RESPArgument] = [
-            "EVAL", .string(ClusterScripts.publish), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
+        let command: [RESPArgument] = self.scriptCommand(mode, publish: true) + [
+            "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
             .string(self.names.topicChannel(topic)), .string(self.candidateEpoch()), .bytes(body),
             .string(String(self.historySize)), .string(self.ttlMilliseconds),
         ]
         self.server.stats.add(.redisPublished)
         self.client.send(command).whenComplete { result in
             self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
+            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
             switch result {
             case .success(let reply):
                 if let message = reply.errorMessage {
                     self.undelivered()
                     self.server.logger.error("redis refused a publication", metadata: ["topic": "\(topic)", "error": "\(message)"])
+                    if message.hasPrefix("NOSCRIPT"), let connection = self.client.currentConnection {
+                        self.loadScripts(on: connection)  // the script cache was flushed
+                    }
                 }
             case .failure(let error):
                 self.undelivered()
                 self.server.logger.debug("publication not confirmed by redis", metadata: ["topic": "\(topic)", "error": "\(error)"])
             }
         }
+    }
+
+    /// Makes room for one publication of `size` bytes among those waiting for Redis' replies,
+    /// waiting for it up to `backpressureWait` (Redis slower than the publisher). False: Redis is
+    /// down, or still too slow.
+    private func reserve(_ size: Int) -> Bool {
+        var deadline: NIODeadline?
+        while self.isConnected {
+            let count = self.inFlightCount.wrappingAdd(1, ordering: .relaxed).newValue
+            let bytes = self.inFlightBytes.wrappingAdd(size, ordering: .relaxed).newValue
+            // One oversized publication may still go alone.
+            if count <= Self.maxInFlightCount && (bytes <= Self.maxInFlightBytes || bytes == size) { return true }
+            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
+            if self.eventLoop.inEventLoop { return false }  // never wait on the loop that drains the replies
+            let now = NIODeadline.now()
+            if deadline == nil { deadline = now + Self.backpressureWait }
+            if now >= deadline! { return false }
+            usleep(100)
+        }
+        return false
     }
 
     /// Sends a message to a user's connections on every instance. While Redis is down: this
@@ -362,8 +420,9 @@ final class Broker: @unchecked Sendable {
             return self.eventLoop.makeFailedFuture(RedisError(.notConnected, "Redis is unavailable (\(self.stateDescription))"))
         }
         return self.pubsub.whenSubscribed(channel: channel, timeout: self.recoveryTimeout).flatMap { () -> EventLoopFuture<RESPValue> in
-            let command: [RESPArgument] = [
-                "EVAL", .string(ClusterScripts.position), "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
+            let mode = self.scripts.withLockedValue { $0 } ?? .eval
+            let command: [RESPArgument] = self.scriptCommand(mode, publish: false) + [
+                "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
                 .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(self.candidateEpoch()),
                 .string(self.ttlMilliseconds),
             ]

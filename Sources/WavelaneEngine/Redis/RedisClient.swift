@@ -30,9 +30,19 @@ public final class RedisClient: @unchecked Sendable {
     /// Stops reconnecting and closes the connection.
     public func close() -> EventLoopFuture<Void> { self.core.close() }
 
+    /// Called on the event loop for every new connection, after `.connected` is reported and
+    /// before any other command of this client reaches it from the loop (e.g. to load scripts).
+    public var onConnected: ((RedisConnection) -> Void)? {
+        get { self.core.onConnected }
+        set { self.core.onConnected = newValue }
+    }
+
     public var state: RedisConnectionState { self.core.state }
     public var stats: RedisConnectionStats { self.core.stats }
     public var isConnected: Bool { self.core.current?.isConnected ?? false }
+
+    /// The live connection, if any.
+    public var currentConnection: RedisConnection? { self.core.current.flatMap { $0.isConnected ? $0 : nil } }
 
     /// Sends one command on the current connection (see `RedisConnection.send`). Fails at once with
     /// `.notConnected` while Redis is down. Any thread.
