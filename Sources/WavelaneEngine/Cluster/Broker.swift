@@ -90,8 +90,8 @@ final class Broker: @unchecked Sendable {
         self.presenceTTLMilliseconds = String(Int64((config.presenceTTL * 1000).rounded(.up)))
         var clientConfiguration = RedisClientConfiguration()
         clientConfiguration.connection.commandTimeout = .seconds(5)
-        // Publications in flight to Redis are bounded: beyond this they count as undelivered.
-        clientConfiguration.connection.maxPendingCommands = 65_536
+        // Publications in flight are bounded by `reserve` (which waits); this only backstops the rest.
+        clientConfiguration.connection.maxPendingCommands = 1 << 20
         let weakSelf = WeakBroker()
         self.client = try RedisClient(url: url, eventLoop: eventLoop, configuration: clientConfiguration) { state in
             weakSelf.value?.stateChanged(client: state)
@@ -332,14 +332,19 @@ final class Broker: @unchecked Sendable {
     /// instance's connections only (counted as undelivered).
     func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) {
         let kind: PayloadKind = binary ? .binary : .text
-        guard self.isConnected else {
+        let message = ClusterMessage.unsequenced(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
+        let size = message.readableBytes
+        guard self.reserve(size) else {
             self.undelivered()
             self.server.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
             return
         }
-        let message = ClusterMessage.unsequenced(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
         self.server.stats.add(.redisPublished)
-        self.client.publish(channel: self.names.userChannel(user), payload: message).whenFailure { _ in self.undelivered() }
+        self.client.publish(channel: self.names.userChannel(user), payload: message).whenComplete { result in
+            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
+            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            if case .failure = result { self.undelivered() }
+        }
     }
 
     // MARK: subscriptions (refcounted by RedisPubSub; called from any loop)
