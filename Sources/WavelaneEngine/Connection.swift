@@ -391,9 +391,31 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         guard let ack else { return }
-        // Positions (and recovery) come with the history: history_size > 0.
+        // Multi-instance mode: `subscribed` means routed, i.e. Redis has confirmed this instance's
+        // subscriptions, so whatever is published after the reply arrives (the topics with a
+        // position wait for that inside `position`).
         let positioned = topics.filter { !Topic.isPattern($0) }
-        guard self.server.config.historySize > 0, !positioned.isEmpty else {
+        let history = self.server.config.historySize > 0 && !positioned.isEmpty
+        if history {  // hold their publications from now on, until the positions are known
+            for topic in positioned where self.pendingPositions[topic] == nil { self.pendingPositions[topic] = [] }
+        }
+        if let broker = self.server.broker {
+            let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
+            if !waitFor.isEmpty {
+                broker.whenRouted(waitFor).hop(to: self.eventLoop).whenComplete { _ in
+                    self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
+                }
+                return
+            }
+        }
+        self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
+    }
+
+    private func answerSubscribe(_ topics: [String], positioned: [String], history: Bool, ack: JSONValue?,
+                                 options: SubscribeOptions) {
+        guard self.state == .open else { return }
+        // Positions (and recovery) come with the history: history_size > 0.
+        guard history else {
             if !options.recover.isEmpty {
                 var outcome = SubscribeOutcome()
                 for topic in topics where options.recover[topic] != nil {

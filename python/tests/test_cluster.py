@@ -586,7 +586,17 @@ def test_redis_killed_and_restarted_during_a_publish_stream(redis_server, make_n
         first_zero = next(m["data"]["i"] for m in got_a if m["offset"] == 0)
         around = [(m["data"]["i"], m["offset"]) for m in got_a
                   if any(abs(m["data"]["i"] - x) <= 2 for x in (missing[:1] + missing[-1:]))]
-        assert len(missing) <= in_flight + st["redis_missed"], (
+        # One more kind is allowed, and only at the moment of the kill: Redis numbered and
+        # acknowledged a publication, then died before writing it to the subscribers. Nobody can
+        # count that; clients learn it from the new epoch (offsets restart after the restart).
+        # Such losses are the last publications before the first local (offset 0) one, and few.
+        unexplained = len(missing) - in_flight - st["redis_missed"]
+        if unexplained > 0:
+            tail = [i for i in missing if i < first_zero]
+            assert tail and tail == list(range(first_zero - len(tail), first_zero)) and len(tail) <= 20, (
+                f"losses not at the kill: {_ranges(missing)}; first offset-0 one is i={first_zero}")
+            unexplained -= len(tail)
+        assert unexplained <= 0, (
             f"A's local subscriber lost {len(missing)} publications ({_ranges(missing)}; first offset-0 one "
             f"is i={first_zero}; (i, offset) around: {around}) but only {in_flight} were counted as in flight "
             f"(redis_undelivered {st['redis_undelivered']} - {zero} delivered locally) and redis_missed is "

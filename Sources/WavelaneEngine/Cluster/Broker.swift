@@ -368,6 +368,20 @@ final class Broker: @unchecked Sendable {
         }
     }
 
+    /// Completes when Redis has confirmed this instance's subscription for each of
+    /// `subscriptions` (topics and globs), so that everything published to them from then on
+    /// arrives; at once while Redis is down (local delivery only), after at most
+    /// `recoveryTimeout` otherwise. Never fails.
+    func whenRouted(_ subscriptions: [String]) -> EventLoopFuture<Void> {
+        guard self.isConnected, !subscriptions.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
+        let waits = subscriptions.map { s in
+            Topic.isPattern(s)
+                ? self.pubsub.whenSubscribed(pattern: self.names.topicPattern(s), timeout: self.recoveryTimeout)
+                : self.pubsub.whenSubscribed(channel: self.names.topicChannel(s), timeout: self.recoveryTimeout)
+        }
+        return EventLoopFuture.andAllComplete(waits, on: self.eventLoop)
+    }
+
     func need(user: String) { self.pubsub.need(channel: self.names.userChannel(user)) }
     func release(user: String) { self.pubsub.release(channel: self.names.userChannel(user)) }
     func needPresenceEvents(_ topic: String) { self.pubsub.need(channel: self.names.presenceChannel(topic)) }

@@ -147,19 +147,34 @@ public final class RedisPubSub: @unchecked Sendable {
     /// (at once if it already has): from then on every message published to it reaches us. Fails
     /// with `.timeout` after `timeout`. Call after `need(channel:)`. Any thread.
     public func whenSubscribed(channel: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
+        self.whenConfirmed(.channel, channel, timeout: timeout)
+    }
+
+    /// The same for a pattern (after `need(pattern:)`).
+    public func whenSubscribed(pattern: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
+        self.whenConfirmed(.pattern, pattern, timeout: timeout)
+    }
+
+    private static func waiterKey(_ kind: Kind, _ name: String) -> String { (kind == .channel ? "c:" : "p:") + name }
+
+    private func whenConfirmed(_ kind: Kind, _ name: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
         let promise = self.eventLoop.makePromise(of: Void.self)
+        let key = Self.waiterKey(kind, name)
         self.eventLoop.execute {
-            if self.wanted.withLockedValue({ $0.confirmedChannels.contains(channel) }) {
+            let confirmed = self.wanted.withLockedValue { w in
+                kind == .channel ? w.confirmedChannels.contains(name) : w.confirmedPatterns.contains(name)
+            }
+            if confirmed {
                 promise.succeed(())
                 return
             }
             let waiter = Waiter(promise: promise)
             waiter.timer = self.eventLoop.scheduleTask(in: timeout) {
-                waiter.finish(.failure(RedisError(.timeout, "Redis did not confirm the subscription to \(channel)")))
-                self.waiters[channel]?.removeAll { $0.done }
-                if self.waiters[channel]?.isEmpty == true { self.waiters[channel] = nil }
+                waiter.finish(.failure(RedisError(.timeout, "Redis did not confirm the subscription to \(name)")))
+                self.waiters[key]?.removeAll { $0.done }
+                if self.waiters[key]?.isEmpty == true { self.waiters[key] = nil }
             }
-            self.waiters[channel, default: []].append(waiter)
+            self.waiters[key, default: []].append(waiter)
         }
         return promise.futureResult
     }
@@ -290,7 +305,8 @@ public final class RedisPubSub: @unchecked Sendable {
                 default: w.confirmedPatterns.remove(name)
                 }
             }
-            if kind == "subscribe", let waiting = self.waiters.removeValue(forKey: name) {
+            if kind == "subscribe" || kind == "psubscribe",
+               let waiting = self.waiters.removeValue(forKey: Self.waiterKey(kind == "subscribe" ? .channel : .pattern, name)) {
                 for waiter in waiting { waiter.finish(.success(())) }
             }
         default:
