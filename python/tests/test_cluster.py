@@ -853,3 +853,21 @@ def test_presence_across_instances(redis_server, make_node):
         assert who(await a.acall("presence", topic=topic)) == sorted([("alice", alice.conn), ("dave", dave.conn)])
 
     run(main(), timeout=60)
+
+
+def test_wait_for_redis_in_process(redis_server, make_redis):
+    """Server.wait_for_redis: True once publications go through Redis; False when it is down."""
+    up = wavelane.Server(port=0, redis_url=redis_server.url)
+    down = wavelane.Server(port=0, redis_url=make_redis().url)  # nothing listens there
+    alone = wavelane.Server(port=0)
+    for s in (up, down, alone):
+        s.start()
+    try:
+        assert up.wait_for_redis(10) is True
+        assert up.stats()["redis_connected"] == 1
+        assert down.wait_for_redis(0.3) is False
+        assert alone.wait_for_redis(0.3) is False
+        assert len(up.node_id) == 16 and up.node_id != down.node_id
+    finally:
+        for s in (up, down, alone):
+            s.stop(1.0)

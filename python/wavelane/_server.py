@@ -553,6 +553,23 @@ class Server:
         p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
         return self._engine.send_user(user, data, p, key)
 
+    def wait_for_redis(self, timeout: float = 5.0) -> bool:
+        """With ``redis_url``: wait until publications go through Redis (both connections up and
+        every subscription confirmed), at most ``timeout`` seconds; returns whether they do.
+        Until then publications reach this instance's subscribers only (and are counted as
+        undelivered). Without ``redis_url``: ``False`` at once."""
+        if not self._config.get("redis_url") or not self.running:
+            return False
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if json.loads(self._engine.stats()).get("redis_connected") == 1:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
     @property
     def node_id(self) -> str:
         """This instance's id, as in presence members' ``"node"`` (random per start; ``""`` while
