@@ -463,7 +463,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
-        for (topic, result) in zip(positioned, results) {
+        for (topic, result) in zip(positioned, results) where self.subscriptions.contains(topic) {  // not unsubscribed meanwhile
             let held = self.pendingPositions.removeValue(forKey: topic) ?? []
             self.floors[topic] = nil  // an earlier subscribe's floor must not hide what is sent now
             guard case .success(let reply) = result else {
