@@ -20,6 +20,7 @@ final class MetricsExporter: @unchecked Sendable {
     private let topicsWithOffsets: Gauge
     private let sendQueueBytes: Gauge
     private let redisConnected: Gauge
+    private let historyBytes: Gauge
 
     init() {
         let all = EngineStats.Counter.allCases
@@ -52,7 +53,10 @@ final class MetricsExporter: @unchecked Sendable {
         self.sendQueueBytes = self.registry.makeGauge(descriptor: Self.descriptor(
             "wavelane_send_queue_bytes", "Bytes held in per-connection send queues for slow consumers."))
         self.redisConnected = self.registry.makeGauge(descriptor: Self.descriptor(
-            "wavelane_redis_connected", "1 while both Redis connections are up (multi-instance mode), else 0."))
+            "wavelane_redis_connected",
+            "1 while publications go through Redis (both connections up, subscriptions confirmed, scripts loaded), else 0."))
+        self.historyBytes = self.registry.makeGauge(descriptor: Self.descriptor(
+            "wavelane_history_bytes", "Bytes of the in-memory topic history (single-instance mode with history_size)."))
     }
 
     static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
@@ -92,6 +96,18 @@ final class MetricsExporter: @unchecked Sendable {
             return ("wavelane_redis_missed_total", [], "Publications missing from the Redis stream (offset gaps seen by this instance).")
         case .rateLimited:
             return ("wavelane_rate_limited_messages_total", [], "Inbound messages refused by the rate limit.")
+        case .connectionsAccepted: return ("wavelane_connections_accepted_total", [], "WebSocket connections upgraded.")
+        case .connectionsClosed: return ("wavelane_connections_closed_total", [], "WebSocket connections ended (for any reason).")
+        case .messagesIn: return ("wavelane_messages_in_total", [], "Complete inbound messages (control messages included).")
+        case .bytesIn: return ("wavelane_bytes_in_total", [], "Payload bytes of inbound messages.")
+        case .framesOut: return ("wavelane_frames_out_total", [], "WebSocket frames written (data, control, close).")
+        case .bytesOut: return ("wavelane_bytes_out_total", [], "Bytes of the frames written, headers included.")
+        case .publications: return ("wavelane_publications_total", [], "publish() calls accepted.")
+        case .deliveries: return ("wavelane_deliveries_total", [], "Publications handed to subscribers (one per subscriber).")
+        case .backpressurePauses:
+            return ("wavelane_backpressure_pauses_total", [], "Times a connection stopped being read because the inbound queue was full.")
+        case .droppedBytes: return ("wavelane_dropped_bytes_total", [], "Bytes of outbound messages dropped for slow consumers.")
+        case .coalesced: return ("wavelane_coalesced_total", [], "Queued messages replaced by a newer one with the same key.")
         default:
             return ("wavelane_\(name)_total", [], "Wavelane \(name.replacingUnderscores).")
         }
@@ -115,6 +131,7 @@ final class MetricsExporter: @unchecked Sendable {
             self.topicsWithOffsets.set(Int64(server.offsets.count))
             self.sendQueueBytes.set(Int64(server.sendQueueBytes.load(ordering: .relaxed)))
             self.redisConnected.set(Int64(server.broker?.isConnected == true ? 1 : 0))
+            self.historyBytes.set(Int64(server.offsets.historyBytes))
             return self.registry.emitToBuffer()
         }
     }
