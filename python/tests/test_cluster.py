@@ -868,6 +868,16 @@ def test_wait_for_redis_in_process(redis_server, make_redis):
         assert down.wait_for_redis(0.3) is False
         assert alone.wait_for_redis(0.3) is False
         assert len(up.node_id) == 16 and up.node_id != down.node_id
+        # /metrics says the same, in valid Prometheus text.
+        parser = pytest.importorskip("prometheus_client.parser")
+        for srv, want in ((up, 1.0), (down, 0.0)):
+            status, _, body = http_get(srv.port, "/metrics")
+            families = {f.name: f for f in parser.text_string_to_metric_families(body.decode())}
+            assert status == 200 and families["wavelane_redis_connected"].samples[0].value == want
+            assert "wavelane_redis_undelivered" in families  # counters drop the _total suffix here
+        status, _, body = http_get(down.port, "/health")
+        health = json.loads(body)
+        assert status == 200 and health["status"] == "degraded" and health["redis"].startswith("disconnected"), health
     finally:
         for s in (up, down, alone):
             s.stop(1.0)
