@@ -252,6 +252,25 @@ public func wl_send(_ s: OpaquePointer?, _ conn: UInt64, _ data: UnsafePointer<C
     }
 }
 
+@_cdecl("wl_send_node")
+public func wl_send_node(_ s: OpaquePointer?, _ node: UnsafePointer<CChar>?, _ nodeLen: Int, _ conn: UInt64,
+                         _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
+                         _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
+                         _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return -1 }
+    guard let node = string(node, nodeLen) else {
+        writeError("node: not valid UTF-8", err, errLen)
+        return -1
+    }
+    do {
+        let (p, k) = try sendOptions(priority, key, keyLen).get()
+        return try core.send(conn: conn, payload: bytes(data, len), binary: binary != 0, priority: p, key: k, node: node) ? 1 : 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
 @_cdecl("wl_send_user")
 public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ userLen: Int,
                          _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,

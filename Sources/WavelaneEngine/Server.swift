@@ -421,8 +421,14 @@ public final class ServerCore: @unchecked Sendable {
 
     /// Sends one frame to one connection. Returns false when the connection is unknown or closed.
     public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool,
-                     priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Bool {
+                     priority: Priority = .normal, key: String? = nil, node: String? = nil) throws(ArgumentError) -> Bool {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
+        if let node, node != self.node {
+            // A connection of another instance (its `node` as in presence members): through Redis.
+            guard let broker = self.broker else { throw ArgumentError("node: another instance's connection needs redis_url") }
+            guard !node.isEmpty, node.utf8.count <= 64 else { throw ArgumentError("node: not an instance id") }
+            return broker.send(node: node, conn: conn, payload: payload, binary: binary, priority: priority, key: key)
+        }
         guard let connection = self.registry.connection(conn) else { return false }
         let opcode: WebSocketOpcode = binary ? .binary : .text
         if connection.deflate != nil && payload.count >= self.config.compression.minSize {

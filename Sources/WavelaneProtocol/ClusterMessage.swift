@@ -44,11 +44,12 @@ public struct ClusterMessage: Equatable, Sendable {
         return buffer
     }
 
-    /// A whole unsequenced message (`0::<body>`), as user messages are published.
+    /// A whole unsequenced message (`<n>::<body>`): user messages are published with n = 0, messages
+    /// for one connection of another instance with n = the connection id.
     public static func unsequenced(kind: PayloadKind, priority: Priority, key: String?, payload: UnsafeRawBufferPointer,
-                                   allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 3 + 5 + payload.count)
-        out.writeString("0::")
+                                   allocator: ByteBufferAllocator, number: UInt64 = 0) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 24 + 5 + payload.count)
+        out.writeString("\(number)::")
         var body = Self.body(kind: kind, priority: priority, key: key, payload: payload, allocator: allocator)
         out.writeBuffer(&body)
         return out
@@ -127,6 +128,8 @@ public struct ClusterNames: Sendable, Equatable {
     public func topicChannel(_ topic: String) -> String { "\(self.prefix):t:\(topic)" }
     /// Channel carrying messages for a user's connections.
     public func userChannel(_ user: String) -> String { "\(self.prefix):u:\(user)" }
+    /// Channel carrying messages for one instance's connections (`send` to a connection elsewhere).
+    public func nodeChannel(_ node: String) -> String { "\(self.prefix):n:\(node)" }
     /// Channel carrying a topic's presence (join/leave) events.
     public func presenceChannel(_ topic: String) -> String { "\(self.prefix):p:\(topic)" }
     /// Hash with a topic's epoch (`e`) and last offset (`o`).
@@ -155,6 +158,7 @@ public struct ClusterNames: Sendable, Equatable {
         case topic(String)
         case user(String)
         case presence(String)
+        case node(String)
     }
 
     /// What a channel a message arrived on is for, or nil for a foreign channel.
@@ -174,6 +178,7 @@ public struct ClusterNames: Sendable, Equatable {
         case UInt8(ascii: "t"): return .topic(rest)
         case UInt8(ascii: "u"): return .user(rest)
         case UInt8(ascii: "p"): return .presence(rest)
+        case UInt8(ascii: "n"): return .node(rest)
         default: return nil
         }
     }

@@ -48,6 +48,12 @@ struct ClusterMessageTests {
         let m = try ClusterMessage.parse(whole)
         #expect(m.offset == 0 && m.epoch == "" && m.key == nil)
         #expect(String(buffer: m.payload) == "hi")
+        // A message for one connection of another instance carries the connection id there.
+        let direct = Array("yo".utf8).withUnsafeBytes {
+            ClusterMessage.unsequenced(kind: .binary, priority: .high, key: nil, payload: $0, allocator: allocator, number: 42)
+        }
+        let d = try ClusterMessage.parse(direct)
+        #expect(d.offset == 42 && d.kind == .binary && d.priority == .high && String(buffer: d.payload) == "yo")
     }
 
     @Test func largestOffsetParsesAndOverflowIsRefused() throws {
@@ -102,6 +108,7 @@ struct ClusterNamesTests {
         #expect(names.route("app:t:chat:1") == .topic("chat:1"))
         #expect(names.route("app:u:a:b") == .user("a:b"))
         #expect(names.route("app:p:x") == .presence("x"))
+        #expect(names.route(names.nodeChannel("ab12")) == .node("ab12"))
         #expect(names.route("app:t:") == nil)
         #expect(names.route("other:t:x") == nil)
         #expect(names.route("app:z:x") == nil)

@@ -16,7 +16,7 @@ the server cannot be created or started). Then:
 
 Commands: ``ping``; ``publish {topic, data, priority?, key?}``; ``publish_many {topic, count,
 start=0, rate=0, size=0, label=null}`` (data ``{"i": start+k, "src": label}``, or a string of
-``size`` bytes when size > 0; ``rate`` > 0 paces to that many per second); ``send {conn, data}``;
+``size`` bytes when size > 0; ``rate`` > 0 paces to that many per second); ``send {conn, data, node?}``;
 ``send_user {user, data}``; ``subscribe {conn|user, topics}``; ``conns`` ({user: [conn...]});
 ``presence {topic, timeout=2.0}``; ``set_presence_info {conn|user, info, wait=2.0}``; ``stats``;
 ``health`` ({"status": http status, "body": parsed JSON}); ``stop``.
@@ -169,8 +169,8 @@ class NodeApp:
         return {"count": count, "seconds": time.perf_counter() - t0, "first": first, "nonzero": nonzero,
                 "t_end": time.monotonic()}
 
-    def cmd_send(self, conn, data):
-        return self.server.send(int(conn), from_wire(data))
+    def cmd_send(self, conn, data, node=None):
+        return self.server.send(int(conn), from_wire(data), node=node)
 
     def cmd_send_user(self, user, data):
         return self.server.send_user(user, from_wire(data))

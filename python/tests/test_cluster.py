@@ -8,6 +8,7 @@ test (``cluster.RedisProcess``), inspected with a raw RESP client (PUBSUB intros
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import json
 import time
@@ -400,6 +401,34 @@ def test_send_user_reaches_the_user_on_every_instance(redis_server, make_node):
         for p in alice + [bob]:
             with pytest.raises(asyncio.TimeoutError):
                 await p.frame(0.3)
+
+    run(main())
+
+
+def test_send_to_a_connection_on_another_instance(redis_server, make_node):
+    """send(conn, data, node=...) reaches a connection of another instance, exactly as given."""
+    a = make_node("a", **cfg(redis_server))
+    b = make_node("b", **cfg(redis_server))
+
+    async def main():
+        assert a.node_id and b.node_id and a.node_id != b.node_id
+        target = await Peer.open(b, "target")
+        assert await a.acall("send", conn=target.conn, data="hello from a", node=b.node_id) is True
+        assert await target.frame() == "hello from a"
+        blob = bytes(range(256))
+        assert await a.acall("send", conn=target.conn, data={"$bytes": base64.b64encode(blob).decode()}, node=b.node_id)
+        assert await target.frame() == blob
+        # The node's own id is an ordinary local send.
+        local = await Peer.open(a, "local")
+        assert await a.acall("send", conn=local.conn, data="here", node=a.node_id) is True
+        assert await local.frame() == "here"
+        # An unknown connection over there: handed to Redis, dropped there, nothing breaks.
+        assert await a.acall("send", conn=999_999, data="nobody", node=b.node_id) is True
+        assert await a.acall("send", conn=target.conn, data="still fine", node=b.node_id) is True
+        assert await target.frame() == "still fine"
+        # Only the target's instance subscribes to its own channel, and every instance has one.
+        assert sorted(x for x in redis_server.channels() if ":n:" in x) == sorted(
+            f"wavelane:n:{n.node_id}" for n in (a, b))
 
     run(main())
 
@@ -868,6 +897,8 @@ def test_wait_for_redis_in_process(redis_server, make_redis):
         assert down.wait_for_redis(0.3) is False
         assert alone.wait_for_redis(0.3) is False
         assert len(up.node_id) == 16 and up.node_id != down.node_id
+        with pytest.raises(ValueError, match="node"):
+            alone.send(1, "x", node="some-other-instance")
         # /metrics says the same, in valid Prometheus text.
         parser = pytest.importorskip("prometheus_client.parser")
         for srv, want in ((up, 1.0), (down, 0.0)):

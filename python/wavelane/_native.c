@@ -563,9 +563,9 @@ static PyObject *Engine_publish(EngineObject *self, PyObject *args) {
 }
 
 static PyObject *Engine_send(EngineObject *self, PyObject *args) {
-    PyObject *conn_obj, *data, *key = Py_None;
+    PyObject *conn_obj, *data, *key = Py_None, *node = Py_None;
     int priority = WL_PRIORITY_NORMAL;
-    if (!PyArg_ParseTuple(args, "OO|iO:send", &conn_obj, &data, &priority, &key))
+    if (!PyArg_ParseTuple(args, "OO|iOO:send", &conn_obj, &data, &priority, &key, &node))
         return NULL;
     ENGINE_CHECK(self);
     if (check_priority(priority) < 0)
@@ -573,20 +573,38 @@ static PyObject *Engine_send(EngineObject *self, PyObject *args) {
     uint64_t conn;
     if (get_conn(conn_obj, &conn) < 0)
         return NULL;
-    View vd, vk;
-    int binary;
-    if (view_payload(data, &vd, &binary, "data") < 0)
+    View vd, vk, vn;
+    vn.owner = NULL;
+    vn.ptr = NULL;
+    vn.len = 0;
+    if (node != Py_None && view_str(node, &vn, "node") < 0)
         return NULL;
+    int binary;
+    if (view_payload(data, &vd, &binary, "data") < 0) {
+        view_release(&vn);
+        return NULL;
+    }
     if (view_key(key, &vk) < 0) {
         view_release(&vd);
+        view_release(&vn);
         return NULL;
     }
     char err[ERR_LEN];
     err[0] = '\0';
-    int rc = wl_send(self->srv, conn, vd.ptr, (size_t)vd.len, binary, priority, vk.ptr,
-                     (size_t)vk.len, err, sizeof err);
+    int rc;
+    if (node == Py_None) {
+        rc = wl_send(self->srv, conn, vd.ptr, (size_t)vd.len, binary, priority, vk.ptr, (size_t)vk.len, err,
+                     sizeof err);
+    } else {
+        /* May wait (GIL released) while Redis is behind. */
+        BEGIN_NATIVE(self)
+        rc = wl_send_node(self->srv, vn.ptr, (size_t)vn.len, conn, vd.ptr, (size_t)vd.len, binary, priority, vk.ptr,
+                          (size_t)vk.len, err, sizeof err);
+        END_NATIVE(self)
+    }
     view_release(&vd);
     view_release(&vk);
+    view_release(&vn);
     if (rc < 0)
         return raise_err(PyExc_ValueError, err, "send failed");
     return PyBool_FromLong(rc == 1);

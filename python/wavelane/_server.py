@@ -530,17 +530,31 @@ class Server:
             return self._engine.publish(topic, data.tobytes(), _PAYLOAD_BINARY, p, key)
         return self._engine.publish(topic, _dumps(data, "data"), _PAYLOAD_JSON, p, key)
 
-    def send(self, conn: int, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> bool:
+    def send(
+        self,
+        conn: int,
+        data: Payload,
+        *,
+        priority: str = "normal",
+        key: Optional[str] = None,
+        node: Optional[str] = None,
+    ) -> bool:
         """Send one frame to one connection exactly as given (str: text, bytes: binary).
 
         Returns ``True`` if the frame was queued, ``False`` if the connection is unknown or
         already closed (not an error: clients come and go). ``priority`` and ``key`` as in
         :meth:`publish`.
+
+        With ``redis_url``, ``node`` (a presence member's ``"node"``, another instance's
+        :attr:`node_id`) sends to that instance's connection ``conn`` through Redis; ``True``
+        then means it was handed to Redis.
         """
         if type(data) is memoryview:
             data = data.tobytes()
         p = PRIORITIES["normal"] if priority == "normal" else _priority(priority)
-        return self._engine.send(conn, data, p, key)
+        if node is None:
+            return self._engine.send(conn, data, p, key)
+        return self._engine.send(conn, data, p, key, node)
 
     def send_user(self, user: str, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> int:
         """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many.

@@ -118,6 +118,13 @@ int64_t wl_publish(wl_server *s, const char *topic, size_t topic_len, const char
 int wl_send(wl_server *s, uint64_t conn, const char *data, size_t len, int binary, int priority,
             const char *key, size_t key_len, char *err, size_t err_len);
 
+/* Multi-instance mode: send one frame to connection `conn` of instance `node` (its id, as in
+ * presence members and wl_node); this instance's own id means wl_send. Returns 1 when it was handed
+ * to Redis (or, for this instance, queued), 0 when it could not be (Redis unavailable, or the
+ * connection is unknown here), -1 on bad input or without redis_url, with err filled. */
+int wl_send_node(wl_server *s, const char *node, size_t node_len, uint64_t conn, const char *data, size_t len,
+                 int binary, int priority, const char *key, size_t key_len, char *err, size_t err_len);
+
 /* Send one frame to every connection of `user`. Returns the number of connections it was queued
  * for (0 if the user has none), or -1 on bad input with err filled. */
 int64_t wl_send_user(wl_server *s, const char *user, size_t user_len, const char *data, size_t len,

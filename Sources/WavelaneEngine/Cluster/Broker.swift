@@ -133,6 +133,8 @@ final class Broker: @unchecked Sendable {
     }
 
     func start() {
+        // Messages for this instance's connections from `send` on other instances.
+        self.pubsub.need(channel: self.names.nodeChannel(self.node))
         self.client.start()
         self.pubsub.start()
         self.eventLoop.execute {
@@ -328,6 +330,25 @@ final class Broker: @unchecked Sendable {
         return false
     }
 
+    /// Sends a frame to connection `conn` of instance `node` (another one). True when it was handed
+    /// to Redis (whether the connection still exists there is not known here).
+    func send(node: String, conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Bool {
+        let message = ClusterMessage.unsequenced(kind: binary ? .binary : .text, priority: priority, key: key, payload: payload,
+                                                 allocator: self.allocator, number: conn)
+        let size = message.readableBytes
+        guard self.reserve(size) else {
+            self.undelivered()
+            return false
+        }
+        self.server.stats.add(.redisPublished)
+        self.client.publish(channel: self.names.nodeChannel(node), payload: message).whenComplete { result in
+            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
+            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            if case .failure = result { self.undelivered() }
+        }
+        return true
+    }
+
     /// Sends a message to a user's connections on every instance. While Redis is down: this
     /// instance's connections only (counted as undelivered).
     func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) {
@@ -422,6 +443,13 @@ final class Broker: @unchecked Sendable {
         case .presence(let topic):
             self.server.stats.add(.redisReceived)
             self.server.deliverPresenceEvent(topic: topic, event: payload)
+        case .node(let node):
+            guard node == self.node, let message = try? ClusterMessage.parse(payload) else { return }
+            self.server.stats.add(.redisReceived)
+            _ = message.payload.withUnsafeReadableBytes { bytes in
+                try? self.server.send(conn: message.offset, payload: bytes, binary: message.kind == .binary,
+                                      priority: message.priority, key: message.key)
+            }
         case nil:
             break
         }
