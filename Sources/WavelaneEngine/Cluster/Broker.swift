@@ -291,8 +291,7 @@ final class Broker: @unchecked Sendable {
         ]
         self.server.stats.add(.redisPublished)
         self.client.send(command).whenComplete { result in
-            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
-            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            self.unreserve(size)
             switch result {
             case .success(let reply):
                 if let message = reply.errorMessage {
@@ -319,8 +318,7 @@ final class Broker: @unchecked Sendable {
             let bytes = self.inFlightBytes.wrappingAdd(size, ordering: .relaxed).newValue
             // One oversized publication may still go alone.
             if count <= Self.maxInFlightCount && (bytes <= Self.maxInFlightBytes || bytes == size) { return true }
-            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
-            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
+            self.unreserve(size)
             if self.eventLoop.inEventLoop { return false }  // never wait on the loop that drains the replies
             let now = NIODeadline.now()
             if deadline == nil { deadline = now + Self.backpressureWait }
@@ -328,6 +326,11 @@ final class Broker: @unchecked Sendable {
             usleep(100)
         }
         return false
+    }
+
+    private func unreserve(_ size: Int) {
+        self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+        self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
     }
 
     /// Sends a frame to connection `conn` of instance `node` (another one). True when it was handed
@@ -342,8 +345,7 @@ final class Broker: @unchecked Sendable {
         }
         self.server.stats.add(.redisPublished)
         self.client.publish(channel: self.names.nodeChannel(node), payload: message).whenComplete { result in
-            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
-            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            self.unreserve(size)
             if case .failure = result { self.undelivered() }
         }
         return true
@@ -362,8 +364,7 @@ final class Broker: @unchecked Sendable {
         }
         self.server.stats.add(.redisPublished)
         self.client.publish(channel: self.names.userChannel(user), payload: message).whenComplete { result in
-            self.inFlightBytes.wrappingSubtract(size, ordering: .relaxed)
-            self.inFlightCount.wrappingSubtract(1, ordering: .relaxed)
+            self.unreserve(size)
             if case .failure = result { self.undelivered() }
         }
     }
