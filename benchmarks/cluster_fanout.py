@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import multiprocessing as mp
 import os
@@ -41,6 +40,9 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 from cluster import Node, RedisProcess, RedisUnavailable, topic_channel, wait_until  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from rawsub import RawSub, frame_bytes  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,15 +51,6 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def frame_bytes(topic: str, count: int, size: int) -> int:
-    data = "p" * size
-    total = 0
-    for i in range(1, count + 1):
-        n = len(('{"type":"message","topic":"%s","offset":%d,"data":"%s"}' % (topic, i, data)).encode())
-        total += n + (2 if n < 126 else 4 if n < 65536 else 10)
-    return total
 
 
 # ------------------------------------------------------------------------------ client process
@@ -82,95 +75,6 @@ def client_main(conn, targets, topic, expect, last_offset, timeout):
     conn.send(("result", result))
 
 
-def _masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + body
-
-
-class RawSub(asyncio.Protocol):
-    def __init__(self, port: int, topic: str, expect: int, last_offset: int):
-        loop = asyncio.get_running_loop()
-        self.req = (
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % (port, base64.b64encode(os.urandom(16)).decode())
-        ).encode()
-        self.sub = _masked_text(json.dumps({"type": "subscribe", "topics": [topic], "id": 1}).encode())
-        self.expect = expect
-        self.last_tag = b'"offset":%d,' % last_offset
-        self.subscribed = loop.create_future()
-        self.done = loop.create_future()
-        self.state = 0  # 0 handshake, 1 control frames, 2 counting
-        self.buf = bytearray()
-        self.n = 0
-        self.tail = b""
-        self.t_first = None
-        self.t_done = None
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(self.req)
-
-    def connection_lost(self, exc):
-        for f in (self.subscribed, self.done):
-            if not f.done():
-                f.set_exception(ConnectionError("connection lost"))
-
-    def data_received(self, data):
-        if self.state == 2:
-            if self.t_first is None:
-                self.t_first = time.monotonic()
-            self.n += len(data)
-            self.tail = (self.tail + data)[-512:]
-            if self.n >= self.expect and self.t_done is None:
-                self.t_done = time.monotonic()
-                if not self.done.done():
-                    self.done.set_result(self.n)
-            return
-        self.buf += data
-        if self.state == 0:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0:
-                return
-            if b" 101 " not in bytes(self.buf[: i]).split(b"\r\n", 1)[0]:
-                self.subscribed.set_exception(ConnectionError(bytes(self.buf[:i]).decode(errors="replace")))
-                self.transport.close()
-                return
-            del self.buf[: i + 4]
-            self.state = 1
-        while self.state == 1 and len(self.buf) >= 2:
-            n = self.buf[1] & 0x7F
-            hdr = 2
-            if n == 126:
-                if len(self.buf) < 4:
-                    return
-                n, hdr = int.from_bytes(self.buf[2:4], "big"), 4
-            elif n == 127:
-                if len(self.buf) < 10:
-                    return
-                n, hdr = int.from_bytes(self.buf[2:10], "big"), 10
-            if len(self.buf) < hdr + n:
-                return
-            body = bytes(self.buf[hdr: hdr + n])
-            del self.buf[: hdr + n]
-            if b'"type":"ready"' in body:
-                self.transport.write(self.sub)
-            elif b'"type":"subscribed"' in body:
-                self.state = 2
-                rest = bytes(self.buf)
-                self.buf = bytearray()
-                self.subscribed.set_result(True)
-                if rest:
-                    self.data_received(rest)
-
-    def verified(self) -> bool:
-        return self.n == self.expect and self.last_tag in self.tail
-
-
 async def _client(conn, targets, topic, expect, last_offset, timeout):
     loop = asyncio.get_running_loop()
     subs = []
@@ -178,7 +82,7 @@ async def _client(conn, targets, topic, expect, last_offset, timeout):
 
     async def one(port):
         async with sem:
-            s = RawSub(port, topic, expect, last_offset)
+            s = RawSub("127.0.0.1", port, topic, expect, last_offset)
             await loop.create_connection(lambda: s, "127.0.0.1", port)
             await asyncio.wait_for(s.subscribed, 20)
             subs.append(s)
@@ -188,12 +92,12 @@ async def _client(conn, targets, topic, expect, last_offset, timeout):
     # wait for "go" (the parent publishes right after sending it)
     await loop.run_in_executor(None, conn.recv)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
+    t0 = time.perf_counter()
     try:
         await asyncio.wait_for(asyncio.gather(*(s.done for s in subs), return_exceptions=True), timeout)
     except asyncio.TimeoutError:
         pass
-    t_end = time.monotonic()
+    t_end = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     done = [s.t_done for s in subs if s.t_done is not None]
     firsts = [s.t_first for s in subs if s.t_first is not None]
@@ -238,7 +142,7 @@ def run_scenario(name, nodes, redis, per_node, args, topic):
             pids["redis"] = redis.proc.pid
         cpu0 = {k: proc_cpu(p) for k, p in pids.items()}
         parent.send("go")
-        t_pub0 = time.monotonic()
+        t_pub0 = time.perf_counter()
         pub = nodes[0].call("publish_many", topic=topic, count=args.messages, size=args.size, timeout=args.timeout)
         if not parent.poll(args.timeout + 30):
             raise RuntimeError("client process did not report")

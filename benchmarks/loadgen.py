@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import resource
@@ -26,7 +25,8 @@ import uvloop
 from picows import WSListener, WSMsgType, ws_connect
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
-from common import JWT_SECRET, envelope, payload, raise_nofile  # noqa: E402
+from common import JWT_SECRET, raise_nofile  # noqa: E402
+from rawsub import RawSub, frame_bytes  # noqa: E402
 
 TEXT = WSMsgType.TEXT
 
@@ -125,110 +125,6 @@ async def connect(url: str, tok: str, timeout: float = 10.0, **kw) -> Client:
     return client
 
 
-# ------------------------------------------------------------------ raw fan-out receiver
-
-class RawSub(asyncio.Protocol):
-    def __init__(self, host, port, tok, topic, expect_bytes, last_offset):
-        loop = asyncio.get_running_loop()
-        self.req = (
-            "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n"
-            % (host, port, base64.b64encode(os.urandom(16)).decode(), tok)
-        ).encode()
-        self.topic = topic
-        self.expect = expect_bytes
-        self.last_tag = b'"offset":%d,' % last_offset
-        self.subscribed = loop.create_future()
-        self.done = loop.create_future()
-        self.state = 0
-        self.buf = bytearray()
-        self.n = 0
-        self.tail = b""
-        self.t_done = None
-        self.got_ready = False
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(self.req)
-
-    def connection_lost(self, exc):
-        for f in (self.subscribed, self.done):
-            if not f.done():
-                f.set_exception(ConnectionError("connection lost"))
-
-    def _frame(self, text: bytes) -> bytes:
-        mask = os.urandom(4)
-        n = len(text)
-        hdr = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-        m = (mask * (n // 4 + 1))[:n]
-        body = (int.from_bytes(text, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
-        return hdr + mask + body
-
-    def data_received(self, data):
-        if self.state == 2:
-            self.n += len(data)
-            self.tail = (self.tail + data)[-256:]
-            if self.n >= self.expect and self.t_done is None:
-                self.t_done = time.perf_counter()
-                if not self.done.done():
-                    self.done.set_result(self.n)
-            return
-        self.buf += data
-        if self.state == 0:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0:
-                return
-            status = bytes(self.buf[:i].split(b"\r\n", 1)[0])
-            if b" 101 " not in status:
-                self.subscribed.set_exception(ConnectionError(status.decode(errors="replace")))
-                self.transport.close()
-                return
-            del self.buf[: i + 4]
-            self.state = 1
-        while self.state == 1 and len(self.buf) >= 2:
-            b1 = self.buf[1] & 0x7F
-            hdr = 2
-            if b1 == 126:
-                if len(self.buf) < 4:
-                    return
-                b1, hdr = int.from_bytes(self.buf[2:4], "big"), 4
-            elif b1 == 127:
-                if len(self.buf) < 10:
-                    return
-                b1, hdr = int.from_bytes(self.buf[2:10], "big"), 10
-            if len(self.buf) < hdr + b1:
-                return
-            opcode = self.buf[0] & 0x0F
-            body = bytes(self.buf[hdr: hdr + b1])
-            del self.buf[: hdr + b1]
-            if opcode != 1:
-                continue
-            if not self.got_ready:
-                self.got_ready = True
-                sub = json.dumps({"type": "subscribe", "topics": [self.topic], "id": 1}).encode()
-                self.transport.write(self._frame(sub))
-            elif b'"subscribed"' in body:
-                self.state = 2
-                rest = bytes(self.buf)
-                self.buf = bytearray()
-                self.subscribed.set_result(True)
-                if rest:
-                    self.data_received(rest)
-
-    def verified(self) -> bool:
-        return self.n == self.expect and self.last_tag in self.tail
-
-
-def frame_bytes(topic: str, count: int, size: int) -> int:
-    pl = payload(size)
-    total = 0
-    for i in range(1, count + 1):
-        n = len(envelope(topic, i, pl).encode())
-        total += n + (2 if n < 126 else 4 if n < 65536 else 10)
-    return total
-
-
 async def fanout(a) -> dict:
     loop = asyncio.get_running_loop()
     url = "ws://%s:%d/ws" % (a.host, a.port)
@@ -237,7 +133,7 @@ async def fanout(a) -> dict:
     subs = []
 
     async def one(i):
-        s = RawSub(a.host, a.port, tok, a.topic, expect, a.count)
+        s = RawSub(a.host, a.port, a.topic, expect, a.count, path="/ws", token=tok)
         await loop.create_connection(lambda: s, a.host, a.port, local_addr=(src_ip(i), 0))
         await asyncio.wait_for(s.subscribed, 20)
         subs.append(s)
