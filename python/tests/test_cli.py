@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 
+import pytest
 import wavelane
 from wavelane.__main__ import handle_demo_events, main, make_demo_server
 from conftest import Collector, http_get, open_client, recv, recv_json, request, run
@@ -18,81 +19,76 @@ from conftest import Collector, http_get, open_client, recv, recv_json, request,
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(wavelane.__file__)))
 
 
-def test_demo_page_served_at_root():
-    srv = make_demo_server(port=0)
-    srv.start()
-    try:
-        status, headers, body = http_get(srv.port, "/")
-        assert status == 200
-        assert headers["content-type"].startswith("text/html")
-        assert b"<html" in body and b"WebSocket" in body
-    finally:
-        srv.stop()
-
-
-def test_demo_relays_chat_to_room():
+@pytest.fixture
+def demo():
+    """A started demo server whose events go through the demo's own handler, as in `run_demo`."""
     srv = make_demo_server(port=0)
     srv.start()
     nicks = {}
     events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], nicks))
     try:
-
-        async def main_():
-            ann, _ = await open_client(srv, "/ws")
-            bob, _ = await open_client(srv, "/ws")
-            for ws in (ann, bob):
-                reply = await request(ws, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
-                assert reply["type"] == "subscribed"
-            await ann.send(json.dumps({"type": "chat", "room": "lobby", "nick": "ann", "text": "hi"}))
-            for ws in (ann, bob):
-                msg = await recv_json(ws)
-                assert msg["topic"] == "room:lobby"
-                assert msg["data"]["nick"] == "ann" and msg["data"]["text"] == "hi"
-            await ann.close()
-            await bob.close()
-
-        run(main_())
+        yield srv
     finally:
         events.close()
         srv.stop()
 
 
-def test_demo_rooms_show_who_is_here_and_recover_after_a_reconnect():
-    srv = make_demo_server(port=0)
-    srv.start()
-    nicks = {}
-    events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], nicks))
-    try:
+def test_demo_page_served_at_root(demo):
+    status, headers, body = http_get(demo.port, "/")
+    assert status == 200
+    assert headers["content-type"].startswith("text/html")
+    assert b"<html" in body and b"WebSocket" in body
 
-        async def main_():
-            ann, ready = await open_client(srv, "/ws")
-            await ann.send(json.dumps({"type": "hello", "nick": "ann"}))
-            reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 1, "presence": True})
-            position = reply["positions"]["room:lobby"]
-            for _ in range(50):  # the hello goes through Python: wait for its info to show
-                members = srv.presence("room:lobby")
-                if members and members[0]["info"] == {"nick": "ann"}:
-                    break
-                await asyncio.sleep(0.02)
-            assert members == [{"user": None, "conn": ready["conn"], "node": srv.node_id, "info": {"nick": "ann"}}]
-            await ann.close()
-            bob, _ = await open_client(srv, "/ws")
-            await request(bob, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
-            for text in ("one", "two"):
-                await bob.send(json.dumps({"type": "chat", "room": "lobby", "nick": "bob", "text": text}))
-            assert [(await recv_json(bob))["data"]["text"] for _ in range(2)] == ["one", "two"]
-            ann, _ = await open_client(srv, "/ws")
-            reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 2,
-                                        "recover": {"room:lobby": position}})
-            assert reply["recovered"] == {"room:lobby": True}
-            assert [(await recv_json(ann))["data"]["text"] for _ in range(2)] == ["one", "two"]
-            await ann.close()
-            await bob.close()
 
-        run(main_())
-    finally:
-        events.close()
-        srv.stop()
+def test_demo_relays_chat_to_room(demo):
+    srv = demo
+
+    async def main_():
+        ann, _ = await open_client(srv, "/ws")
+        bob, _ = await open_client(srv, "/ws")
+        for ws in (ann, bob):
+            reply = await request(ws, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
+            assert reply["type"] == "subscribed"
+        await ann.send(json.dumps({"type": "chat", "room": "lobby", "nick": "ann", "text": "hi"}))
+        for ws in (ann, bob):
+            msg = await recv_json(ws)
+            assert msg["topic"] == "room:lobby"
+            assert msg["data"]["nick"] == "ann" and msg["data"]["text"] == "hi"
+        await ann.close()
+        await bob.close()
+
+    run(main_())
+
+
+def test_demo_rooms_show_who_is_here_and_recover_after_a_reconnect(demo):
+    srv = demo
+
+    async def main_():
+        ann, ready = await open_client(srv, "/ws")
+        await ann.send(json.dumps({"type": "hello", "nick": "ann"}))
+        reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 1, "presence": True})
+        position = reply["positions"]["room:lobby"]
+        for _ in range(50):  # the hello goes through Python: wait for its info to show
+            members = srv.presence("room:lobby")
+            if members and members[0]["info"] == {"nick": "ann"}:
+                break
+            await asyncio.sleep(0.02)
+        assert members == [{"user": None, "conn": ready["conn"], "node": srv.node_id, "info": {"nick": "ann"}}]
+        await ann.close()
+        bob, _ = await open_client(srv, "/ws")
+        await request(bob, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
+        for text in ("one", "two"):
+            await bob.send(json.dumps({"type": "chat", "room": "lobby", "nick": "bob", "text": text}))
+        assert [(await recv_json(bob))["data"]["text"] for _ in range(2)] == ["one", "two"]
+        ann, _ = await open_client(srv, "/ws")
+        reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 2,
+                                    "recover": {"room:lobby": position}})
+        assert reply["recovered"] == {"room:lobby": True}
+        assert [(await recv_json(ann))["data"]["text"] for _ in range(2)] == ["one", "two"]
+        await ann.close()
+        await bob.close()
+
+    run(main_())
 
 
 def _spawn(*args):

@@ -105,14 +105,14 @@ class Peer:
         assert reply.get("type") == "subscribed" and reply.get("topics") == topics, reply
         return reply
 
-    async def messages(self, n: int, timeout: float = 10.0) -> List[Dict[str, Any]]:
-        """The next ``n`` topic messages (within ``timeout`` s overall)."""
+    async def _collect(self, enough: Callable[[List[Dict[str, Any]]], bool], timeout: float, what: str) -> List[Dict[str, Any]]:
+        """Topic messages until ``enough(messages)``; other frames go to ``others``."""
         deadline = time.monotonic() + timeout
         out: List[Dict[str, Any]] = []
-        while len(out) < n:
+        while not enough(out):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"{self.name}: only {len(out)}/{n} messages within {timeout}s; last {out[-3:]}")
+                raise AssertionError(f"{self.name}: {what} within {timeout}s; got {len(out)}, last {out[-3:]}")
             try:
                 f = await self.frame(left)
             except asyncio.TimeoutError:
@@ -123,24 +123,13 @@ class Peer:
                 self.others.append(f)
         return out
 
+    async def messages(self, n: int, timeout: float = 10.0) -> List[Dict[str, Any]]:
+        """The next ``n`` topic messages (within ``timeout`` s overall)."""
+        return await self._collect(lambda out: len(out) >= n, timeout, f"fewer than {n} messages")
+
     async def until(self, pred: Callable[[Dict[str, Any]], bool], timeout: float = 10.0) -> List[Dict[str, Any]]:
         """Messages up to and including the first one matching ``pred``."""
-        deadline = time.monotonic() + timeout
-        out: List[Dict[str, Any]] = []
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self.name}: no matching message within {timeout}s; {len(out)} others, last {out[-3:]}")
-            try:
-                f = await self.frame(left)
-            except asyncio.TimeoutError:
-                continue
-            if isinstance(f, dict) and f.get("type") == "message":
-                out.append(f)
-                if pred(f):
-                    return out
-            else:
-                self.others.append(f)
+        return await self._collect(lambda out: bool(out) and pred(out[-1]), timeout, "no matching message")
 
     async def frames_of(self, ftype: str, pred: Callable[[Dict[str, Any]], bool], timeout: float = 5.0) -> Dict[str, Any]:
         """The next frame of type ``ftype`` matching ``pred`` (other frames are kept in ``others``)."""
