@@ -163,40 +163,37 @@ public enum ServerMessage {
     public static func subscribed(topics: [String], id: JSONValue?, outcome: SubscribeOutcome) -> [UInt8] {
         var out = Self.ack("subscribed", topics: topics, id: id)
         out.removeLast()  // "}"
-        if !outcome.positions.isEmpty {
-            out.append(contentsOf: #","positions":{"#.utf8)
-            for (i, entry) in outcome.positions.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONWriter.appendString(entry.topic, to: &out)
-                out.append(contentsOf: #":{"epoch":"#.utf8)
-                JSONWriter.appendString(entry.position.epoch, to: &out)
-                out.append(contentsOf: #","offset":"#.utf8)
-                out.append(contentsOf: String(entry.position.offset).utf8)
-                out.append(UInt8(ascii: "}"))
-            }
+        appendTopicMap("positions", outcome.positions.map { ($0.topic, $0.position) }, to: &out) { position, out in
+            out.append(contentsOf: #"{"epoch":"#.utf8)
+            JSONWriter.appendString(position.epoch, to: &out)
+            out.append(contentsOf: #","offset":"#.utf8)
+            out.append(contentsOf: String(position.offset).utf8)
             out.append(UInt8(ascii: "}"))
         }
-        if !outcome.recovered.isEmpty {
-            out.append(contentsOf: #","recovered":{"#.utf8)
-            for (i, entry) in outcome.recovered.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONWriter.appendString(entry.topic, to: &out)
-                out.append(contentsOf: (entry.ok ? ":true" : ":false").utf8)
-            }
-            out.append(UInt8(ascii: "}"))
+        appendTopicMap("recovered", outcome.recovered.map { ($0.topic, $0.ok) }, to: &out) { ok, out in
+            out.append(contentsOf: (ok ? "true" : "false").utf8)
         }
-        if !outcome.errors.isEmpty {
-            out.append(contentsOf: #","recovery_errors":{"#.utf8)
-            for (i, entry) in outcome.errors.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONWriter.appendString(entry.topic, to: &out)
-                out.append(UInt8(ascii: ":"))
-                JSONWriter.appendString(entry.reason, to: &out)
-            }
-            out.append(UInt8(ascii: "}"))
+        appendTopicMap("recovery_errors", outcome.errors.map { ($0.topic, $0.reason) }, to: &out) { reason, out in
+            JSONWriter.appendString(reason, to: &out)
         }
         out.append(UInt8(ascii: "}"))
         return out
+    }
+
+    /// `,"name":{topic:value,...}` for per-topic entries; nothing when there are none.
+    private static func appendTopicMap<Value>(_ name: String, _ entries: [(String, Value)], to out: inout [UInt8],
+                                              value: (Value, inout [UInt8]) -> Void) {
+        guard !entries.isEmpty else { return }
+        out.append(UInt8(ascii: ","))
+        JSONWriter.appendString(name, to: &out)
+        out.append(contentsOf: ":{".utf8)
+        for (i, (topic, v)) in entries.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONWriter.appendString(topic, to: &out)
+            out.append(UInt8(ascii: ":"))
+            value(v, &out)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 
     /// `{"type":"presence","topic":..,"members":[..],"id":..}`; members are JSON objects.
