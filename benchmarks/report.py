@@ -19,9 +19,11 @@ IMG = os.path.join(REPO, "docs", "img")
 MICRO = os.path.join(HERE, "results", "micro.txt")
 NOTES = os.path.join(HERE, "results", "notes.md")  # hand-written analysis (profiles), optional
 
-NAMES = {"wavelane": "Wavelane", "wse": "wse-server 2.5.1", "picows": "picows (Python app)",
+NAMES = {"wavelane": "Wavelane", "wse": "wse-server 2.5.1", "socketify": "socketify 0.0.31 (uWS core)",
+         "picows": "picows (Python app)",
          "websockets": "websockets (Python app)"}
-COLORS = {"wavelane": "#1f77b4", "wse": "#d62728", "picows": "#2ca02c", "websockets": "#9467bd"}
+COLORS = {"wavelane": "#1f77b4", "wse": "#d62728", "socketify": "#ff7f0e", "picows": "#2ca02c",
+          "websockets": "#9467bd"}
 
 
 def summ(res, sc, eng, key):
@@ -189,8 +191,9 @@ def main() -> int:
     w("| Wavelane | %s (engine %s), git %s, `%s` |" % (v.get("wavelane"), v.get("wavelane_engine"),
                                                       m.get("git"), os.path.relpath(str(m.get("wavelane_lib")), REPO)
                                                       if m.get("wavelane_lib") else "?"))
-    w("| peers | wse-server %s, picows %s, websockets %s, uvloop %s, PyJWT %s |" % (
-        v.get("wse-server"), v.get("picows"), v.get("websockets"), v.get("uvloop"), v.get("PyJWT")))
+    w("| peers | wse-server %s, socketify %s, picows %s, websockets %s, uvloop %s, PyJWT %s |" % (
+        v.get("wse-server"), v.get("socketify"), v.get("picows"), v.get("websockets"), v.get("uvloop"),
+        v.get("PyJWT")))
     w("| Swift | %s |" % m.get("swift"))
     w("")
     if res.get("errors"):
@@ -203,6 +206,8 @@ def main() -> int:
         w("## The bar (Wavelane against wse-server, same run)\n")
         w("| target | Wavelane | wse-server | ratio / value | bar | met? |\n|---|---:|---:|---:|---:|:---:|")
         for key, r in rat.items():
+            if key.startswith("cpu_per_"):
+                continue
             absolute = key in ("idle_rss_kb", "fds_per_conn")
             nd = 2 if key == "fds_per_conn" else (1 if absolute else 0)
             w("| %s | %s | %s | %s | %s %s | %s |" % (
@@ -210,6 +215,18 @@ def main() -> int:
                 fmt(r["ratio"], 2) + ("" if absolute else "×"), r["op"], r["bar"],
                 {True: "yes", False: "**no**", None: "–"}[r["pass"]]))
         w("")
+        cpu_rows = [(k, r) for k, r in rat.items() if k.startswith("cpu_per_")]
+        if cpu_rows:
+            w("## Server CPU per unit of work (µs; lower is better)%s\n" % (
+                " — pinned: server on core(s) %s, load generator on %s" % (
+                    res["pinned"]["server"], res["pinned"]["loadgen"]) if res.get("pinned") else ""))
+            w("| unit | Wavelane | wse-server | socketify | Wavelane / wse-server | Wavelane / socketify |\n"
+              "|---|---:|---:|---:|---:|---:|")
+            for key, r in cpu_rows:
+                w("| %s | %s | %s | %s | %s | %s |" % (
+                    key.replace("cpu_per_", ""), fmt(r["wavelane"], 2), fmt(r.get("wse"), 2),
+                    fmt(r.get("socketify"), 2), fmt(r.get("ratio_wse"), 2), fmt(r.get("ratio_socketify"), 2)))
+            w("")
 
     for path in extras:  # other runs (e.g. --full for Wavelane and wse-server only): the bar
         ex = json.load(open(path))
@@ -227,6 +244,8 @@ def main() -> int:
                 "idle_rss_kb": ("idle", "rss_kb_per_conn", 1), "fds_per_conn": ("idle", "fds_per_conn", 2)}
         w("| target | Wavelane | wse-server | ratio / value | bar | met? |\n|---|---:|---:|---:|---:|:---:|")
         for key, r in exr.items():
+            if key not in keys:
+                continue
             sc, mk, nd = keys[key]
             absolute = key in ("idle_rss_kb", "fds_per_conn")
             w("| %s | %s | %s | %s | %s %s | %s |" % (

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Wavelane benchmarks against wse-server, picows and websockets — one command.
+"""Wavelane benchmarks against wse-server, socketify, picows and websockets — one command.
 
     python benchmarks/run.py --smoke    # <= 60 s, Wavelane only, tiny; exits 1 if the harness
                                         # breaks or any delivery is lost (CI runs this)
     python benchmarks/run.py --quick    # ~2-3 min, every engine, 1 repetition
     python benchmarks/run.py --full     # the issue's parameters, 3 repetitions (~15-25 min)
 
-Options: --engines wavelane,wse,picows,websockets  --reps N  --scenarios fanout,inbound,...
+Options: --engines wavelane,wse,socketify,picows,websockets  --reps N  --scenarios fanout,inbound,...
+         --pin (server process on core 0 only, load generator on core 1: every engine is measured
+         on exactly one core and the load generator never competes with it)
          --build (swift build the engine first)  --no-report  --cache DIR
          --wavelane-path DIR (an importable wavelane package to use instead of the repo's)
 
@@ -47,6 +49,7 @@ REQUIREMENTS = [
     "wse-server==2.5.1",
     "picows==2.3.1",
     "websockets==17.4",
+    "socketify==0.0.31",  # needs Debian's libuv1 at run time
     "uvloop==0.23.0",
     "PyJWT==2.15.1",
     "orjson==3.13.0",
@@ -54,7 +57,7 @@ REQUIREMENTS = [
 ]
 # what --smoke (Wavelane only, no plots) needs
 SMOKE_REQUIREMENTS = [r for r in REQUIREMENTS if r.split("==")[0] in ("picows", "uvloop", "PyJWT", "orjson")]
-ENGINES = ["wavelane", "wse", "picows", "websockets"]
+ENGINES = ["wavelane", "wse", "socketify", "picows", "websockets"]
 SCENARIOS = ["fanout", "inbound", "rtt", "handshakes", "idle"]
 
 PARAMS = {
@@ -218,7 +221,7 @@ def machine_info(py: str, env: dict) -> dict:
     versions = sh([py, "-c", (
         "import json, importlib.metadata as m, sys\n"
         "out = {'python': sys.version.split()[0]}\n"
-        "for p in ['wse-server','picows','websockets','uvloop','PyJWT','orjson','matplotlib']:\n"
+        "for p in ['wse-server','socketify','picows','websockets','uvloop','PyJWT','orjson','matplotlib']:\n"
         "    try: out[p] = m.version(p)\n"
         "    except Exception: out[p] = None\n"
         "try:\n"
@@ -259,6 +262,16 @@ def _reader(stream, q):
 CLK = os.sysconf("SC_CLK_TCK")
 
 
+# --pin: the server on SERVER_CORES, the load generator on LOADGEN_CORES (set in main()).
+PIN = {"server": None, "loadgen": None}
+
+
+def _affinity(cores):
+    if cores is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
 class Server:
     def __init__(self, engine: str, py: str, env: dict, logdir: str):
         self.engine = engine
@@ -266,7 +279,8 @@ class Server:
         self.log = open(os.path.join(logdir, "server-%s.log" % engine), "a")
         self.proc = subprocess.Popen([py, os.path.join(SERVERS, "server_%s.py" % engine),
                                       "--port", str(self.port)], cwd=SERVERS, env=env,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     preexec_fn=_affinity(PIN["server"]))
         self.q: queue.Queue = queue.Queue()
         threading.Thread(target=_reader, args=(self.proc.stdout, self.q), daemon=True).start()
         deadline = time.monotonic() + 30
@@ -321,7 +335,7 @@ def loadgen(py: str, env: dict, server: Server, args: list, timeout: float,
     cmd = [py, os.path.join(HERE, "loadgen.py"), *map(str, args), "--port", str(server.port),
            "--timeout", str(timeout)]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env, cwd=HERE)
+                         text=True, env=env, cwd=HERE, preexec_fn=_affinity(PIN["loadgen"]))
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(p.stdout, q), daemon=True).start()
     errq: queue.Queue = queue.Queue()
@@ -390,6 +404,7 @@ def sc_inbound(ctx, srv, rep):
     if s0 and s1:
         r["server_cpu"] = s1["cpu"] - s0["cpu"]
         r["server_cpu_util"] = r["server_cpu"] / max(1e-9, s1["t"] - s0["t"])
+        r["cpu_us_per_event"] = r["server_cpu"] / max(1, r.get("expected") or 1) * 1e6
     if srv.engine in ("wavelane", "wse"):  # engines with a queue: drain-only speed
         d, _, _ = loadgen(ctx["py"], ctx["env"], srv, args + ["--drain-test"], ctx["timeout"])
         r["drain_only"] = d.get("drain")
@@ -412,6 +427,7 @@ def sc_handshakes(ctx, srv, rep):
     if s0 and s1:
         r["server_cpu"] = s1["cpu"] - s0["cpu"]
         r["server_cpu_util"] = r["server_cpu"] / max(1e-9, s1["t"] - s0["t"])
+        r["cpu_us_per_handshake"] = r["server_cpu"] / max(1, P["hs_count"] - (r.get("errors") or 0)) * 1e6
     return r
 
 
@@ -446,9 +462,11 @@ RUNNERS = {"fanout": sc_fanout, "inbound": sc_inbound, "rtt": sc_rtt, "handshake
 METRICS = {
     "fanout": ["rate", "cpu_us_per_delivery", "fds_per_conn", "server_cpu_util", "client_cpu_util",
                "lost", "secs"],
-    "inbound": ["rate", "send_rate", "server_rate", "drain_rate", "server_cpu_util", "client_cpu_util", "lost"],
+    "inbound": ["rate", "send_rate", "server_rate", "drain_rate", "cpu_us_per_event", "server_cpu_util",
+                "client_cpu_util", "lost"],
     "rtt": ["p50_us", "p99_us", "max_us", "client_cpu_util"],
-    "handshakes": ["rate", "p50_us", "p99_us", "errors", "server_cpu_util", "client_cpu_util"],
+    "handshakes": ["rate", "p50_us", "p99_us", "errors", "cpu_us_per_handshake", "server_cpu_util",
+                   "client_cpu_util"],
     "idle": ["rss_kb_per_conn", "fds_per_conn", "failed"],
 }
 
@@ -492,6 +510,18 @@ def ratios(results) -> dict:
     rel("handshakes", "handshakes", "rate")
     absolute("idle_rss_kb", "idle", "rss_kb_per_conn")
     absolute("fds_per_conn", "idle", "fds_per_conn")
+    # server CPU per unit of work (issue #12's bar is set on these, pinned): Wavelane's median over
+    # each peer's median in the same run; < 1 means Wavelane spends less CPU for the same work.
+    for name, sc, key in (("cpu_per_delivery", "fanout", "cpu_us_per_delivery"),
+                          ("cpu_per_event", "inbound", "cpu_us_per_event"),
+                          ("cpu_per_handshake", "handshakes", "cpu_us_per_handshake")):
+        a = med(results, sc, "wavelane", key)
+        row = {"what": "server CPU us (%s), Wavelane / peer" % key, "wavelane": a}
+        for peer in ("wse", "socketify"):
+            b = med(results, sc, peer, key)
+            row[peer] = b
+            row["ratio_" + peer] = (a / b) if (a is not None and b) else None
+        out[name] = row
     return out
 
 
@@ -506,6 +536,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--build", action="store_true", help="swift build the engine first")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--pin", action="store_true",
+                    help="server on one core, load generator on another (needs >= 2 cores)")
     ap.add_argument("--wavelane-path", default=os.environ.get("WAVELANE_BENCH_PYTHONPATH"),
                     help="directory holding an importable wavelane package to use instead of the "
                          "repository's (e.g. a copy of an older build, for A/B comparisons)")
@@ -524,6 +556,16 @@ def main() -> int:
     for s in scenarios:
         if s not in SCENARIOS:
             ap.error("unknown scenario %r" % s)
+
+    if a.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            ap.error("--pin needs at least 2 usable cores")
+        PIN["server"], PIN["loadgen"] = {cores[0]}, set(cores[1:])
+
+    if "socketify" in engines and not glob.glob("/usr/lib/*/libuv.so.1") + glob.glob("/usr/lib/libuv.so.1"):
+        ap.error("socketify needs libuv at run time: apt-get install libuv1 (or leave socketify out "
+                 "with --engines)")
 
     t_start = time.time()
     os.makedirs(a.cache, exist_ok=True)
@@ -555,7 +597,8 @@ def main() -> int:
     results = {"mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
                "command": "python benchmarks/run.py --%s" % mode + (
                    " --engines %s" % a.engines if a.engines else "") + (
-                   " --reps %d" % a.reps if a.reps else ""),
+                   " --reps %d" % a.reps if a.reps else "") + (" --pin" if a.pin else ""),
+               "pinned": {"server": sorted(PIN["server"]), "loadgen": sorted(PIN["loadgen"])} if a.pin else None,
                "params": params, "engines": engines, "machine": meta, "scenarios": {},
                "errors": []}
     log("mode=%s engines=%s scenarios=%s reps=%d logs=%s" % (mode, ",".join(engines),
