@@ -21,6 +21,15 @@ from .errors import ConfigError, StartError, WavelaneError
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    # wavelane.Client needs the optional `websockets` package: imported on first use only.
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module 'wavelane' has no attribute {name!r}")
+
+
 def engine_version() -> str:
     """Version string of the loaded native engine (``libwavelane.so``)."""
     from . import _native
@@ -30,6 +39,7 @@ def engine_version() -> str:
 
 __all__ = [
     "Server",
+    "Client",
     "Event",
     "CONFIG_DEFAULTS",
     "PRIORITIES",

@@ -303,6 +303,10 @@ def _stop_all_at_exit() -> None:
             pass
 
 
+# The close codes an application may send (the engine's CloseCode.isValidForApplication).
+_APP_CLOSE_CODES = frozenset((1000, 1001, 1003, 1007, 1008, 1009, 1011, 1012, 1013))
+
+
 class Server:
     """A Wavelane WebSocket server.
 
@@ -643,15 +647,17 @@ class Server:
         )
 
     def close(self, conn: int, code: int = 1000, reason: str = "") -> bool:
-        """Close one connection (code 1000, 1001, 1008, 1011 or 3000-4999).
+        """Close one connection with ``code``: 1000, 1001, 1003, 1007, 1008, 1009, 1011, 1012
+        (service restart: clients reconnect at once), 1013 (try again later) or 3000-4999.
 
         Returns ``False`` if the connection is unknown or already closed; raises ``ValueError``
         on a bad code.
         """
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError(f"code must be an int, not {type(code).__name__}")
-        if code not in (1000, 1001, 1008, 1011) and not 3000 <= code <= 4999:
-            raise ValueError(f"code must be 1000, 1001, 1008, 1011 or 3000-4999, got {code}")
+        if code not in _APP_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(
+                f"code must be 1000, 1001, 1003, 1007-1009, 1011-1013 or 3000-4999, got {code}")
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
         if len(reason.encode("utf-8")) > 123:
