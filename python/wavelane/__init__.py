@@ -39,7 +39,6 @@ def engine_version() -> str:
 
 __all__ = [
     "Server",
-    "Client",
     "Event",
     "CONFIG_DEFAULTS",
     "PRIORITIES",
