@@ -303,6 +303,12 @@ def _stop_all_at_exit() -> None:
             pass
 
 
+def _client_js() -> bytes:
+    from importlib import resources
+
+    return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined]
+
+
 # The close codes an application may send (the engine's CloseCode.isValidForApplication).
 _APP_CLOSE_CODES = frozenset((1000, 1001, 1003, 1007, 1008, 1009, 1011, 1012, 1013))
 
@@ -345,6 +351,7 @@ class Server:
         jwt_audience: Optional[str] = None,
         threads: Optional[int] = None,
         parse_json: bool = False,
+        client_js: bool = True,
         **config: Any,
     ) -> None:
         cfg: Dict[str, Any] = {"host": host, "port": port}
@@ -362,6 +369,8 @@ class Server:
         cfg.update(config)
         if not isinstance(parse_json, bool):
             raise TypeError(f"parse_json must be a bool, not {type(parse_json).__name__}")
+        if not isinstance(client_js, bool):
+            raise TypeError(f"client_js must be a bool, not {type(client_js).__name__}")
         _check_config(cfg)
         try:
             self._engine = _native.Engine(json.dumps(cfg))
@@ -369,6 +378,8 @@ class Server:
             raise _config_error(str(exc)) from None
         self._config = cfg
         self._parse_json = parse_json
+        if client_js:  # the browser client, a public static file (docs/clients.md)
+            self._engine.add_route("/wavelane.js", "text/javascript; charset=utf-8", _client_js())
         self._running = False
         self._lock = threading.Lock()
 

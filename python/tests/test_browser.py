@@ -1,0 +1,146 @@
+"""wavelane.js in a real headless browser (Debian's chromium driven by playwright, no browser
+download): the page subscribes and receives; Python closes its connection with 1012 and publishes
+20 messages meanwhile, and the page has every one of them once, in order; messages the page
+sends reach Python; a 4003 close ends the client.
+
+Needs ``chromium`` (apt) and ``playwright`` (pip). ``.ci/run`` installs both and sets
+``WAVELANE_REQUIRE_BROWSER=1``, which turns a missing browser into a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import jwt
+import pytest
+
+SECRET = "browser-tests-secret-that-is-long-enough"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _need_browser():
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        sync_playwright = None
+    if CHROMIUM is None or sync_playwright is None:
+        msg = "needs Debian's chromium and PyPI's playwright"
+        if os.environ.get("WAVELANE_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>wavelane.js test</title>
+<script type="module">
+import { Wavelane } from "/wavelane.js";
+const params = new URLSearchParams(location.search);
+window.got = []; window.states = []; window.resyncs = []; window.closes = [];
+const client = new Wavelane("ws://" + location.host + "/ws", { token: params.get("t"), minBackoff: 100 });
+window.client = client;
+client.on("state", (s) => window.states.push(s));
+client.on("resync", (t) => window.resyncs.push(t));
+client.on("disconnect", (d) => window.closes.push(d.code));
+const sub = client.subscribe("room:1", (data, meta) => window.got.push([meta.offset, data]));
+sub.ready.then(() => { window.subscribed = true; });
+</script>"""
+
+
+def _start(**config):
+    import wavelane
+
+    from conftest import Collector
+
+    server = wavelane.Server(port=0, threads=2, jwt_secret=SECRET, ws_path="/ws", **config)
+    server.add_route("/page.html", PAGE)
+    server.start()
+    return server, Collector(server)
+
+
+def _wait(page, expr: str, timeout: float = 10.0):
+    page.wait_for_function(expr, timeout=timeout * 1000)
+    return page.evaluate(expr)
+
+
+@pytest.fixture
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def served():
+    made = []
+
+    def factory(**config):
+        s, c = _start(**config)
+        made.append((s, c))
+        return s, c
+
+    yield factory
+    for s, c in made:
+        c.close()
+        s.stop(1.0)
+
+
+def _open(browser, server, user="alice"):
+    token = jwt.encode({"sub": user}, SECRET, algorithm="HS256")
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{server.port}/page.html?t={token}")
+    _wait(page, "window.subscribed === true")
+    return page, errors
+
+
+def test_page_reconnects_after_1012_and_has_every_publication_once_in_order(browser, served):
+    server, events = served(history_size=100)
+    page, errors = _open(browser, server)
+    for i in range(3):
+        server.publish("room:1", {"i": i})
+    _wait(page, "window.got.length >= 3")
+    conn = events.wait_kind("connect")[1]
+    server.close(conn, 1012, "restart")
+    for i in range(3, 23):
+        server.publish("room:1", {"i": i})
+    _wait(page, "window.got.length >= 23")
+    time.sleep(0.3)  # anything duplicated would arrive now
+    got = page.evaluate("window.got")
+    assert [o for o, _ in got] == list(range(1, 24))
+    assert [d["i"] for _, d in got] == list(range(23))
+    assert page.evaluate("window.client.reconnects") == 1
+    assert page.evaluate("window.closes") == [1012]
+    assert page.evaluate("window.resyncs") == []
+    assert len(events.of("connect")) == 2
+    assert errors == []
+
+
+def test_page_sends_reach_python_and_server_sends_reach_the_page(browser, served):
+    server, events = served()
+    page, errors = _open(browser, server)
+    page.evaluate("window.client.send({hello: 'from the page'}); window.client.send('plain')")
+    msgs = events.wait_count(lambda e: e[0] == "message", 2)
+    assert [m[2] for m in msgs] == ['{"hello":"from the page"}', "plain"]
+    page.evaluate("window.direct = []; window.client.on('message', (m) => window.direct.push(m))")
+    server.send(msgs[0][1], "hi page")
+    assert _wait(page, "window.direct.length && window.direct[0]") == "hi page"
+    assert errors == []
+
+
+def test_page_client_stops_after_4003(browser, served):
+    server, events = served()
+    page, errors = _open(browser, server)
+    conn = events.wait_kind("connect")[1]
+    server.close(conn, 4003, "revoked")
+    assert _wait(page, "window.client.state === 'closed' && window.states.join(',')").endswith("closed")
+    time.sleep(0.5)
+    assert len(events.of("connect")) == 1  # it did not come back
+    assert errors == []
