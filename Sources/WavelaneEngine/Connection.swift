@@ -318,6 +318,18 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.unsubscribe(topics, ack: .some(id))
         case .presence(let topic, let id):
             self.answerPresence(topic: topic, id: id)
+        case .rpc(let method, let params, let id):
+            var body: [UInt8] = Array(#"{"method":"#.utf8)
+            JSONWriter.appendString(method, to: &body)
+            body.append(contentsOf: #","params":"#.utf8)
+            (params ?? .null).write(into: &body)
+            body.append(contentsOf: #","id":"#.utf8)
+            id.write(into: &body)
+            body.append(UInt8(ascii: "}"))
+            guard let context = self.context else { return }
+            var payload = context.channel.allocator.buffer(capacity: body.count)
+            payload.writeBytes(body)
+            self.push(InboundEvent(kind: .rpc, conn: self.id, payload: payload), context: context)
         case .subscribe(let topics, let id, let options):
             guard self.server.config.clientSubscriptions else {
                 self.sendJSON(ServerMessage.error(code: "forbidden", message: "clients may not subscribe on this server", id: id))

@@ -9,11 +9,16 @@ public enum ClientControl: Equatable, Sendable {
     case ping(id: JSONValue?)
     /// Who is subscribed to `topic` (needs presence on the server).
     case presence(topic: String, id: JSONValue?)
+    /// A remote procedure call for the application: `{"type":"rpc","method":..,"params":..,"id":..}`.
+    /// The application answers with a `reply` carrying the same `id`.
+    case rpc(method: String, params: JSONValue?, id: JSONValue)
     /// A control message of a known type that is malformed: answer with an error.
     case invalid(message: String, id: JSONValue?)
 
     /// Control messages are small; larger text frames are never inspected.
     public static let maxSize = 65536
+    /// Longest RPC method name, in UTF-8 bytes.
+    public static let maxMethodLength = 256
 
     /// Recognises a control message in a text frame, or returns nil when the frame is the app's.
     /// Cheap for app traffic: only text that starts with `{` and mentions `"type"` is parsed.
@@ -29,6 +34,16 @@ public enum ClientControl: Equatable, Sendable {
         switch type {
         case "ping":
             return .ping(id: id)
+        case "rpc":
+            guard let id, id != .null else {
+                return .invalid(message: "rpc needs an \"id\" (any JSON value but null) to match its reply", id: nil)
+            }
+            guard let method = object["method"]?.stringValue, !method.isEmpty,
+                  method.utf8.count <= maxMethodLength else {
+                return .invalid(message: "rpc needs \"method\": a string of 1 to \(maxMethodLength) bytes", id: id)
+            }
+            let params = object["params"]
+            return .rpc(method: method, params: params == .null ? nil : params, id: id)
         case "presence":
             guard let topic = object["topic"]?.stringValue else {
                 return .invalid(message: "presence needs \"topic\": a string", id: id)

@@ -37,6 +37,26 @@ struct ClientControlParseTests {
         #expect(parse(#"{"type":"unsubscribe","topic":"a"}"#) == .unsubscribe(topics: ["a"], id: nil))
     }
 
+    @Test func rpcCarriesMethodParamsAndId() {
+        #expect(parse(#"{"type":"rpc","method":"add","params":{"a":1,"b":2},"id":7}"#)
+            == .rpc(method: "add", params: .object(["a": .int(1), "b": .int(2)]), id: .int(7)))
+        #expect(parse(#"{"type":"rpc","method":"now","id":"x"}"#) == .rpc(method: "now", params: nil, id: .string("x")))
+        #expect(parse(#"{"type":"rpc","method":"now","params":null,"id":[1]}"#)
+            == .rpc(method: "now", params: nil, id: .array([.int(1)])))
+    }
+
+    @Test func rpcWithoutIdOrMethodIsInvalid() {
+        guard case .invalid(_, let id)? = parse(#"{"type":"rpc","method":"add"}"#) else { Issue.record("no id accepted"); return }
+        #expect(id == nil)
+        guard case .invalid? = parse(#"{"type":"rpc","method":"add","id":null}"#) else { Issue.record("null id accepted"); return }
+        guard case .invalid(_, let id2)? = parse(#"{"type":"rpc","id":3}"#) else { Issue.record("no method accepted"); return }
+        #expect(id2 == .int(3))
+        guard case .invalid? = parse(#"{"type":"rpc","method":"","id":3}"#) else { Issue.record("empty method accepted"); return }
+        guard case .invalid? = parse(#"{"type":"rpc","method":7,"id":3}"#) else { Issue.record("number method accepted"); return }
+        let long = String(repeating: "m", count: ClientControl.maxMethodLength + 1)
+        guard case .invalid? = parse(#"{"type":"rpc","method":"\#(long)","id":3}"#) else { Issue.record("long method accepted"); return }
+    }
+
     @Test func pingWithIdOfEveryJSONType() {
         #expect(parse(#"{"type":"ping"}"#) == .ping(id: nil))
         #expect(parse(#"{"type":"ping","id":null}"#) == .ping(id: .null))

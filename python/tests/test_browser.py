@@ -47,7 +47,7 @@ sub.ready.then(() => { window.subscribed = true; });
 </script>"""
 
 
-def _start(**config):
+def _start(handler=None, **config):
     import wavelane
 
     from conftest import Collector
@@ -55,7 +55,7 @@ def _start(**config):
     server = wavelane.Server(port=0, threads=2, jwt_secret=SECRET, ws_path="/ws", **config)
     server.add_route("/page.html", PAGE)
     server.start()
-    return server, Collector(server)
+    return server, Collector(server, handler)
 
 
 def _wait(page, expr: str, timeout: float = 10.0):
@@ -80,8 +80,8 @@ def browser():
 def served():
     made = []
 
-    def factory(**config):
-        s, c = _start(**config)
+    def factory(handler=None, **config):
+        s, c = _start(handler, **config)
         made.append((s, c))
         return s, c
 
@@ -143,4 +143,23 @@ def test_page_client_stops_after_4003(browser, served):
     assert _wait(page, "window.client.state === 'closed' && window.states.join(',')").endswith("closed")
     time.sleep(0.5)
     assert len(events.of("connect")) == 1  # it did not come back
+    assert errors == []
+
+
+def test_page_rpc_round_trip(browser, served):
+    holder = {}
+
+    def handler(event):
+        kind, conn, data = event
+        if kind == "rpc":
+            if data["method"] == "add":
+                holder["s"].reply(conn, data["id"], data["params"]["a"] + data["params"]["b"])
+            else:
+                holder["s"].reply(conn, data["id"], error={"code": "no_such_method", "message": "?"})
+
+    server, events = served(handler)
+    holder["s"] = server
+    page, errors = _open(browser, server)
+    assert page.evaluate("window.client.rpc('add', {a: 1, b: 2})") == 3
+    assert page.evaluate("window.client.rpc('nope').then(() => 'ok', (e) => e.code)") == "no_such_method"
     assert errors == []

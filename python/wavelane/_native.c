@@ -33,6 +33,7 @@ static PyObject *str_disconnect = NULL;
 static PyObject *str_subscribe_request = NULL;
 static PyObject *str_dropped = NULL;
 static PyObject *str_cluster = NULL;
+static PyObject *str_rpc = NULL;
 static PyObject *EngineType = NULL;
 
 typedef struct {
@@ -412,6 +413,10 @@ static PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             break;
         case WL_EV_CLUSTER:
             kind = str_cluster;
+            data = decode_json(e->data, e->len);
+            break;
+        case WL_EV_RPC:
+            kind = str_rpc;
             data = decode_json(e->data, e->len);
             break;
         default:
@@ -926,7 +931,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         !(str_disconnect = PyUnicode_InternFromString("disconnect")) ||
         !(str_subscribe_request = PyUnicode_InternFromString("subscribe_request")) ||
         !(str_dropped = PyUnicode_InternFromString("dropped")) ||
-        !(str_cluster = PyUnicode_InternFromString("cluster")))
+        !(str_cluster = PyUnicode_InternFromString("cluster")) ||
+        !(str_rpc = PyUnicode_InternFromString("rpc")))
         goto fail;
     EngineType = PyType_FromSpec(&Engine_spec);
     if (EngineType == NULL)

@@ -500,6 +500,8 @@ class Server:
         * ``("cluster", 0, {"redis": "connected" | "disconnected", "reason", "undelivered"})`` —
           with ``redis_url``: the Redis link went up or down, or (at most every 0.5 s)
           ``undelivered`` publications could not go through Redis since the previous report
+        * ``("rpc", conn, {"method": str, "params": ..., "id": ...})`` — a client's remote
+          procedure call; answer with :meth:`reply` (an unanswered call is the client's timeout)
 
         The GIL is released while waiting; Ctrl-C raises :class:`KeyboardInterrupt` within
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
@@ -544,6 +546,22 @@ class Server:
         if t is memoryview:
             return self._engine.publish(topic, data.tobytes(), _PAYLOAD_BINARY, p, key)
         return self._engine.publish(topic, _dumps(data, "data"), _PAYLOAD_JSON, p, key)
+
+    def reply(self, conn: int, id: Any, result: Any = None, *, error: Optional[Mapping[str, Any]] = None) -> bool:
+        """Answer a client's ``rpc`` event: ``{"type":"reply","id":id,"result":result}``, or with
+        ``error={"code": str, "message": str, ...}`` ``{"type":"reply","id":id,"error":{...}}``.
+
+        ``id`` is the event's ``data["id"]``. Returns ``False`` if the connection is gone. Raises
+        ``ValueError`` if ``result`` (or ``error``) cannot be serialized, ``TypeError`` if
+        ``error`` is not a mapping with a str ``code``.
+        """
+        if error is not None:
+            if not isinstance(error, Mapping) or not isinstance(error.get("code"), str):
+                raise TypeError("error must be a mapping with a str 'code' (and usually a 'message')")
+            body = {"type": "reply", "id": id, "error": dict(error)}
+        else:
+            body = {"type": "reply", "id": id, "result": result}
+        return self.send(conn, _dumps(body, "result" if error is None else "error"), priority="high")
 
     def send(
         self,

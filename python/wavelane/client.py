@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Union
 
 from .errors import WavelaneError
 
-__all__ = ["Client", "Message", "ClientError", "ConnectionClosed", "SubscribeError"]
+__all__ = ["Client", "Message", "ClientError", "ConnectionClosed", "SubscribeError", "RPCError"]
 
 TokenSource = Callable[[], Awaitable[str]]
 
@@ -65,6 +65,16 @@ class SubscribeError(ClientError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+class RPCError(ClientError):
+    """The application answered an RPC with an error: ``code``, ``message`` and the whole
+    ``error`` object it sent."""
+
+    def __init__(self, error: Dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message', '')}")
+        self.code = error.get("code")
+        self.error = error
 
 
 @dataclass
@@ -231,6 +241,21 @@ class Client:
         if self.state == "connected":
             await self._request({"type": "unsubscribe", "topics": [topic]}, "unsubscribe", [topic])
 
+    async def rpc(self, method: str, params: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Call ``method`` on the server's application and return its ``result``; raises
+        :class:`RPCError` when it answered with an error, :class:`asyncio.TimeoutError` when it
+        did not answer in ``timeout`` seconds (default ``request_timeout``), and
+        :class:`ConnectionClosed` when the connection was lost first (a call is not retried:
+        it may have run)."""
+        await self._wait_connected()
+        msg: Dict[str, Any] = {"type": "rpc", "method": method}
+        if params is not None:
+            msg["params"] = params
+        reply = await self._request(msg, "rpc", [], timeout)
+        if isinstance(reply.get("error"), dict):
+            raise RPCError(reply["error"])
+        return reply.get("result")
+
     async def send(self, data: Union[str, bytes, Any]) -> None:
         """Send an application message: ``str`` as a text frame, ``bytes`` as binary, anything
         else as JSON. While offline it is queued (at most ``max_queue`` messages)."""
@@ -292,14 +317,15 @@ class Client:
         self._ids += 1
         return self._ids
 
-    async def _request(self, msg: Dict[str, Any], kind: str, topics: List[str]) -> Any:
+    async def _request(self, msg: Dict[str, Any], kind: str, topics: List[str],
+                       timeout: Optional[float] = None) -> Any:
         rid = self._next_id()
         msg["id"] = rid
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(fut, kind, topics)
         try:
             await self._ws.send(json.dumps(msg))
-            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout or self.request_timeout)
         finally:
             self._pending.pop(rid, None)
 
@@ -476,7 +502,7 @@ class Client:
                 if kind == "message" and isinstance(obj.get("topic"), str):
                     if self._accept(obj["topic"], obj.get("offset")):
                         await self._put(Message("message", obj["topic"], obj.get("data"), obj.get("offset")))
-                elif kind in ("subscribed", "unsubscribed", "refreshed", "error", "pong", "presence") \
+                elif kind in ("subscribed", "unsubscribed", "refreshed", "error", "pong", "presence", "reply") \
                         and obj.get("id") in self._pending:
                     self._answer(obj)
                 elif kind in ("join", "leave"):

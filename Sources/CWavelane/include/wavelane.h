@@ -33,6 +33,7 @@ enum {
     WL_EV_SUBSCRIBE_REQUEST = 5, /* data: JSON {"topics":[..],"id":<client id or null>}        */
     WL_EV_DROPPED = 6,           /* code: messages dropped; data: JSON {"count":n,"bytes":n,"priority":{..}} */
     WL_EV_CLUSTER = 7,           /* conn 0; data: JSON {"redis":"connected"|"disconnected","reason":..,"undelivered":n} */
+    WL_EV_RPC = 9,               /* a client's RPC; data: JSON {"method":..,"params":..,"id":..}   */
 };
 
 /* Outbound priorities: when a connection's send queue (max_send_queue bytes) is full, queued

@@ -68,6 +68,8 @@ export declare class Wavelane {
   on(event: "message", cb: (data: unknown) => void): this;
   subscribe(topic: string, callback: (data: unknown, meta: Meta) => void, options?: SubscribeOptions): Subscription;
   send(data: string | ArrayBuffer | ArrayBufferView | unknown): void;
+  /** Call the server application's `method`; rejects with an Error carrying `code` and `error`. */
+  rpc<T = unknown>(method: string, params?: unknown, options?: { timeout?: number }): Promise<T>;
   close(): void;
 }
 

@@ -132,6 +132,18 @@ export class Wavelane {
     this._queue.push(frame);
   }
 
+  /** Call `method` on the server's application; resolves with its `result`, rejects with an
+   * Error (`code`, `error`) when it answered with an error, or on timeout / connection loss
+   * (a call is not retried: it may have run). */
+  rpc(method, params, { timeout } = {}) {
+    const msg = { type: "rpc", method };
+    if (params !== undefined) msg.params = params;
+    return this._request(msg, timeout ?? this.requestTimeout).then((r) => {
+      if (r.error) { const e = new Error(`${r.error.code}: ${r.error.message || ""}`); e.code = r.error.code; e.error = r.error; throw e; }
+      return r.result;
+    });
+  }
+
   close() {
     this._closed = true;
     clearTimeout(this._timer);
@@ -294,7 +306,7 @@ export class Wavelane {
         if (sub) for (const cb of sub._joinLeave[msg.type]) cb(msg.member);
         return;
       }
-      case "subscribed": case "unsubscribed": case "refreshed": case "presence": case "pong":
+      case "subscribed": case "unsubscribed": case "refreshed": case "presence": case "pong": case "reply":
         if (pending) { this._pending.delete(msg.id); clearTimeout(pending.timer); pending.resolve(msg); return; }
         break;
       case "error":
