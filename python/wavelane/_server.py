@@ -488,7 +488,9 @@ class Server:
 
         * ``("connect", conn, {"user", "addr", "claims", "path", "subprotocol"})``
         * ``("message", conn, str | bytes)`` — a text message (with ``parse_json=True``, text that
-          starts with ``{`` or ``[`` and parses is given as the decoded JSON value) or a binary one
+          starts with ``{`` or ``[`` and parses is given as the decoded JSON value; text that does
+          not, for any reason, e.g. nesting too deep for ``json.loads``, stays a ``str``: one
+          client's message never costs the rest of the batch) or a binary one
         * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
         * ``("subscribe_request", conn, {"topics": [...], "id": ...})`` — with
           ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
