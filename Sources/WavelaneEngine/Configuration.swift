@@ -35,6 +35,10 @@ public struct EngineConfiguration: Sendable {
 
     public var maxMessageSize = 1 << 20
     public var maxFrameSize = 1 << 20
+    /// Bytes of fragmented messages being assembled, all connections together; a connection whose
+    /// next fragment would go beyond is closed with 1013 (try again later). Default: 64 MiB, or
+    /// `maxMessageSize` when that is larger (one maximal message can always be assembled).
+    public var maxPartialBytes = 64 << 20
     public var maxConnections = 100_000
     public var maxSubscriptions = 1024
     public var maxTopicLength = 256
@@ -55,6 +59,13 @@ public struct EngineConfiguration: Sendable {
     public var tlsClientCAPath: String? = nil
     /// The lowest swift-log level the engine records for Python's `logging` (logger "wavelane").
     public var logLevel = "info"
+    /// Serve `GET /metrics` and `GET /health` (on the WebSocket port, or on the admin listener).
+    public var metrics = true
+    public var health = true
+    /// A separate plain-HTTP listener for /metrics and /health (nil: none, they stay on the
+    /// WebSocket port). With it, the WebSocket port answers them with 404.
+    public var adminHost = "127.0.0.1"
+    public var adminPort: Int? = nil
     /// permessage-deflate (RFC 7692) policy.
     public var compression = PerMessageDeflate.ServerPolicy()
     /// Admission and inbound rate-limit policies (Policies.swift).
@@ -74,6 +85,10 @@ public struct EngineConfiguration: Sendable {
     public var presence = false
     /// A member not refreshed for this long (its instance died) is gone; refreshed every third of it.
     public var presenceTTL = 30.0
+    /// Presence members per topic (across instances with `redisURL`); a join beyond it is refused
+    /// (the subscription stands, without presence) and counted. One `presence` reply lists them all:
+    /// 10,000 members of ~100 bytes is about the default `max_message_size`.
+    public var maxPresenceMembers = 10_000
 
     public init() {}
 
@@ -83,13 +98,14 @@ public struct EngineConfiguration: Sendable {
         "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
         "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp",
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
-        "max_message_size", "max_frame_size", "max_connections", "max_subscriptions", "max_topic_length",
+        "max_message_size", "max_frame_size", "max_partial_bytes", "max_connections", "max_subscriptions", "max_topic_length",
         "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
         "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
-        "tls_cert", "tls_key", "tls_client_ca", "log_level",
+        "tls_cert", "tls_key", "tls_client_ca", "log_level", "metrics", "health", "admin_host", "admin_port",
         "redis_url", "redis_prefix", "history_size", "history_ttl", "history_max_bytes", "presence", "presence_ttl",
+        "max_presence_members",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -115,6 +131,14 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.seconds("slow_consumer_timeout") { self.slowConsumerTimeout = v }
         if let v = try r.int("max_message_size", 16...(1 << 30)) { self.maxMessageSize = v }
         if let v = try r.int("max_frame_size", 16...(1 << 30)) { self.maxFrameSize = v }
+        if let v = try r.int("max_partial_bytes", 16...(1 << 40)) {
+            guard v >= self.maxMessageSize else {
+                throw ConfigurationError("max_partial_bytes", "must be at least max_message_size (\(self.maxMessageSize)), got \(v)")
+            }
+            self.maxPartialBytes = v
+        } else {
+            self.maxPartialBytes = max(self.maxPartialBytes, self.maxMessageSize)
+        }
         if let v = try r.int("max_connections", 1...10_000_000) { self.maxConnections = v }
         if let v = try r.int("max_subscriptions", 1...10_000_000) { self.maxSubscriptions = v }
         if let v = try r.int("max_topic_length", 1...65535) { self.maxTopicLength = v }
@@ -130,6 +154,14 @@ public struct EngineConfiguration: Sendable {
                 throw ConfigurationError("log_level", "must be one of \(levels.joined(separator: ", ")), got \"\(v)\"")
             }
             self.logLevel = v
+        }
+        if let v = try r.bool("metrics") { self.metrics = v }
+        if let v = try r.bool("health") { self.health = v }
+        if let v = try r.string("admin_host") { self.adminHost = v }
+        if let v = try r.int("admin_port", 1...65535) { self.adminPort = v }
+        if r.has("admin_host") && self.adminPort == nil { throw ConfigurationError("admin_host", "needs admin_port") }
+        if let port = self.adminPort, port == self.port, self.adminHost == self.host {
+            throw ConfigurationError("admin_port", "must differ from port (\(port)) on the same host")
         }
         self.tlsCertificatePath = try r.string("tls_cert")
         self.tlsKeyPath = try r.string("tls_key")
@@ -212,6 +244,7 @@ public struct EngineConfiguration: Sendable {
             guard v >= 1 else { throw ConfigurationError("presence_ttl", "must be at least 1 second") }
             self.presenceTTL = v
         }
+        if let v = try r.int("max_presence_members", 1...10_000_000) { self.maxPresenceMembers = v }
     }
 
     struct Reader {

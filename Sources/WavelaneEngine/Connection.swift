@@ -33,6 +33,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     private var context: ChannelHandlerContext?
     private var assembler: MessageAssembler
+    /// What this connection adds to `server.partialBytes` (its assembler's fragments).
+    private var partialBytes = 0
     private(set) var state = State.open
     private(set) var subscriptions = Set<String>()
     var lastActivity: NIODeadline
@@ -147,6 +149,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.watchedPresence.removeAll()
         self.pendingPositions.removeAll()
         self.floors.removeAll()
+        self.assembler.discardData()
+        self.accountPartial()
         if let user = self.user { self.server.broker?.release(user: user) }
         self.shard.connections[self.id] = nil
         self.server.registry.remove(self)
@@ -174,7 +178,20 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
         self.lastActivity = .now()
-        switch self.assembler.receive(frame) {
+        if !frame.fin && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation)
+            && self.assembler.bufferedBytes + frame.length <= self.server.config.maxMessageSize  // else 1009, below
+            && self.server.partialBytes.load(ordering: .relaxed) + frame.length > self.server.config.maxPartialBytes {
+            // The fragments every connection holds would go beyond `max_partial_bytes`.
+            self.assembler.discardData()
+            self.accountPartial()
+            guard self.state == .open else { return }
+            self.server.stats.add(.partialBudgetCloses)
+            self.initiateClose(code: CloseCode.tryAgainLater, reason: "server busy: too many partly received messages")
+            return
+        }
+        let action = self.assembler.receive(frame)
+        if self.partialBytes != 0 || !frame.fin { self.accountPartial() }
+        switch action {
         case .none, .pong:
             break
         case .compressedMessage(let kind, let compressed):
@@ -211,6 +228,14 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.server.stats.add(.protocolErrors)
             self.fail(code: code, reason: reason, context: context)
         }
+    }
+
+    /// Brings this connection's share of `server.partialBytes` to what its assembler holds.
+    private func accountPartial() {
+        let held = self.assembler.bufferedBytes
+        guard held != self.partialBytes else { return }
+        self.server.partialBytes.wrappingAdd(held - self.partialBytes, ordering: .relaxed)
+        self.partialBytes = held
     }
 
     private func received(_ kind: MessageAssembler.MessageKind, _ payload: ByteBuffer, context: ChannelHandlerContext) {
@@ -394,7 +419,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         for topic in topics where self.subscriptions.insert(topic).inserted {
             self.shard.addSubscription(self.id, topic)
             if presence && !Topic.isPattern(topic) {
-                self.server.presenceJoin(topic: topic, conn: self.id, member: self.memberJSON())
+                self.server.presenceJoin(topic: topic, conn: self.id, member: self.memberJSON()) {
+                    self.eventLoop.execute { self.presenceRefused(topic) }
+                }
             }
         }
         if options.presence && presence {
@@ -484,7 +511,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
             var last = reply.position
             if case .recovered(let publications) = reply.recovery, let since = options.recover[topic] {
-                last = since
+                // The stream's own epoch: a client's epoch read while the topic had no stream names it too.
+                last = StreamPosition(epoch: reply.position.epoch, offset: since.offset)
                 for publication in publications where publication.offset > last.offset {
                     self.writePublication(publication)
                     last.offset = publication.offset
@@ -517,6 +545,19 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     private func memberJSON() -> [UInt8] {
         ServerMessage.member(user: self.user, conn: self.id, node: self.server.node, info: self.presenceInfo)
+    }
+
+    /// The topic's presence was full: subscribed, but not a member. Told once per refusal.
+    private func presenceRefused(_ topic: String) {
+        guard self.state == .open, self.subscriptions.contains(topic) else { return }
+        let limit = self.server.config.maxPresenceMembers
+        let message = "presence of \(topic) is full (max_presence_members \(limit)): subscribed without presence"
+        var out: [UInt8] = Array(#"{"type":"error","code":"presence_full","topic":"#.utf8)
+        JSONWriter.appendString(topic, to: &out)
+        out.append(contentsOf: #","message":"#.utf8)
+        JSONWriter.appendString(message, to: &out)
+        out.append(UInt8(ascii: "}"))
+        self.sendJSON(out)
     }
 
     func setPresenceInfo(_ info: [UInt8]) {

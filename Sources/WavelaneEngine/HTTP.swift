@@ -250,19 +250,23 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     }
 }
 
-/// Plain HTTP on the WebSocket port: the routes Python registered (e.g. the demo page), `/health`,
-/// and the answer to a refused upgrade. Every response closes the connection.
+/// Plain HTTP on the WebSocket port: the routes Python registered (e.g. the demo page), `/health`
+/// and `/metrics` (unless switched off or moved to the admin listener), and the answer to a refused
+/// upgrade. On the admin listener (`admin`): `/health` and `/metrics` only. Every response closes
+/// the connection.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let server: ServerCore
     private let state: HandshakeState
+    private let admin: Bool
     private var responded = false
 
-    init(server: ServerCore, state: HandshakeState) {
+    init(server: ServerCore, state: HandshakeState, admin: Bool = false) {
         self.server = server
         self.state = state
+        self.admin = admin
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -289,9 +293,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let path = String(Handshake.splitTarget(head.uri).path)
-        if let route = self.server.route(path) {
+        let config = self.server.config
+        // /health and /metrics: where they are served (here or on the admin listener), if at all.
+        let observable = self.admin == (config.adminPort != nil)
+        if !self.admin, let route = self.server.route(path) {
             self.respond(context: context, status: .ok, contentType: route.contentType, body: route.body, head: head)
-        } else if path == "/health" {
+        } else if path == "/health" && observable && config.health {
             let accepting = self.server.accepting
             var status = accepting ? "ok" : "draining"
             var redis = ""
@@ -304,7 +311,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let body = #"{"status":"\#(status)","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)\#(redis)}"#
             self.respond(context: context, status: accepting ? .ok : .serviceUnavailable, contentType: "application/json",
                          body: Array(body.utf8), head: head)
-        } else if path == "/metrics" {
+        } else if path == "/metrics" && observable && config.metrics {
             self.respond(context: context, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                          body: self.server.metrics.render(self.server), head: head)
         } else {

@@ -94,6 +94,10 @@ final class MetricsExporter: @unchecked Sendable {
                     "Publications and user messages that could not go through Redis (delivered locally only, or unconfirmed).")
         case .redisMissed:
             return ("wavelane_redis_missed_total", [], "Publications missing from the Redis stream (offset gaps seen by this instance).")
+        case .partialBudgetCloses:
+            return ("wavelane_closes_total", [("reason", "partial_budget")], "Connections closed by the server, by reason.")
+        case .presenceRefused:
+            return ("wavelane_presence_refused_total", [], "Presence joins refused: the topic had max_presence_members members.")
         case .rateLimited:
             return ("wavelane_rate_limited_messages_total", [], "Inbound messages refused by the rate limit.")
         case .connectionsAccepted: return ("wavelane_connections_accepted_total", [], "WebSocket connections upgraded.")

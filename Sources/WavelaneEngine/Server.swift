@@ -50,6 +50,9 @@ public final class ServerCore: @unchecked Sendable {
     private(set) var broker: Broker?
     /// Presence without Redis (Streams.swift).
     let localPresence = LocalPresence()
+    /// Bytes of fragmented inbound messages being assembled, all connections together (bounded by
+    /// `max_partial_bytes`); changed only when a connection's fragments grow or are released.
+    let partialBytes = Atomic<Int>(0)
     private(set) var epoch = ServerCore.makeEpoch()
     private let allocator = ByteBufferAllocator()
 
@@ -61,6 +64,8 @@ public final class ServerCore: @unchecked Sendable {
     private let lifecycleLock = NIOLock()
     private var group: MultiThreadedEventLoopGroup?
     private var listener: Channel?
+    /// With `admin_port`: the plain-HTTP listener for /metrics and /health.
+    private var adminListener: Channel?
     private var boundPort = 0
     private let shardsBox = NIOLockedValueBox<[Shard]>([])
     private let routes = NIOLockedValueBox<[String: Route]>([:])
@@ -190,18 +195,29 @@ public final class ServerCore: @unchecked Sendable {
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
+            var bound: Channel? = nil
+            var address = "\(self.config.host):\(self.config.port)"
             do {
                 let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
+                bound = listener
+                if let adminPort = self.config.adminPort {
+                    address = "\(self.config.adminHost):\(adminPort) (admin_host, admin_port)"
+                    self.adminListener = try ServerBootstrap(group: group)
+                        .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                        .childChannelInitializer { [unowned self] channel in self.initializeAdminChild(channel) }
+                        .bind(host: self.config.adminHost, port: adminPort).wait()
+                }
                 self.listener = listener
                 self.boundPort = listener.localAddress?.port ?? self.config.port
             } catch {
+                try? bound?.close().wait()
                 self.acceptingFlag.store(false, ordering: .relaxed)
                 self.shardsBox.withLockedValue { $0 = [] }
                 self.broker?.stop(timeout: .zero)
                 self.broker = nil
                 try? group.syncShutdownGracefully()
                 self.queue.setOpen(false)
-                let message = "cannot listen on \(self.config.host):\(self.config.port): \(Self.describe(error))"
+                let message = "cannot listen on \(address): \(Self.describe(error))"
                 self.logger.error("\(message)")
                 throw StartError(message: message)
             }
@@ -219,17 +235,19 @@ public final class ServerCore: @unchecked Sendable {
     /// Stops accepting, closes every connection with 1001 (waiting up to `timeout` seconds for the
     /// close handshakes), then joins the event-loop threads. Idempotent; `start()` may follow.
     public func stop(timeout: Double) {
-        let taken: (MultiThreadedEventLoopGroup, Channel?, [Shard])? = self.lifecycleLock.withLock {
+        let taken: (MultiThreadedEventLoopGroup, Channel?, Channel?, [Shard])? = self.lifecycleLock.withLock {
             guard let group = self.group else { return nil }
             self.acceptingFlag.store(false, ordering: .relaxed)
-            let result = (group, self.listener, self.shardsBox.withLockedValue { $0 })
+            let result = (group, self.listener, self.adminListener, self.shardsBox.withLockedValue { $0 })
             self.group = nil
             self.listener = nil
+            self.adminListener = nil
             self.boundPort = 0
             return result
         }
-        guard let (group, listener, shards) = taken else { return }
+        guard let (group, listener, adminListener, shards) = taken else { return }
         try? listener?.close().wait()
+        try? adminListener?.close().wait()
         for shard in shards {
             shard.eventLoop.execute {
                 for connection in shard.connections.values {
@@ -313,6 +331,23 @@ public final class ServerCore: @unchecked Sendable {
             state.timeout = nil
             state.releaseHolds(stats)
         }
+        return channel.eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// A connection to the admin listener: plain HTTP, /metrics and /health only, no upgrade.
+    private func initializeAdminChild(_ channel: Channel) -> EventLoopFuture<Void> {
+        do {
+            let sync = channel.pipeline.syncOperations
+            try sync.configureHTTPServerPipeline(withErrorHandling: true)
+            try sync.addHandler(HTTPHandler(server: self, state: HandshakeState(), admin: true))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        // An idle admin client does not hold a socket for ever.
+        let timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.config.handshakeTimeout * 1e9))) {
+            channel.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { _ in timeout.cancel() }
         return channel.eventLoop.makeSucceededVoidFuture()
     }
 
@@ -525,11 +560,24 @@ public final class ServerCore: @unchecked Sendable {
         return loop.makeSucceededFuture(self.offsets.position(topic: topic, since: since))
     }
 
-    func presenceJoin(topic: String, conn: UInt64, member: [UInt8]) {
+    /// Adds (or updates) a member of `topic`. A new member beyond `max_presence_members` is not
+    /// added: it is counted and `refused` runs (on any thread; with Redis once Redis answered).
+    func presenceJoin(topic: String, conn: UInt64, member: [UInt8], refused: @escaping @Sendable () -> Void = {}) {
         if let broker = self.broker {
-            broker.join(topic: topic, conn: conn, member: member)
-        } else if self.localPresence.join(topic: topic, conn: conn, member: member) {
+            broker.join(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
+                self.stats.add(.presenceRefused)
+                refused()
+            }
+            return
+        }
+        switch self.localPresence.join(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
+        case .joined:
             self.deliverPresenceEvent(topic: topic, event: ByteBuffer(bytes: ServerMessage.presenceEvent("join", topic: topic, member: member)))
+        case .updated:
+            break
+        case .full:
+            self.stats.add(.presenceRefused)
+            refused()
         }
     }
 
@@ -599,6 +647,7 @@ public final class ServerCore: @unchecked Sendable {
         field("inbound_queue", self.queue.count)
         field("inbound_paused", self.queue.pausedCount)
         field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
+        field("partial_bytes", self.partialBytes.load(ordering: .relaxed))
         field("topics_with_offsets", self.offsets.count)
         field("redis_connected", self.broker?.isConnected == true ? 1 : 0)
         field("history_bytes", self.offsets.historyBytes)

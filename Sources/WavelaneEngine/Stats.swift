@@ -39,6 +39,9 @@ public final class EngineStats: Sendable {
         case redisReceived
         case redisUndelivered
         case redisMissed
+        // Bounded shared state (Streams.swift, Connection.swift)
+        case presenceRefused
+        case partialBudgetCloses
 
         public var name: String {
             switch self {
@@ -76,6 +79,8 @@ public final class EngineStats: Sendable {
             case .redisReceived: return "redis_received"
             case .redisUndelivered: return "redis_undelivered"
             case .redisMissed: return "redis_missed"
+            case .presenceRefused: return "presence_refused"
+            case .partialBudgetCloses: return "partial_budget_closes"
             }
         }
     }

@@ -36,57 +36,108 @@ struct PositionReply {
 }
 
 /// Per-topic offsets and epochs, and the in-memory history. Offsets start at 1 and grow by one per
-/// publication. A topic's epoch names one run of its offsets: the server's start plus a counter,
-/// new whenever the topic's entry is (re)created. The table is bounded: when it reaches `limit`
-/// topics, topics not published since the previous prune are forgotten (their offsets restart at 1
-/// under a new epoch, which tells recovering clients).
+/// publication. Only a published topic has an entry: reading the position of any other (a client
+/// can subscribe to as many names as it likes) creates nothing and answers offset 0.
+///
+/// A topic's epoch is the server's start plus the table's era. The era changes only when entries
+/// are evicted, so a topic's stream (its run of offsets) is named by (topic, era): an unpublished
+/// topic read in era k and first published in era k has the same epoch, and a client subscribed
+/// before the first publication recovers it. After an eviction the era is new, so an evicted and
+/// re-created topic (offsets restarting at 1) has another epoch, which tells recovering clients.
+///
+/// The table is bounded: at `limit` topics the least recently used (published or positioned)
+/// 1/16 of them are forgotten, never all.
 final class TopicOffsets: @unchecked Sendable {
     let lock = NIOLock()
-    private struct Entry {
+    /// The entries form a doubly linked list in `slots`, least recently used first.
+    private struct Slot {
+        var topic: String
         var offset: UInt64
-        var generation: UInt32
-        var incarnation: UInt64
+        var era: UInt64
+        var prev: Int
+        var next: Int
     }
-    private var offsets: [String: Entry] = [:]
-    private var generation: UInt32 = 0
-    private var incarnations: UInt64 = 0
-    private let limit: Int
+    private var index: [String: Int] = [:]
+    private var slots: [Slot] = []
+    private var free: [Int] = []
+    private var head = -1
+    private var tail = -1
+    private var era: UInt64 = 0
+    let limit: Int
     private var serverEpoch = ""
     /// Recent publications (single-instance mode with `history_size > 0`); under `lock`.
     private var history: TopicHistory<Publication>?
 
     init(limit: Int = 1 << 20) {
-        self.limit = limit
+        self.limit = max(1, limit)
     }
 
-    private func entryLocked(_ topic: String) -> Entry {
-        if let e = self.offsets[topic] { return e }
-        if self.offsets.count >= self.limit {
-            let current = self.generation
-            self.offsets = self.offsets.filter { $0.value.generation == current }
-            if self.offsets.count >= self.limit { self.offsets.removeAll() }
-            self.generation &+= 1
-        }
-        self.incarnations &+= 1
-        let e = Entry(offset: 0, generation: self.generation, incarnation: self.incarnations)
-        self.offsets[topic] = e
-        return e
+    private func unlink(_ i: Int) {
+        let s = self.slots[i]
+        if s.prev >= 0 { self.slots[s.prev].next = s.next } else { self.head = s.next }
+        if s.next >= 0 { self.slots[s.next].prev = s.prev } else { self.tail = s.prev }
     }
+
+    private func pushBack(_ i: Int) {
+        self.slots[i].prev = self.tail
+        self.slots[i].next = -1
+        if self.tail >= 0 { self.slots[self.tail].next = i } else { self.head = i }
+        self.tail = i
+    }
+
+    /// Marks an entry most recently used.
+    private func touch(_ i: Int) {
+        guard i != self.tail else { return }
+        self.unlink(i)
+        self.pushBack(i)
+    }
+
+    /// Forgets the least recently used 1/16 of the table (at least one) and starts a new era.
+    private func evictLocked() {
+        let n = max(1, self.limit / 16)
+        for _ in 0..<n where self.head >= 0 {
+            let i = self.head
+            self.unlink(i)
+            let topic = self.slots[i].topic
+            self.index[topic] = nil
+            self.history?.reset(topic: topic)
+            self.slots[i].topic = ""
+            self.free.append(i)
+        }
+        self.era &+= 1
+    }
+
+    private func epoch(_ era: UInt64) -> String { self.serverEpoch + "x" + String(era, radix: 36) }
 
     /// The next offset of `topic`. Call with `lock` held (the caller also hands the publication to the
     /// event loops under it, so concurrent publishers keep per-topic order).
     func nextLocked(_ topic: String) -> UInt64 {
-        var e = self.entryLocked(topic)
-        e.offset += 1
-        e.generation = self.generation
-        self.offsets[topic] = e
-        return e.offset
+        if let i = self.index[topic] {
+            self.slots[i].offset += 1
+            self.touch(i)
+            return self.slots[i].offset
+        }
+        if self.index.count >= self.limit { self.evictLocked() }
+        let slot = Slot(topic: topic, offset: 1, era: self.era, prev: -1, next: -1)
+        let i: Int
+        if let reused = self.free.popLast() {
+            i = reused
+            self.slots[i] = slot
+        } else {
+            i = self.slots.count
+            self.slots.append(slot)
+        }
+        self.index[topic] = i
+        self.pushBack(i)
+        return 1
     }
 
-    /// The topic's epoch and last offset (a topic never published gets its entry now, offset 0).
+    /// The topic's epoch and last offset; a topic without an entry is at offset 0 of the current
+    /// era, and stays without one.
     func positionLocked(_ topic: String) -> StreamPosition {
-        let e = self.entryLocked(topic)
-        return StreamPosition(epoch: self.serverEpoch + "x" + String(e.incarnation, radix: 36), offset: e.offset)
+        guard let i = self.index[topic] else { return StreamPosition(epoch: self.epoch(self.era), offset: 0) }
+        self.touch(i)
+        return StreamPosition(epoch: self.epoch(self.slots[i].era), offset: self.slots[i].offset)
     }
 
     func recordLocked(_ publication: Publication) {
@@ -111,14 +162,18 @@ final class TopicOffsets: @unchecked Sendable {
         }
     }
 
-    var count: Int { self.lock.withLock { self.offsets.count } }
+    var count: Int { self.lock.withLock { self.index.count } }
     var historyBytes: Int { self.lock.withLock { self.history?.bytes ?? 0 } }
 
     /// A new run: `epoch` is the server's, `history` the in-memory history's bounds (nil: none).
     func reset(epoch: String, history: (perTopic: Int, maxBytes: Int, ttl: Double)?) {
         self.lock.withLock {
-            self.offsets.removeAll()
-            self.generation = 0
+            self.index.removeAll()
+            self.slots.removeAll()
+            self.free.removeAll()
+            self.head = -1
+            self.tail = -1
+            self.era = 0
             self.serverEpoch = epoch
             self.history = history.map {
                 TopicHistory(perTopic: $0.perTopic, maxBytes: $0.maxBytes, ttl: Int64($0.ttl * 1e9))
@@ -135,9 +190,19 @@ private extension UInt64 {
 final class LocalPresence: @unchecked Sendable {
     private let members = NIOLockedValueBox<[String: [UInt64: [UInt8]]]>([:])
 
-    /// Adds or updates a member; true when it is new.
-    func join(topic: String, conn: UInt64, member: [UInt8]) -> Bool {
-        self.members.withLockedValue { all in all[topic, default: [:]].updateValue(member, forKey: conn) == nil }
+    enum Join { case joined, updated, full }
+
+    /// Adds or updates a member; a new one only while the topic has fewer than `limit`.
+    func join(topic: String, conn: UInt64, member: [UInt8], limit: Int) -> Join {
+        self.members.withLockedValue { all in
+            if all[topic]?[conn] != nil {
+                all[topic]![conn] = member
+                return .updated
+            }
+            if (all[topic]?.count ?? 0) >= limit { return .full }
+            all[topic, default: [:]][conn] = member
+            return .joined
+        }
     }
 
     /// Removes a member; returns it when it was there.

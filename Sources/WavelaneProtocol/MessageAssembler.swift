@@ -38,6 +38,7 @@ public struct MessageAssembler {
     private var fragments: ByteBuffer?
     private var validator = UTF8Validator()
     private var failed = false
+    private var discarding = false
 
     public init(maxMessageSize: Int, compression: Bool = false) {
         self.maxMessageSize = maxMessageSize
@@ -47,8 +48,21 @@ public struct MessageAssembler {
     /// True while a fragmented message is being assembled.
     public var isAssembling: Bool { self.fragmentKind != nil }
 
+    /// Bytes held for the message being assembled (its fragments so far).
+    public var bufferedBytes: Int { self.fragments?.readableBytes ?? 0 }
+
+    /// Frees the message being assembled and ignores every later data frame (the connection is
+    /// closing); control frames (close, ping, pong) are still handled.
+    public mutating func discardData() {
+        self.discarding = true
+        self.fragments = nil
+        self.fragmentKind = nil
+        self.fragmentCompressed = false
+    }
+
     public mutating func receive(_ frame: WebSocketFrame) -> Action {
         if self.failed { return .none }
+        if self.discarding && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation) { return .none }
         guard frame.maskKey != nil else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
         if frame.rsv2 || frame.rsv3 {
             return self.fail(CloseCode.protocolError, "reserved bits set without a negotiated extension")

@@ -34,7 +34,7 @@ struct ClusterScriptsTests {
     private func position(_ c: RedisConnection, _ topic: String, epoch: String = "", since: Int64 = -1) async throws -> [RESPValue] {
         let reply = try await c.send([
             "EVAL", .string(ClusterScripts.position), "2", .string(names.metaKey(topic)), .string(names.historyKey(topic)),
-            .string(epoch), .string(String(since)), "fresh", "60000",
+            .string(epoch), .string(String(since)), "60000",
         ]).get()
         return try #require(reply.elements, "\(reply)")
     }
@@ -59,11 +59,27 @@ struct ClusterScriptsTests {
 
     @Test func positionAndRecoveryCases() async throws {
         try await withRedis { c in
-            // A topic nobody published to gets an epoch at once, with offset 0.
+            func keys() async throws -> Int64? { try await c.send(["DBSIZE"]).get().integer }
+            // A topic nobody published to: offset 0 under a "~<Redis ms>" epoch, and no key is written.
             let fresh = try await position(c, "new")
-            #expect(fresh.count == 2 && fresh[0].string == "fresh" && fresh[1].integer == 0)
-            #expect(try await publish(c, "new", "a", epoch: "ignored") == 1)  // the stream keeps "fresh"
-            #expect(try await position(c, "new")[0].string == "fresh")
+            #expect(fresh.count == 2 && fresh[0].string?.hasPrefix("~") == true && fresh[1].integer == 0)
+            let none = try #require(fresh[0].string)
+            // Recovering from it while there is still no stream: up to date (and still no key).
+            let idle = try await position(c, "new", epoch: none, since: 0)
+            #expect(idle.count == 4 && idle[1].integer == 0 && idle[2].integer == 1 && idle[3].elements?.isEmpty == true)
+            #expect(try await position(c, "new", epoch: none, since: 1).count == 2)  // claims offsets of no stream
+            #expect(try await keys() == 0)
+            // The stream that begins next is the one that epoch names: its publications are recovered.
+            #expect(try await publish(c, "new", "a", epoch: "s1") == 1)
+            #expect(try await publish(c, "new", "b", epoch: "ignored") == 2)  // the stream keeps "s1"
+            let named = try await position(c, "new", epoch: none, since: 0)
+            #expect(named[0].string == "s1" && named[1].integer == 2 && named[2].integer == 1)
+            #expect(try (named[3].elements ?? []).map { try ClusterMessage.parse(#require($0.bytes)).offset } == [1, 2])
+            // A "~" epoch from longer than the TTL before the stream began may have seen an older
+            // stream come and go: not recoverable (epoch changed: only the position comes back).
+            let stale = try await position(c, "new", epoch: "~1", since: 0)
+            #expect(stale.count == 2 && stale[0].string == "s1")
+            _ = try await c.send(["DEL", .string(names.metaKey("new")), .string(names.historyKey("new"))]).get()
 
             for i in 1...5 { _ = try await publish(c, "t1", "m\(i)") }  // history keeps 3, 4, 5
             let asked = try await position(c, "t1", epoch: "e0", since: 3)
@@ -76,15 +92,17 @@ struct ClusterScriptsTests {
             // One further back: the history no longer reaches.
             let tooOld = try await position(c, "t1", epoch: "e0", since: 1)
             #expect(tooOld.count == 3 && tooOld[2].integer == 0)
-            // Up to date, ahead, or another epoch: only the position comes back.
-            #expect(try await position(c, "t1", epoch: "e0", since: 5).count == 2)
+            // Up to date: nothing to send. Ahead, or another epoch: only the position comes back.
+            let upToDate = try await position(c, "t1", epoch: "e0", since: 5)
+            #expect(upToDate.count == 4 && upToDate[2].integer == 1 && upToDate[3].elements?.isEmpty == true)
             #expect(try await position(c, "t1", epoch: "e0", since: 9).count == 2)
             let otherEpoch = try await position(c, "t1", epoch: "old", since: 3)
             #expect(otherEpoch.count == 2 && otherEpoch[0].string == "e0")
             // The stream is lost (FLUSHALL, expiry): a new epoch, offsets restart.
             _ = try await c.send(["FLUSHALL"]).get()
             let reset = try await position(c, "t1", epoch: "e0", since: 3)
-            #expect(reset[0].string == "fresh" && reset[1].integer == 0)
+            #expect(reset.count == 2 && reset[0].string?.hasPrefix("~") == true && reset[1].integer == 0)
+            #expect(try await keys() == 0)
         }
     }
 
@@ -92,13 +110,17 @@ struct ClusterScriptsTests {
         try await withRedis { c in
             let key = names.presenceKey("room")
             let channel = names.presenceChannel("room")
-            func join(_ field: String, _ member: String) async throws -> Int64? {
+            func join(_ field: String, _ member: String, most: Int = 100) async throws -> Int64? {
                 try await c.send(["EVAL", .string(ClusterScripts.join), "1", .string(key), .string(field), .string(member), "60000",
-                                  .string(channel), "{\"type\":\"join\"}"]).get().integer
+                                  .string(channel), "{\"type\":\"join\"}", .string(String(most))]).get().integer
             }
             #expect(try await join("n1:1", #"{"conn":"1"}"#) == 1)
             #expect(try await join("n1:1", #"{"conn":"1","info":2}"#) == 0)  // an update, not a new member
             #expect(try await join("n2:7", #"{"conn":"7"}"#) == 1)
+            // At the most: a new member is refused and nothing is written; an update still goes.
+            #expect(try await join("n3:9", #"{"conn":"9"}"#, most: 2) == -1)
+            #expect(try await c.send(["HEXISTS", .string(key), "n3:9"]).get().integer == 0)
+            #expect(try await join("n2:7", #"{"conn":"7"}"#, most: 2) == 0)
             // A member of a crashed instance: its expiry is in the past.
             _ = try await c.send(["HSET", .string(key), "dead:3", #"1|{"conn":"3"}"#]).get()
             func members() async throws -> Set<String> {

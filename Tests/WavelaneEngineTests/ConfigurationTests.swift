@@ -96,6 +96,26 @@ struct ConfigurationTests {
         #expect(c.controlMessages == false)
     }
 
+    @Test func boundsAndAdminKeys() throws {
+        let d = try config("{}")
+        #expect(d.maxPartialBytes == 64 << 20 && d.maxPresenceMembers == 10_000)
+        #expect(d.metrics && d.health && d.adminPort == nil && d.adminHost == "127.0.0.1")
+        // Unset, the partial budget always holds one maximal message.
+        #expect(try config(#"{"max_message_size":134217728}"#).maxPartialBytes == 134_217_728)
+        let c = try config("""
+            {"max_message_size":1024,"max_partial_bytes":2048,"max_presence_members":5,
+             "metrics":false,"health":false,"admin_host":"0.0.0.0","admin_port":9100}
+            """)
+        #expect(c.maxPartialBytes == 2048 && c.maxPresenceMembers == 5)
+        #expect(!c.metrics && !c.health && c.adminHost == "0.0.0.0" && c.adminPort == 9100)
+        #expect(configError(#"{"max_message_size":1024,"max_partial_bytes":1000}"#)?.key == "max_partial_bytes")
+        #expect(configError(#"{"max_presence_members":0}"#)?.key == "max_presence_members")
+        #expect(configError(#"{"admin_host":"0.0.0.0"}"#)?.key == "admin_host")
+        #expect(configError(#"{"port":9100,"admin_port":9100}"#)?.key == "admin_port")
+        #expect(configError(#"{"admin_port":0}"#)?.key == "admin_port")
+        #expect(configError(#"{"metrics":1}"#)?.key == "metrics")
+    }
+
     @Test func keysListMatchesWhatIsAccepted() throws {
         let documented: Set<String> = [
             "host", "port", "threads", "ws_path",

@@ -52,6 +52,24 @@ struct MessageAssemblerMessageTests {
         #expect(a.receive(f) == message(.text, plain))
     }
 
+    @Test func bufferedBytesAndDiscardingData() {
+        var a = MessageAssembler(maxMessageSize: 1000)
+        #expect(a.receive(clientFrame(.binary, [1, 2, 3], fin: false)) == .none)
+        #expect(a.bufferedBytes == 3)
+        #expect(a.receive(clientFrame(.continuation, [4, 5], fin: false)) == .none)
+        #expect(a.bufferedBytes == 5)
+        #expect(a.receive(clientFrame(.continuation, [6], fin: true)) == message(.binary, [1, 2, 3, 4, 5, 6]))
+        #expect(a.bufferedBytes == 0)
+        #expect(a.receive(clientFrame(.text, "abc", fin: false)) == .none)
+        a.discardData()
+        #expect(a.bufferedBytes == 0)
+        // Closing: data frames are ignored, control frames still answered.
+        #expect(a.receive(clientFrame(.continuation, "def", fin: true)) == .none)
+        #expect(a.receive(clientFrame(.text, "new")) == .none)
+        #expect(a.bufferedBytes == 0)
+        #expect(a.receive(clientFrame(.connectionClose, closePayload(1000))) == .close(code: 1000, reason: ""))
+    }
+
     @Test func singleTextMessage() {
         let a = Assembler(maxMessageSize: 1024)
         #expect(a.receive(clientFrame(.text, "héllo €😀")) == message(.text, Array("héllo €😀".utf8)))

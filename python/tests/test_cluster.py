@@ -695,6 +695,31 @@ def test_history_recovery_from_a_fresh_topic_position(redis_server, make_node):
     run(main())
 
 
+def test_subscribing_to_unpublished_topics_creates_no_redis_keys(redis_server, make_node):
+    """Positions and recoveries of topics nobody published to read Redis and write nothing."""
+    a = make_node("a", **cfg(redis_server, history_size=100))
+
+    async def main():
+        p = await Peer.open(a, "reader")
+        keys = sorted(redis_server.command("KEYS", "*"))
+        size = redis_server.command("DBSIZE")
+        for r in range(5):
+            topics = [f"never:{r}:{i}" for i in range(100)]
+            reply = await p.subscribe(topics, id_=r)
+            assert all(reply["positions"][t]["offset"] == 0 for t in topics), reply
+            recover = {t: reply["positions"][t] for t in topics}
+            reply = await p.subscribe(topics, id_=r, recover=recover)
+            assert reply["recovered"] == {t: True for t in topics}, reply
+            assert (await p.ask({"type": "unsubscribe", "topics": topics, "id": r}))["type"] == "unsubscribed"
+        assert redis_server.command("DBSIZE") == size
+        assert sorted(redis_server.command("KEYS", "*")) == keys
+        await a.acall("publish", topic="never:0:0", data="x")  # a publication does make the stream
+        assert redis_server.command("DBSIZE") > size
+        await p.close()
+
+    run(main())
+
+
 def test_history_recovery_impossible_when_history_too_short(redis_server, make_node):
     a = make_node("a", **cfg(redis_server, history_size=100))
     b = make_node("b", **cfg(redis_server, history_size=100))
@@ -811,6 +836,35 @@ def _first_gap(got: List[int], start: int) -> str:
 
 
 # ------------------------------------------------------------------------------ presence
+
+
+def test_presence_members_capped_across_instances(redis_server, make_node):
+    """max_presence_members counts every instance's members (in Redis): a join beyond it is refused."""
+    a = make_node("a", **cfg(redis_server, presence=True, max_presence_members=2))
+    b = make_node("b", **cfg(redis_server, presence=True, max_presence_members=2))
+    topic = "capped"
+
+    async def main():
+        alice = await Peer.open(a, "alice")
+        await alice.subscribe([topic])
+        bob = await Peer.open(b, "bob")
+        await bob.subscribe([topic])
+        await await_until(lambda: len(a.call("presence", topic=topic)) == 2, 5, 0.05, "two members")
+        carol = await Peer.open(a, "carol")
+        await carol.subscribe([topic])
+        refused = await carol.frames_of("error", lambda f: f.get("code") == "presence_full")
+        assert refused["topic"] == topic, refused
+        assert sorted(m["user"] for m in await b.acall("presence", topic=topic)) == ["alice", "bob"]
+        assert redis_server.command("HLEN", f"wavelane:pr:{topic}") == 2
+        assert (await a.acall("stats"))["presence_refused"] == 1
+        await bob.close()
+        await await_until(lambda: len(a.call("presence", topic=topic)) == 1, 5, 0.05, "bob left")
+        dave = await Peer.open(b, "dave")
+        await dave.subscribe([topic])
+        await await_until(lambda: sorted(m["user"] for m in a.call("presence", topic=topic)) == ["alice", "dave"], 5, 0.05,
+                          "dave joined")
+
+    run(main(), timeout=60)
 
 
 def test_presence_across_instances(redis_server, make_node):

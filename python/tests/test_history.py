@@ -232,6 +232,42 @@ def test_presence_on_one_instance(make_server):
     run(main())
 
 
+def test_presence_members_per_topic_are_capped(make_server):
+    """Beyond max_presence_members a new member is refused (told, counted), the subscription stands."""
+    srv, _ = make_server(presence=True, max_presence_members=2)
+
+    async def main():
+        peers = [await open_client(srv) for _ in range(3)]
+        for i, (ws, _) in enumerate(peers[:2]):
+            assert (await request(ws, {"type": "subscribe", "topics": ["room"], "id": i}))["type"] == "subscribed"
+        third, ready3 = peers[2]
+        reply = await request(third, {"type": "subscribe", "topics": ["room", "other"], "id": 3})
+        assert reply["type"] == "subscribed", reply
+        refused = await recv_json(third)
+        assert refused["type"] == "error" and refused["code"] == "presence_full" and refused["topic"] == "room", refused
+        assert "max_presence_members" in refused["message"]
+        assert sorted(m["conn"] for m in srv.presence("room")) == sorted(r["conn"] for _, r in peers[:2])
+        assert [m["conn"] for m in srv.presence("other")] == [ready3["conn"]]  # another topic: its own count
+        assert srv.stats()["presence_refused"] == 1
+        # Still subscribed: publications arrive.
+        srv.publish("room", "hi")
+        assert (await recv_json(third))["data"] == "hi"
+        # A place frees up: the next join is accepted.
+        await peers[0][0].close()
+        for _ in range(100):
+            if len(srv.presence("room")) == 1:
+                break
+            await asyncio.sleep(0.01)
+        late, ready_late = await open_client(srv)
+        assert (await request(late, {"type": "subscribe", "topics": ["room"], "id": 4}))["type"] == "subscribed"
+        assert ready_late["conn"] in [m["conn"] for m in srv.presence("room")]
+        assert srv.stats()["presence_refused"] == 1
+        for ws, _ in peers[1:] + [(late, None)]:
+            await ws.close()
+
+    run(main())
+
+
 def test_presence_off(server):
     srv, _ = server
 
@@ -270,6 +306,40 @@ def test_recovery_through_an_approved_subscription(make_server):
         reply = await request(ws, {"type": "subscribe", "topics": ["t"], "id": 2, "recover": {"t": {"epoch": epoch, "offset": 3}}})
         assert reply["id"] == 2 and reply["recovered"] == {"t": True}, reply
         assert [m["offset"] for m in await messages(ws, 3)] == [4, 5, 6]
+        await ws.close()
+
+    run(main())
+
+
+def test_positions_of_unpublished_topics_create_no_state(make_server):
+    """5,000 subscribe/unsubscribe (and recover) of topics never published leave no offsets entry;
+    a subscriber from before the first publication still recovers it (same epoch)."""
+    srv, _ = make_server(history_size=100)
+
+    async def main():
+        ws, _ = await open_client(srv)
+        for r in range(50):
+            topics = [f"never:{r}:{i}" for i in range(100)]
+            reply = await request(ws, {"type": "subscribe", "topics": topics, "id": r})
+            assert all(reply["positions"][t]["offset"] == 0 for t in topics), reply
+            epoch = reply["positions"][topics[0]]["epoch"]
+            recover = {t: {"epoch": epoch, "offset": 0} for t in topics}
+            reply = await request(ws, {"type": "subscribe", "topics": topics, "id": r, "recover": recover})
+            assert reply["recovered"] == {t: True for t in topics}, reply
+            assert (await request(ws, {"type": "unsubscribe", "topics": topics, "id": r}))["type"] == "unsubscribed"
+        assert srv.stats()["topics_with_offsets"] == 0
+        reply = await request(ws, {"type": "subscribe", "topics": ["late"], "id": 100})
+        before = reply["positions"]["late"]
+        assert srv.stats()["topics_with_offsets"] == 0
+        await ws.close()
+        for i in range(3):
+            srv.publish("late", i)
+        assert srv.stats()["topics_with_offsets"] == 1
+        ws, _ = await open_client(srv)
+        reply = await request(ws, {"type": "subscribe", "topics": ["late"], "id": 1, "recover": {"late": before}})
+        assert reply["recovered"] == {"late": True}, reply
+        assert reply["positions"]["late"] == {"epoch": before["epoch"], "offset": 3}
+        assert [m["offset"] for m in await messages(ws, 3)] == [1, 2, 3]
         await ws.close()
 
     run(main())

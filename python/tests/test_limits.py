@@ -574,3 +574,73 @@ def test_connect_abort_cycles_leave_no_leak(make_server):
     s, status, _ = raw_upgrade(port)
     s.close()
     assert status.startswith("HTTP/1.1 101"), status
+
+
+def _close_code(sock: socket.socket, buf: bytes = b"", timeout: float = 5.0) -> Optional[int]:
+    """Reads server frames until a close frame; its code (None when the socket ends first)."""
+    sock.settimeout(timeout)
+    while True:
+        while len(buf) >= 2:
+            opcode, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            payload, buf = buf[off : off + n], buf[off + n :]
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+
+
+def test_partly_received_messages_share_a_global_budget(make_server):
+    """max_partial_bytes bounds the fragments all connections hold: the connection whose fragment
+    would go beyond it is closed 1013; a message over max_message_size still closes 1009."""
+    srv, events = make_server(max_message_size=64 * 1024, max_frame_size=64 * 1024, max_partial_bytes=100 * 1024)
+
+    def wait_partial(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while srv.stats()["partial_bytes"] != n:
+            assert time.monotonic() < deadline, srv.stats()["partial_bytes"]
+            time.sleep(0.01)
+
+    a, status, rest_a = raw_upgrade(srv.port)
+    assert " 101 " in status
+    a.sendall(frame(0x1, b"a" * 60_000, fin=False))
+    wait_partial(60_000)
+    # B's first fragment fits its own message but not the shared budget: 1013, nothing kept.
+    b, _, rest_b = raw_upgrade(srv.port)
+    b.sendall(frame(0x1, b"b" * 60_000, fin=False))
+    assert _close_code(b, rest_b) == 1013
+    b.close()
+    assert srv.stats()["partial_budget_closes"] == 1
+    wait_partial(60_000)
+    # D: over max_message_size (and the budget): 1009, as without the budget.
+    d, _, rest_d = raw_upgrade(srv.port)
+    d.sendall(frame(0x2, b"d" * 30_000, fin=False))
+    wait_partial(90_000)
+    d.sendall(frame(0x0, b"d" * 40_000, fin=False))
+    assert _close_code(d, rest_d) == 1009
+    d.close()
+    wait_partial(60_000)
+    # A finishes its message: delivered whole, its share released.
+    a.sendall(frame(0x0, b"z" * 10, fin=True))
+    msg = events.wait_for(lambda e: e[0] == "message" and len(e[2]) == 60_010)
+    assert msg[2] == "a" * 60_000 + "z" * 10
+    wait_partial(0)
+    # Room again; a connection that vanishes mid-message gives its share back.
+    c, _, _ = raw_upgrade(srv.port)
+    c.sendall(frame(0x1, b"c" * 60_000, fin=False))
+    wait_partial(60_000)
+    c.close()
+    wait_partial(0)
+    a.close()
+    assert srv.stats()["partial_budget_closes"] == 1

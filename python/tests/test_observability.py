@@ -69,3 +69,58 @@ def test_health_reports_ok_then_draining(server):
     srv, _ = server
     status, headers, body = http_get(srv.port, "/health")
     assert status == 200 and b'"status":"ok"' in body
+
+
+def test_metrics_and_health_can_be_switched_off(make_server):
+    srv, _ = make_server(metrics=False)
+    assert http_get(srv.port, "/metrics")[0] == 404
+    assert http_get(srv.port, "/health")[0] == 200
+    srv, _ = make_server(health=False)
+    assert http_get(srv.port, "/health")[0] == 404
+    assert http_get(srv.port, "/metrics")[0] == 200
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_admin_listener_serves_metrics_and_health_instead_of_the_public_port(make_server):
+    admin = _free_port()
+    srv, _ = make_server(admin_port=admin)
+    assert http_get(srv.port, "/metrics")[0] == 404
+    assert http_get(srv.port, "/health")[0] == 404
+    status, _, body = http_get(admin, "/health")
+    assert status == 200 and b'"status":"ok"' in body
+    assert "wavelane_connections_active" in _families(admin)
+    assert http_get(admin, "/")[0] == 404  # nothing else there: no routes, no WebSocket
+    # The WebSocket port still serves clients.
+
+    async def main():
+        ws, _ = await open_client(srv)
+        assert await request(ws, {"type": "ping", "id": 1}) == {"type": "pong", "id": 1}
+        await ws.close()
+
+    run(main())
+    # Switched off there too.
+    admin2 = _free_port()
+    make_server(admin_port=admin2, metrics=False)
+    assert http_get(admin2, "/metrics")[0] == 404
+    assert http_get(admin2, "/health")[0] == 200
+
+
+def test_admin_settings_are_checked():
+    import wavelane
+
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(admin_host="0.0.0.0")
+    assert e.value.key == "admin_host"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(port=9000, admin_port=9000)
+    assert e.value.key == "admin_port"
+    with pytest.raises(wavelane.ConfigError) as e:
+        wavelane.Server(max_message_size=1 << 20, max_partial_bytes=1 << 19)
+    assert e.value.key == "max_partial_bytes"

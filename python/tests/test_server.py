@@ -74,6 +74,37 @@ def test_inbound_text_binary_json_in_order(make_server):
     run(main())
 
 
+def test_undecodable_message_keeps_the_drained_batch():
+    """A client's 10,000 nested ``[`` (RecursionError in json.loads) arrives as the str; the other
+    clients' connects and messages of the same drained batch arrive with it."""
+    srv = wavelane.Server(port=0, threads=1, parse_json=True)
+    srv.start()
+    hostile = "[" * 10_000
+
+    async def main():
+        a, ready_a = await open_client(srv)
+        b, ready_b = await open_client(srv)
+        await a.send(hostile)
+        await b.send('{"ok": 1}')
+        await a.send("[1]")
+        deadline = time.monotonic() + 5
+        while srv.pending() < 5 and time.monotonic() < deadline:  # 2 connects + 3 messages
+            await asyncio.sleep(0.01)
+        batch = srv.drain(1024, 0)
+        await a.close()
+        await b.close()
+        return int(ready_a["conn"]), int(ready_b["conn"]), batch
+
+    try:
+        ca, cb, batch = run(main())
+    finally:
+        srv.stop(1.0)
+    expected = [("connect", ca), ("connect", cb), ("message", ca), ("message", ca), ("message", cb)]
+    assert sorted((k, c) for k, c, _ in batch) == sorted(expected), batch
+    assert [d for k, c, d in batch if k == "message" and c == ca] == [hostile, [1]]
+    assert [d for k, c, d in batch if k == "message" and c == cb] == [{"ok": 1}]
+
+
 def test_inbound_json_not_parsed_by_default(server):
     srv, events = server
 

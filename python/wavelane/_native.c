@@ -351,7 +351,9 @@ static PyObject *Engine_get_closed(EngineObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->srv == NULL);
 }
 
-/* Text payload -> str, or (parse_json and it looks like an object/array) the parsed value. */
+/* Text payload -> str, or (parse_json and it looks like an object/array) the parsed value. A client
+ * controls this text: whatever json.loads raises for it (ValueError, RecursionError for deep nesting,
+ * MemoryError...) gives the str instead, so one message never costs the rest of the batch. */
 static PyObject *decode_text(const char *data, size_t len, int parse_json) {
     PyObject *s = PyUnicode_DecodeUTF8(data ? data : "", (Py_ssize_t)len, "strict");
     if (s == NULL || !parse_json || len == 0 || (data[0] != '{' && data[0] != '['))
@@ -361,21 +363,23 @@ static PyObject *decode_text(const char *data, size_t len, int parse_json) {
         Py_DECREF(s);
         return parsed;
     }
-    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-        PyErr_Clear();
-        return s;
-    }
-    Py_DECREF(s);
-    return NULL;
+    PyErr_Clear();
+    return s;
 }
 
+/* Engine-made JSON (connect, subscribe_request...) -> its value; should it not decode (it embeds
+ * client-chosen strings and claims), the JSON text itself, so the batch is never lost. */
 static PyObject *decode_json(const char *data, size_t len) {
     PyObject *s = PyUnicode_DecodeUTF8(data ? data : "", (Py_ssize_t)len, "strict");
     if (s == NULL)
         return NULL;
     PyObject *v = PyObject_CallFunctionObjArgs(json_loads, s, NULL);
-    Py_DECREF(s);
-    return v;
+    if (v != NULL) {
+        Py_DECREF(s);
+        return v;
+    }
+    PyErr_Clear();
+    return s;
 }
 
 /* One batch -> list of (kind, conn, data). Unknown kinds (newer engines) are skipped. */
@@ -422,8 +426,11 @@ static PyObject *build_events(const wl_event *evs, int n, int parse_json) {
         default:
             continue;
         }
-        if (data == NULL)
-            goto fail;
+        if (data == NULL) { /* out of memory for this payload alone: keep the event, and the batch */
+            PyErr_Clear();
+            Py_INCREF(Py_None);
+            data = Py_None;
+        }
         PyObject *conn = PyLong_FromUnsignedLongLong((unsigned long long)e->conn);
         if (conn == NULL) {
             Py_DECREF(data);

@@ -72,6 +72,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "close_timeout": 5,
     "max_message_size": 1048576,
     "max_frame_size": 1048576,
+    "max_partial_bytes": 67108864,
     "max_connections": 100000,
     "max_subscriptions": 1024,
     "max_topic_length": 256,
@@ -92,6 +93,10 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "tls_cert": None,
     "tls_key": None,
     "tls_client_ca": None,
+    "metrics": True,
+    "health": True,
+    "admin_host": "127.0.0.1",
+    "admin_port": None,
     # admission and inbound rate limits (docs/configuration.md); 0 = off
     "rate_limit_messages": 0,
     "rate_limit_burst_messages": 0,
@@ -115,6 +120,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "history_max_bytes": 67108864,
     "presence": False,
     "presence_ttl": 30,
+    "max_presence_members": 10000,
 }
 
 _STR_KEYS = frozenset(
@@ -130,6 +136,7 @@ _STR_KEYS = frozenset(
         "tls_client_ca",
         "log_level",
         "redis_prefix",
+        "admin_host",
     }
 )
 _NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param", "redis_url"})
@@ -139,6 +146,7 @@ _INT_KEYS = frozenset(
         "threads",
         "max_message_size",
         "max_frame_size",
+        "max_partial_bytes",
         "max_connections",
         "max_subscriptions",
         "max_topic_length",
@@ -158,6 +166,8 @@ _INT_KEYS = frozenset(
         "max_tracked_ips",
         "history_size",
         "history_max_bytes",
+        "max_presence_members",
+        "admin_port",
     }
 )
 _NUMBER_KEYS = frozenset(
@@ -188,6 +198,8 @@ _BOOL_KEYS = frozenset(
         "require_origin",
         "subprotocol_required",
         "presence",
+        "metrics",
+        "health",
     }
 )
 _STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols"})
@@ -491,7 +503,9 @@ class Server:
 
         * ``("connect", conn, {"user", "addr", "claims", "path", "subprotocol"})``
         * ``("message", conn, str | bytes)`` — a text message (with ``parse_json=True``, text that
-          starts with ``{`` or ``[`` and parses is given as the decoded JSON value) or a binary one
+          starts with ``{`` or ``[`` and parses is given as the decoded JSON value; text that does
+          not, for any reason, e.g. nesting too deep for ``json.loads``, stays a ``str``: one
+          client's message never costs the rest of the batch) or a binary one
         * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
         * ``("subscribe_request", conn, {"topics": [...], "id": ...})`` — with
           ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`

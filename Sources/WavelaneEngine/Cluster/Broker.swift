@@ -471,8 +471,7 @@ final class Broker: @unchecked Sendable {
             let mode = self.scripts.withLockedValue { $0 } ?? .eval
             let command: [RESPArgument] = self.scriptCommand(mode, publish: false) + [
                 "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
-                .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(self.candidateEpoch()),
-                .string(self.ttlMilliseconds),
+                .string(since?.epoch ?? ""), .string(since.map { String($0.offset) } ?? "-1"), .string(self.ttlMilliseconds),
             ]
             return self.client.send(command)
         }.flatMapThrowing { reply -> PositionReply in
@@ -483,8 +482,10 @@ final class Broker: @unchecked Sendable {
             let position = StreamPosition(epoch: epoch, offset: UInt64(top))
             guard let since else { return PositionReply(position: position, recovery: .none) }
             if historySize == 0 { return PositionReply(position: position, recovery: .failed("history is off on this server")) }
-            if let answer = PositionReply.check(since, against: position) { return answer }
-            guard parts.count >= 4, parts[2].integer == 1, let entries = parts[3].elements else { return PositionReply.gone(since, position) }
+            // The script vouches for the epoch (also for one read while the topic had no stream).
+            guard parts.count >= 4, parts[2].integer == 1, let entries = parts[3].elements else {
+                return PositionReply.check(since, against: position) ?? PositionReply.gone(since, position)
+            }
             var publications: [Publication] = []
             publications.reserveCapacity(entries.count)
             for entry in entries {
@@ -502,18 +503,33 @@ final class Broker: @unchecked Sendable {
     private func field(_ conn: UInt64) -> String { "\(self.node):\(conn)" }
 
     /// Adds (or updates) a connection as a member of `topic`; a new member's join event goes out.
-    func join(topic: String, conn: UInt64, member: [UInt8]) {
+    /// A new member is refused (`refused` runs, nothing is kept) when the topic has `limit` members:
+    /// in Redis (every instance's), or on this instance alone while Redis is away.
+    func join(topic: String, conn: UInt64, member: [UInt8], limit: Int, refused: @escaping @Sendable () -> Void) {
         let field = self.field(conn)
-        self.members.withLockedValue { all in
+        let outcome: (admitted: Bool, command: [RESPArgument]?) = self.members.withLockedValue { all in
+            if all[topic]?[field] == nil && (all[topic]?.count ?? 0) >= limit { return (false, nil) }
             all[topic, default: [:]][field] = member
-            guard self.client.isConnected else { return }  // written back on reconnect
+            guard self.client.isConnected else { return (true, nil) }  // written back on reconnect
             let event = ServerMessage.presenceEvent("join", topic: topic, member: member)
-            let command: [RESPArgument] = [
+            return (true, [
                 "EVAL", .string(ClusterScripts.join), "1", .string(self.names.presenceKey(topic)),
                 .string(field), .bytes(ByteBuffer(bytes: member)), .string(self.presenceTTLMilliseconds),
-                .string(self.names.presenceChannel(topic)), .bytes(ByteBuffer(bytes: event)),
-            ]
-            _ = self.client.send(command)
+                .string(self.names.presenceChannel(topic)), .bytes(ByteBuffer(bytes: event)), .string(String(limit)),
+            ])
+        }
+        guard outcome.admitted else { return refused() }
+        guard let command = outcome.command else { return }
+        self.client.send(command).whenSuccess { reply in
+            guard reply.integer == -1 else { return }
+            // Full in Redis: forget it here too (unless it left, or changed, meanwhile).
+            let forgotten: Bool = self.members.withLockedValue { all in
+                guard let kept = all[topic]?[field], kept == member else { return false }
+                all[topic]![field] = nil
+                if all[topic]!.isEmpty { all[topic] = nil }
+                return true
+            }
+            if forgotten { refused() }
         }
     }
 
