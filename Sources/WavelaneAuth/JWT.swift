@@ -6,6 +6,7 @@
 //      "crit" present (no extensions are understood)                                        -> malformed
 //   3. alg in the allowed set and a key of the matching type configured                     -> algorithmNotAllowed
 //   4. signature (HMAC: every secret, constant-time; RSA/EC: every key of the right type)    -> badSignature
+//      ES256/ES384 with rejectHighS: s > n/2 (the second, malleable form of a valid signature)  -> badSignature
 //   5. payload is a JSON object; exp/nbf/iat numbers, sub/iss strings, aud string|[string]   -> malformed
 //   6. exp (now > exp + leeway)                                                              -> expired
 //      nbf (now + leeway < nbf)                                                              -> notYetValid
@@ -61,6 +62,11 @@ public struct JWTConfiguration: Sendable {
     public var leeway: Int64
     /// When true, a token without "exp" is rejected (malformed).
     public var requireExpiry: Bool
+    /// When true (the default), an ECDSA signature whose `s` is above half the curve order is
+    /// rejected: (r, n - s) is a second valid signature of the same token, so without this every
+    /// ES token has two spellings. Issuers must then emit low-S signatures (PyJWT and OpenSSL do
+    /// not: about half of their ES signatures are high-S; normalize with s = n - s).
+    public var rejectHighS: Bool
 
     public init(
         secrets: [[UInt8]] = [],
@@ -69,7 +75,8 @@ public struct JWTConfiguration: Sendable {
         issuer: String? = nil,
         audience: String? = nil,
         leeway: Int64 = 5,
-        requireExpiry: Bool = false
+        requireExpiry: Bool = false,
+        rejectHighS: Bool = true
     ) {
         self.secrets = secrets
         self.publicKeysPEM = publicKeysPEM
@@ -78,6 +85,7 @@ public struct JWTConfiguration: Sendable {
         self.audience = audience
         self.leeway = leeway
         self.requireExpiry = requireExpiry
+        self.rejectHighS = rejectHighS
     }
 }
 
@@ -137,6 +145,7 @@ public final class JWTVerifier: Sendable {
     private let audience: String?
     private let leeway: Int64
     private let requireExpiry: Bool
+    private let rejectHighS: Bool
 
     /// Parses the PEM keys once. Throws when a key is unusable, when no key/secret at all is configured,
     /// or when none of the allowed algorithms has a matching key.
@@ -180,7 +189,11 @@ public final class JWTVerifier: Sendable {
         self.audience = configuration.audience
         self.leeway = configuration.leeway
         self.requireExpiry = configuration.requireExpiry
+        self.rejectHighS = configuration.rejectHighS
     }
+
+    /// The leeway (seconds) allowed after `exp`.
+    public var expiryLeeway: Int64 { leeway }
 
     /// The algorithms this verifier accepts (allowed and with a matching key/secret).
     public var acceptedAlgorithms: Set<JWTAlgorithm> { usable }
@@ -298,9 +311,11 @@ public final class JWTVerifier: Sendable {
         case .es256, .es384:
             let kind: OpenSSLPublicKey.Kind = algorithm == .es256 ? .ecP256 : .ecP384
             let half = algorithm == .es256 ? 32 : 48
-            guard signature.count == 2 * half, let der = OpenSSLCrypto.ecdsaRawToDER(signature, half: half) else {
+            guard signature.count == 2 * half else { return false }
+            if rejectHighS && Self.isHighS(UnsafeRawBufferPointer(rebasing: signature[half...]), algorithm: algorithm) {
                 return false
             }
+            guard let der = OpenSSLCrypto.ecdsaRawToDER(signature, half: half) else { return false }
             return der.withUnsafeBytes { derRaw in
                 for key in keys where key.kind == kind {
                     if key.verify(signature: derRaw, message: signingInput, md: md) { return true }
@@ -308,6 +323,25 @@ public final class JWTVerifier: Sendable {
                 return false
             }
         }
+    }
+
+    /// floor(n / 2) of P-256 and P-384, big-endian.
+    private static let halfOrderP256: [UInt8] = [
+        0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+    ]
+    private static let halfOrderP384: [UInt8] = [
+        0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe3, 0xb1, 0xa6, 0xc0, 0xfa, 0x1b, 0x96, 0xef,
+        0xac, 0x0d, 0x06, 0xd9, 0x24, 0x58, 0x53, 0xbd, 0x76, 0x76, 0x0c, 0xb5, 0x66, 0x62, 0x94, 0xb9,
+    ]
+
+    /// Whether the big-endian `s` (exactly the curve's size) is above half the group order.
+    static func isHighS(_ s: UnsafeRawBufferPointer, algorithm: JWTAlgorithm) -> Bool {
+        let half = algorithm == .es256 ? halfOrderP256 : halfOrderP384
+        guard s.count == half.count else { return false }
+        for i in 0..<s.count where s[i] != half[i] { return s[i] > half[i] }
+        return false  // equal: s == floor(n/2) is low
     }
 
     private func checkClaims(_ claims: [String: JSONValue], now: Int64) -> JWTError? {

@@ -290,6 +290,31 @@ public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ u
     }
 }
 
+@_cdecl("wl_disconnect_user")
+public func wl_disconnect_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ userLen: Int, _ code: Int32,
+                               _ reason: UnsafePointer<CChar>?, _ reasonLen: Int,
+                               _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else { return -1 }
+    guard let user = string(user, userLen) else {
+        writeError("user: not valid UTF-8", err, errLen)
+        return -1
+    }
+    guard let reason = string(reason, reasonLen) else {
+        writeError("reason: not valid UTF-8", err, errLen)
+        return -1
+    }
+    guard let code = UInt16(exactly: code) else {
+        writeError("code: \(code) is not a close code", err, errLen)
+        return -1
+    }
+    do {
+        return Int64(try core.disconnectUser(user, code: code, reason: reason))
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
+}
+
 private func subscription(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: UnsafePointer<CChar>?, _ topicsLen: Int,
                           _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
                           _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int, subscribe: Bool) -> Int32 {

@@ -96,7 +96,7 @@ public struct EngineConfiguration: Sendable {
     public static let keys: Set<String> = [
         "host", "port", "threads", "ws_path",
         "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
-        "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp",
+        "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp", "jwt_reject_high_s",
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
         "max_message_size", "max_frame_size", "max_partial_bytes", "max_connections", "max_subscriptions", "max_topic_length",
         "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
@@ -215,6 +215,7 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.string("jwt_audience") { jwt.audience = v }
         if let v = try r.seconds("jwt_leeway", allowZero: true) { jwt.leeway = Int64(v.rounded(.up)) }
         if let v = try r.bool("jwt_require_exp") { jwt.requireExpiry = v }
+        if let v = try r.bool("jwt_reject_high_s") { jwt.rejectHighS = v }
         if anyJWT {
             self.jwt = jwt
         } else {

@@ -2,6 +2,12 @@ import NIOCore
 import NIOWebSocket
 import WavelaneProtocol
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One upgraded WebSocket connection: the channel handler at the tail of its pipeline.
 ///
 /// Threading: every mutable property is touched only on `eventLoop`. Other threads (Python's)
@@ -74,9 +80,18 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// through it at teardown.
     private let handshake: HandshakeState?
 
+    /// The token's `exp` (Unix seconds; nil: none). Once exp + jwt_leeway has passed the shard's
+    /// sweep closes the connection with 4001; a `refresh` with a new token moves (or clears) it.
+    private(set) var tokenExpiry: Double?
+    /// Refresh attempts (each costs a signature check on this loop): a burst, then one per 5 s.
+    private var refreshBudget: TokenBucket?
+    static let refreshBurst = 5.0
+    static let refreshRate = 0.2
+
     init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
-         shard: Shard, server: ServerCore, handshake: HandshakeState? = nil) {
+         shard: Shard, server: ServerCore, handshake: HandshakeState? = nil, tokenExpiry: Double? = nil) {
         self.handshake = handshake
+        self.tokenExpiry = tokenExpiry
         self.id = id
         self.user = user
         self.connectPayload = connectPayload
@@ -122,7 +137,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         let ready = ServerMessage.ready(
             conn: self.id, user: self.user, server: "wavelane/\(wavelaneVersion)",
             heartbeat: self.server.config.pingInterval, epoch: self.server.epoch,
-            maxMessageSize: self.server.config.maxMessageSize)
+            maxMessageSize: self.server.config.maxMessageSize, exp: self.tokenExpiry)
         self.writeFrame(FrameEncoder.frame(opcode: .text, bytes: ready, allocator: context.channel.allocator))
     }
 
@@ -343,6 +358,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.unsubscribe(topics, ack: .some(id))
         case .presence(let topic, let id):
             self.answerPresence(topic: topic, id: id)
+        case .refresh(let token, let id):
+            self.refresh(token: token, id: id)
         case .rpc(let method, let params, let id):
             var body: [UInt8] = Array(#"{"method":"#.utf8)
             JSONWriter.appendString(method, to: &body)
@@ -539,6 +556,50 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             if self.watchedPresence.remove(topic) != nil { self.shard.unwatchPresence(self.id, topic) }
         }
         if let ack { self.sendJSON(ServerMessage.ack("unsubscribed", topics: topics, id: ack)) }
+    }
+
+    // MARK: token expiry
+
+    /// A client's new token: verified like the handshake's (same verifier, keys, issuer, audience,
+    /// leeway) and for the same `sub`. Success moves the expiry and tells the application; a failure
+    /// leaves the old expiry in place.
+    private func refresh(token: String, id: JSONValue?) {
+        guard let verifier = self.server.verifier else {
+            self.sendJSON(ServerMessage.error(code: "unauthorized", message: "this server does not use tokens", id: id))
+            return
+        }
+        let now = NIODeadline.now()
+        if self.refreshBudget == nil {
+            self.refreshBudget = TokenBucket(rate: Self.refreshRate, capacity: Self.refreshBurst, now: now)
+        }
+        guard self.refreshBudget!.take(1, now: now) else {
+            self.sendJSON(ServerMessage.error(code: "rate_limited", message: "too many refresh attempts; slow down", id: id))
+            return
+        }
+        switch verifier.verify(token, now: Int64(time(nil))) {
+        case .success(let verified) where verified.subject == self.user:
+            self.tokenExpiry = verified.claims["exp"]?.doubleValue
+            self.sendJSON(ServerMessage.refreshed(exp: self.tokenExpiry, id: id))
+            guard let context = self.context else { return }
+            var body: [UInt8] = Array(#"{"claims":"#.utf8)
+            body.append(contentsOf: verified.claimsJSON.utf8)
+            body.append(UInt8(ascii: "}"))
+            var payload = context.channel.allocator.buffer(capacity: body.count)
+            payload.writeBytes(body)
+            self.push(InboundEvent(kind: .refresh, conn: self.id, payload: payload), context: context)
+        case .success:
+            self.sendJSON(ServerMessage.error(code: "unauthorized", message: "the token is for another user", id: id))
+        case .failure(let error):
+            self.sendJSON(ServerMessage.error(code: "unauthorized", message: error.reason, id: id))
+        }
+    }
+
+    /// Closes the connection with 4001 once its token's exp + `leeway` is before `now` (Unix
+    /// seconds). Called by the shard's sweep.
+    func checkExpiry(now: Double, leeway: Double) {
+        guard let exp = self.tokenExpiry, self.state == .open, now > exp + leeway else { return }
+        self.server.logger.debug("closing connection: token expired", metadata: ["conn": "\(self.id)"])
+        self.initiateClose(code: CloseCode.tokenExpired, reason: "token expired")
     }
 
     // MARK: presence

@@ -20,6 +20,8 @@ public struct InboundEvent: Sendable {
         /// Multi-instance mode: the Redis link changed state or publications could not go through
         /// it; conn 0, payload: JSON {"redis":..,"reason":..,"undelivered":n}.
         case cluster = 7
+        /// A client refreshed its token (same `sub`); payload: JSON {"claims":{..}} of the new token.
+        case refresh = 8
         /// A client's remote procedure call; payload: JSON {"method":..,"params":..,"id":..}.
         case rpc = 9
     }

@@ -27,7 +27,7 @@ final class HandshakeState: @unchecked Sendable {
     var upgraded = false
     var timeout: Scheduled<Void>?
     /// Set by a successful check: the connection's id, user and connect-event payload.
-    var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?)?
+    var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?)?
     /// The subprotocol chosen from the client's offers (answered in the 101), if any.
     var subprotocol: String?
     /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
@@ -90,6 +90,12 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .methodNotAllowed, reason: "websocket upgrades use GET"))
         }
+        // A GET upgrade has no body; one that announces a body (request smuggling, or bytes the
+        // WebSocket decoder would take as frames) is refused.
+        if request.headers["content-length"].contains(where: { $0.trimmingSpaces != "0" }) || request.headers.contains(name: "transfer-encoding") {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .badRequest, reason: "an upgrade request must not have a body"))
+        }
         let (path, query) = Handshake.splitTarget(request.uri)
         if let wsPath = config.wsPath, path != Substring(wsPath) {
             stats.add(.rejectedBadRequest)
@@ -121,9 +127,19 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             stats.add(.rejectedSubprotocol)
             return .failure(.init(status: .badRequest, reason: "none of the offered subprotocols is supported (supported: \(policy.subprotocols.joined(separator: ", ")))"))
         }
+        // The client's address: the peer's, or the one a trusted proxy forwarded (trusted_proxies).
+        let client = policy.clientAddress(peer: channel.remoteAddress, forwardedFor: request.headers["x-forwarded-for"],
+                                          realIP: request.headers["x-real-ip"])
+        let clientIP = IPKey(client)
+        // An address that keeps failing the token check is refused before its token is verified.
+        if self.server.verifier != nil, let retryAfter = self.server.failedHandshakes.check(clientIP, now: .now()) {
+            stats.add(.rejectedRate)
+            return .failure(.init(status: .tooManyRequests, reason: "too many failed handshakes from this address",
+                                  headers: [("Retry-After", String(retryAfter))]))
+        }
         var ticket: AdmissionTicket? = nil
         if policy.admissionEnabled {
-            switch self.server.admission.admit(ip: IPKey(channel.remoteAddress), now: .now()) {
+            switch self.server.admission.admit(ip: clientIP, now: .now()) {
             case .success(let t):
                 ticket = t
                 self.state.admission = t
@@ -153,17 +169,30 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
 
         var user: String? = nil
         var claimsJSON = "{}"
+        var exp: Double? = nil
         if let verifier = self.server.verifier {
-            guard let token = self.token(request: request, query: query) else {
+            let failures = self.server.failedHandshakes
+            let token: String
+            switch self.token(request: request, query: query) {
+            case .none:
                 stats.add(.rejectedAuth)
+                failures.recordFailure(clientIP, now: .now())
                 return refuse(.init(status: .unauthorized, reason: "missing token"))
+            case .cookieFromOtherOrigin:
+                stats.add(.rejectedOrigin)
+                failures.recordFailure(clientIP, now: .now())
+                return refuse(.init(status: .forbidden, reason: "a token in a cookie needs an Origin listed in allowed_origins"))
+            case .found(let t):
+                token = t
             }
             switch verifier.verify(token, now: Int64(time(nil))) {
             case .success(let verified):
                 user = verified.subject
                 claimsJSON = verified.claimsJSON
+                exp = verified.claims["exp"]?.doubleValue
             case .failure(let error):
                 stats.add(.rejectedAuth)
+                failures.recordFailure(clientIP, now: .now())
                 return refuse(.init(status: .unauthorized, reason: error.reason))
             }
         }
@@ -185,7 +214,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         var body: [UInt8] = Array(#"{"user":"#.utf8)
         if let user { JSONWriter.appendString(user, to: &body) } else { body.append(contentsOf: "null".utf8) }
         body.append(contentsOf: #","addr":"#.utf8)
-        JSONWriter.appendString(Self.describe(channel.remoteAddress), to: &body)
+        JSONWriter.appendString(Self.describe(client), to: &body)
         body.append(contentsOf: #","path":"#.utf8)
         JSONWriter.appendString(String(path), to: &body)
         body.append(contentsOf: #","subprotocol":"#.utf8)
@@ -196,27 +225,41 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
-        self.state.accepted = (id, user, payload, deflate)
+        self.state.accepted = (id, user, payload, deflate, exp)
         return .success(keys[0].trimmingSpaces)
     }
 
-    private func token(request: HTTPRequestHead, query: Substring?) -> String? {
+    enum TokenSource {
+        case none
+        case found(String)
+        /// Only a cookie carries a token, and the request's Origin is not in allowed_origins (403).
+        case cookieFromOtherOrigin
+    }
+
+    /// The handshake's token: the Authorization header, then the cookie, then the query parameter.
+    /// A cookie token counts only from an allowed Origin (Policies.swift, cookieTokenAllowed).
+    private func token(request: HTTPRequestHead, query: Substring?) -> TokenSource {
         let config = self.server.config
         if config.jwtHeader {
             for value in request.headers["authorization"] {
-                if let token = Handshake.bearerToken(fromAuthorization: value) { return token }
+                if let token = Handshake.bearerToken(fromAuthorization: value) { return .found(token) }
             }
         }
+        var refusedCookie = false
         if let name = config.jwtCookie {
             for header in request.headers["cookie"] {
-                if let token = Handshake.cookie(named: name, in: header), !token.isEmpty { return token }
+                if let token = Handshake.cookie(named: name, in: header), !token.isEmpty {
+                    if config.policies.cookieTokenAllowed(request.headers["origin"]) { return .found(token) }
+                    refusedCookie = true
+                    break
+                }
             }
         }
         if let name = config.jwtQueryParam, let query,
            let token = Handshake.queryParameter(named: name, in: query), !token.isEmpty {
-            return token
+            return .found(token)
         }
-        return nil
+        return refusedCookie ? .cookieFromOtherOrigin : .none
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
@@ -229,7 +272,8 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.timeout?.cancel()
         self.state.timeout = nil
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
-                                    deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state)
+                                    deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state,
+                                    tokenExpiry: accepted.exp)
         return channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))

@@ -16,6 +16,11 @@ import Musl
 // * `Admission`       per server: new connections/s and concurrent connections per IP, concurrent
 //                     connections per user; one lock-protected table, bounded
 // * `OriginPattern`   the `allowed_origins` allowlist (exact and `*.` wildcard subdomains)
+// * `FailedHandshakes` per server: failed handshakes (bad or missing token) per IP, checked before a
+//                     token is verified; bounded
+// * `IPRange` / `PolicyConfiguration.clientAddress`  `trusted_proxies`: whose X-Forwarded-For /
+//                     X-Real-IP is believed
+// * `PolicyConfiguration.cookieTokenAllowed`  a cookie token counts only from an allowed Origin
 // * `PolicyConfiguration.selectSubprotocol`  `Sec-WebSocket-Protocol` negotiation
 
 /// The policy settings (see docs/configuration.md, "Admission and rate limits").
@@ -41,6 +46,13 @@ public struct PolicyConfiguration: Sendable {
     public var maxConnectionsPerUser = 0
     /// Most IPs (IPv4 addresses, IPv6 /64 prefixes) tracked at once by the per-IP limits.
     public var maxTrackedIPs = 100_000
+    /// Failed handshakes (missing or invalid token) per second per IP; beyond the burst, upgrades
+    /// from that IP get 429 before their token is verified. 0 = no limit.
+    public var maxFailedHandshakesPerIPRate = 5.0
+    /// Failed handshakes per IP allowed at once above the rate.
+    public var maxFailedHandshakesPerIPBurst = 20
+    /// Peers (proxies) whose X-Forwarded-For / X-Real-IP is believed; empty = nobody's.
+    public var trustedProxies: [IPRange] = []
 
     /// Allowed browser origins; empty = any origin.
     public var allowedOrigins: [OriginPattern] = []
@@ -80,6 +92,46 @@ public struct PolicyConfiguration: Sendable {
         guard let origin = Origin(parsing: values[0]) else { return "origin not allowed" }
         for pattern in self.allowedOrigins where pattern.matches(origin) { return nil }
         return "origin not allowed"
+    }
+
+    /// Whether a token taken from a cookie may count: only when the request comes from an origin in
+    /// `allowed_origins` (a browser sends the cookie along with a page of any site: cross-site
+    /// WebSocket hijacking). With no `allowed_origins`, or no Origin header, never.
+    func cookieTokenAllowed(_ originValues: [String]) -> Bool {
+        guard !self.allowedOrigins.isEmpty, originValues.count == 1, let origin = Origin(parsing: originValues[0]) else {
+            return false
+        }
+        return self.allowedOrigins.contains { $0.matches(origin) }
+    }
+
+    // MARK: client address
+
+    /// The client's address: the peer's, or — when the peer is one of `trustedProxies` — the one it
+    /// forwarded: the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (the
+    /// leftmost when all are), else `X-Real-IP`. A forwarded address has port 0. An entry that is
+    /// not an address stops the walk (nothing left of it is believed): the peer's address is used.
+    func clientAddress(peer: SocketAddress?, forwardedFor: [String], realIP: [String]) -> SocketAddress? {
+        guard !self.trustedProxies.isEmpty, let peer, let peerBytes = IPRange.bytes(of: peer),
+              self.isTrustedProxy(peerBytes) else { return peer }
+        if !forwardedFor.isEmpty {
+            let entries = forwardedFor.flatMap { $0.split(separator: ",") }
+            var chosen: (text: String, bytes: [UInt8])? = nil
+            for entry in entries.reversed() {
+                guard let parsed = IPRange.parseForwarded(entry) else { return peer }
+                chosen = parsed
+                if !self.isTrustedProxy(parsed.bytes) { break }
+            }
+            if let chosen { return (try? SocketAddress(ipAddress: chosen.text, port: 0)) ?? peer }
+            return peer
+        }
+        if realIP.count == 1, let parsed = IPRange.parseForwarded(Substring(realIP[0])) {
+            return (try? SocketAddress(ipAddress: parsed.text, port: 0)) ?? peer
+        }
+        return peer
+    }
+
+    func isTrustedProxy(_ bytes: [UInt8]) -> Bool {
+        self.trustedProxies.contains { $0.contains(bytes) }
     }
 
     // MARK: subprotocols
@@ -125,6 +177,7 @@ extension EngineConfiguration {
         "rate_limit_strikes",
         "max_connections_per_ip_rate", "max_connections_per_ip_rate_burst", "max_connections_per_ip",
         "max_connections_per_user", "max_tracked_ips",
+        "max_failed_handshakes_per_ip_rate", "max_failed_handshakes_per_ip_burst", "trusted_proxies",
         "allowed_origins", "require_origin", "subprotocols", "subprotocol_required",
     ]
 
@@ -140,6 +193,16 @@ extension EngineConfiguration {
         if let v = try r.int("max_connections_per_ip", 0...10_000_000) { p.maxConnectionsPerIP = v }
         if let v = try r.int("max_connections_per_user", 0...10_000_000) { p.maxConnectionsPerUser = v }
         if let v = try r.int("max_tracked_ips", 1...10_000_000) { p.maxTrackedIPs = v }
+        if let v = try r.rate("max_failed_handshakes_per_ip_rate", max: 1e6) { p.maxFailedHandshakesPerIPRate = v }
+        if let v = try r.int("max_failed_handshakes_per_ip_burst", 1...1_000_000) { p.maxFailedHandshakesPerIPBurst = v }
+        if let list = try r.stringList("trusted_proxies") {
+            for entry in list {
+                guard let range = IPRange(entry) else {
+                    throw ConfigurationError("trusted_proxies", "\"\(entry)\" is not an IP address or CIDR range (e.g. 10.0.0.0/8, ::1, fd00::/8)")
+                }
+                p.trustedProxies.append(range)
+            }
+        }
         if let list = try r.stringList("allowed_origins") {
             for entry in list {
                 guard let pattern = OriginPattern(entry) else {
@@ -563,5 +626,155 @@ public struct OriginPattern: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         "\(self.scheme)://\(self.wildcard ? "*" : "")\(self.host)\(self.port.map { ":\($0)" } ?? "")"
+    }
+}
+
+// MARK: - failed handshakes per IP
+
+/// Failed handshakes (missing or invalid token) per IP: a token bucket per IP (key as for the
+/// admission limits). `check` runs before the token is verified, so once an IP has used its burst
+/// its junk tokens cost no signature check (429 with Retry-After instead); a valid handshake takes
+/// nothing. Bounded: at most `maxTrackedIPs` entries; entries whose bucket is full again are swept
+/// (amortized over insertions, and when full), and when still full an arbitrary entry makes room.
+final class FailedHandshakes: @unchecked Sendable {
+    private let rate: Double
+    private let burst: Double
+    private let limit: Int
+    private let lock = NIOLock()
+    private var buckets: [IPKey: TokenBucket] = [:]
+    private var insertsSinceSweep = 0
+    private var lastSweep: NIODeadline?
+
+    init(policy: PolicyConfiguration) {
+        self.rate = policy.maxFailedHandshakesPerIPRate
+        self.burst = Double(policy.maxFailedHandshakesPerIPBurst)
+        self.limit = policy.maxTrackedIPs
+    }
+
+    var enabled: Bool { self.rate > 0 }
+    var trackedIPs: Int { self.lock.withLock { self.buckets.count } }
+
+    /// nil: `ip` may try a handshake; else the seconds it must wait (for Retry-After).
+    func check(_ ip: IPKey?, now: NIODeadline) -> Int? {
+        guard self.enabled, let ip else { return nil }
+        return self.lock.withLock { () -> Int? in
+            guard let bucket = self.buckets[ip] else { return nil }
+            let wait = bucket.secondsUntil(1, now: now)
+            return wait > 0 ? max(1, Int(wait.rounded(.up))) : nil
+        }
+    }
+
+    /// Counts one failed handshake of `ip`.
+    func recordFailure(_ ip: IPKey?, now: NIODeadline) {
+        guard self.enabled, let ip else { return }
+        self.lock.withLock {
+            if var bucket = self.buckets[ip] {
+                _ = bucket.take(1, now: now)
+                self.buckets[ip] = bucket
+                return
+            }
+            self.insertsSinceSweep += 1
+            if self.insertsSinceSweep >= max(1024, self.buckets.count) { self.sweepLocked(now: now) }
+            if self.buckets.count >= self.limit {
+                if self.lastSweep.map({ now - $0 >= .milliseconds(100) }) ?? true { self.sweepLocked(now: now) }
+                if self.buckets.count >= self.limit { self.buckets.remove(at: self.buckets.startIndex) }
+            }
+            var bucket = TokenBucket(rate: self.rate, capacity: self.burst, now: now)
+            _ = bucket.take(1, now: now)
+            self.buckets[ip] = bucket
+        }
+    }
+
+    /// Drops every entry whose bucket is full again (the IP has not failed for a while).
+    func sweep(now: NIODeadline) {
+        self.lock.withLock { self.sweepLocked(now: now) }
+    }
+
+    private func sweepLocked(now: NIODeadline) {
+        self.insertsSinceSweep = 0
+        self.lastSweep = now
+        self.buckets = self.buckets.filter { !$0.value.isFull(now: now) }
+    }
+}
+
+// MARK: - trusted proxies
+
+/// One `trusted_proxies` entry: an address or a CIDR range, IPv4 or IPv6. Addresses are compared as
+/// 16 bytes, IPv4 as the IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), so a v4 peer reached over a
+/// dual-stack socket matches a v4 entry.
+public struct IPRange: Sendable, Equatable, CustomStringConvertible {
+    let network: [UInt8]
+    /// Leading bits that must match, in the 16-byte form (96 + n for IPv4 /n).
+    let prefixLength: Int
+    public let description: String
+
+    public init?(_ text: String) {
+        let trimmed = text.trimmingSpaces
+        let parts = trimmed.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let first = parts.first, let (bytes, v4) = Self.parseAddress(first) else { return nil }
+        var length = 128
+        if parts.count == 2 {
+            let digits = parts[1]
+            guard !digits.isEmpty, digits.utf8.count <= 3, digits.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                  let n = Int(digits), n <= (v4 ? 32 : 128) else { return nil }
+            length = v4 ? 96 + n : n
+        }
+        self.prefixLength = length
+        self.network = Self.masked(bytes, length)
+        self.description = trimmed
+    }
+
+    func contains(_ address: [UInt8]) -> Bool {
+        address.count == 16 && Self.masked(address, self.prefixLength) == self.network
+    }
+
+    private static func masked(_ bytes: [UInt8], _ length: Int) -> [UInt8] {
+        var out = bytes
+        for i in 0..<16 {
+            let keep = max(0, min(8, length - 8 * i))
+            out[i] &= keep == 8 ? 0xff : UInt8(truncatingIfNeeded: 0xff << (8 - keep))
+        }
+        return out
+    }
+
+    /// A textual IPv4 or IPv6 address as 16 bytes, and whether it was IPv4.
+    static func parseAddress(_ text: Substring) -> ([UInt8], Bool)? {
+        guard !text.isEmpty, text.utf8.count < 64 else { return nil }
+        let string = String(text)
+        var out = [UInt8](repeating: 0, count: 16)
+        if !string.contains(":") {
+            var a = in_addr()
+            guard inet_pton(AF_INET, string, &a) == 1 else { return nil }
+            out[10] = 0xff
+            out[11] = 0xff
+            withUnsafeBytes(of: &a) { for i in 0..<4 { out[12 + i] = $0[i] } }
+            return (out, true)
+        }
+        var a6 = in6_addr()
+        guard inet_pton(AF_INET6, string, &a6) == 1 else { return nil }
+        withUnsafeBytes(of: &a6) { for i in 0..<16 { out[i] = $0[i] } }
+        return (out, false)
+    }
+
+    /// A peer's address as 16 bytes (nil for a Unix socket).
+    static func bytes(of address: SocketAddress) -> [UInt8]? {
+        guard let ip = address.ipAddress else { return nil }
+        return parseAddress(Substring(ip))?.0
+    }
+
+    /// One X-Forwarded-For / X-Real-IP entry: an address, possibly `[v6]`, `[v6]:port` or `v4:port`.
+    /// Returns the bare address text and its bytes.
+    static func parseForwarded(_ entry: Substring) -> (text: String, bytes: [UInt8])? {
+        var s = Substring(String(entry).trimmingSpaces)
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            let rest = s[s.index(after: close)...]
+            guard rest.isEmpty || rest.hasPrefix(":") else { return nil }
+            s = s[s.index(after: s.startIndex)..<close]
+        } else if let colon = s.firstIndex(of: ":"), s[s.index(after: colon)...].firstIndex(of: ":") == nil {
+            s = s[..<colon]  // v4:port (a single colon: not an IPv6 address)
+        }
+        guard let (bytes, _) = parseAddress(s) else { return nil }
+        return (String(s), bytes)
     }
 }

@@ -41,6 +41,8 @@ public final class ServerCore: @unchecked Sendable {
     let metrics = MetricsExporter()
     /// Per-IP and per-user admission state (Policies.swift).
     let admission: Admission
+    /// Failed handshakes per IP (Policies.swift).
+    let failedHandshakes: FailedHandshakes
     /// Engine log records, taken by the bindings for Python's `logging`.
     public let logSink = LogSink()
     let logger: Logger
@@ -94,6 +96,7 @@ public final class ServerCore: @unchecked Sendable {
         }
         self.tlsContext = try Self.makeTLSContext(configuration)
         self.admission = Admission(policy: configuration.policies)
+        self.failedHandshakes = FailedHandshakes(policy: configuration.policies)
         let sink = self.logSink
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         self.logger = Logger(label: "wavelane", factory: { _ in SinkLogHandler(sink: sink, logLevel: level) })
@@ -224,6 +227,15 @@ public final class ServerCore: @unchecked Sendable {
             self.group = group
             for shard in shards {
                 shard.eventLoop.execute { shard.startSweeping() }
+            }
+            if let jwt = self.config.jwt {
+                for (i, secret) in jwt.secrets.enumerated() where secret.count < Self.minimumSecretLength {
+                    // RFC 7518 §3.2: an HS256 key shorter than the hash (32 bytes) can be brute-forced offline
+                    // from any one token.
+                    self.logger.warning("\(i == 0 ? "jwt_secret" : "jwt_previous_secret") is shorter than \(Self.minimumSecretLength) bytes: tokens signed with it can be brute-forced offline; use a random secret of at least 32 bytes", metadata: [
+                        "bytes": "\(secret.count)",
+                    ])
+                }
             }
             self.logger.info("listening", metadata: [
                 "host": "\(self.config.host)", "port": "\(self.boundPort)", "threads": "\(threads)",
@@ -611,6 +623,30 @@ public final class ServerCore: @unchecked Sendable {
         let body = ServerMessage.error(code: code, message: message, id: id)
         connection.eventLoop.execute { connection.sendJSON(body) }
         return true
+    }
+
+    /// HMAC secrets shorter than this get a warning at start.
+    static let minimumSecretLength = 32
+
+    /// Closes every connection of `user` with `code` (revocation, logout): on this instance, and with
+    /// `redis_url` on every other one (a command on the user's channel). Returns how many of this
+    /// instance's connections are being closed.
+    public func disconnectUser(_ user: String, code: UInt16, reason: String) throws(ArgumentError) -> Int {
+        guard CloseCode.isValidForApplication(code) else {
+            throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
+        }
+        guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
+        self.broker?.disconnectUser(user, code: code, reason: reason)
+        return self.disconnectUserLocally(user, code: code, reason: reason)
+    }
+
+    @discardableResult
+    func disconnectUserLocally(_ user: String, code: UInt16, reason: String) -> Int {
+        let connections = self.registry.connections(ofUser: user)
+        for connection in connections {
+            connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
+        }
+        return connections.count
     }
 
     /// Starts the close handshake with one connection.

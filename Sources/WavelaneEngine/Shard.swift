@@ -3,6 +3,12 @@ import NIOCore
 import NIOWebSocket
 import WavelaneProtocol
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The state of one event loop: its connections, their topic subscriptions, and the list of
 /// connections with unflushed writes. Everything here is touched only on `eventLoop`, so fan-out
 /// takes no lock: a publication hops once to each loop and is written to that loop's subscribers.
@@ -45,7 +51,17 @@ final class Shard: @unchecked Sendable {
         let now = NIODeadline.now()
         let idle = TimeAmount.nanoseconds(Int64(self.server.config.idleTimeout * 1e9))
         let ping = TimeAmount.nanoseconds(Int64(self.server.config.pingInterval * 1e9))
+        // Token expiry: one comparison per connection per sweep, against the wall clock in whole
+        // seconds (exp is Unix time; the same rule as the handshake's check: now > exp + leeway).
+        let leeway = self.server.verifier.map { Double($0.expiryLeeway) }
+        var wall = timespec()
+        if leeway != nil { clock_gettime(CLOCK_REALTIME, &wall) }
+        let unixNow = Double(wall.tv_sec)
         for connection in self.connections.values where connection.state == .open {
+            if let leeway {
+                connection.checkExpiry(now: unixNow, leeway: leeway)
+                if connection.state != .open { continue }
+            }
             if now - connection.lastActivity > idle {
                 self.server.stats.add(.idleTimeouts)
                 self.server.logger.debug("closing idle connection", metadata: ["conn": "\(connection.id)"])

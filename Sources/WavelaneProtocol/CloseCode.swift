@@ -14,6 +14,10 @@ public enum CloseCode {
     public static let internalError: UInt16 = 1011
     public static let serviceRestart: UInt16 = 1012
     public static let tryAgainLater: UInt16 = 1013
+    /// Wavelane: the connection's token expired (exp + jwt_leeway passed without a refresh).
+    public static let tokenExpired: UInt16 = 4001
+    /// Wavelane: the default code of `disconnect_user` (revocation, logout).
+    public static let userDisconnected: UInt16 = 4003
 
     /// Whether a peer may send `code` in a close frame (RFC 6455 §7.4.1 / §7.4.2 and the IANA
     /// registry): 1000–1003, 1007–1014 and the application range 3000–4999.

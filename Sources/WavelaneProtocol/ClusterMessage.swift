@@ -55,6 +55,42 @@ public struct ClusterMessage: Equatable, Sendable {
         return out
     }
 
+    /// Commands on a user's channel, next to the user messages (`disconnect_user`). Their body starts
+    /// with version byte 2, which instances that do not know commands refuse (and ignore):
+    ///
+    /// ```
+    /// 0::[u8 2][u8 command = 1: disconnect][u16 close code][u8 node length][node][reason (UTF-8)]
+    /// ```
+    public enum Command: Equatable, Sendable {
+        /// Close the user's connections (except on `node`, the instance that sent it).
+        case disconnect(node: String, code: UInt16, reason: String)
+    }
+
+    public static let commandVersion: UInt8 = 2
+
+    public static func disconnectCommand(node: String, code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let nodeBytes = Array(node.utf8.prefix(255))
+        let reasonBytes = Array(reason.utf8.prefix(123))
+        var out = allocator.buffer(capacity: 8 + nodeBytes.count + reasonBytes.count)
+        out.writeString("0::")
+        out.writeMultipleIntegers(Self.commandVersion, UInt8(1), code, UInt8(nodeBytes.count))
+        out.writeBytes(nodeBytes)
+        out.writeBytes(reasonBytes)
+        return out
+    }
+
+    /// The command in a message from a user's channel, or nil when it is not one (a user message).
+    public static func parseCommand(_ message: ByteBuffer) -> Command? {
+        var buffer = message
+        guard buffer.readBytes(length: 3) == Array("0::".utf8),
+              let (version, command, code, nodeLength) = buffer.readMultipleIntegers(as: (UInt8, UInt8, UInt16, UInt8).self),
+              version == Self.commandVersion, command == 1,
+              let nodeBytes = buffer.readBytes(length: Int(nodeLength)),
+              let node = String(validating: nodeBytes, as: UTF8.self),
+              let reason = String(validating: buffer.readableBytesView, as: UTF8.self) else { return nil }
+        return .disconnect(node: node, code: code, reason: reason)
+    }
+
     public enum ParseError: Error, Equatable, Sendable {
         case badOffset
         case badEpoch

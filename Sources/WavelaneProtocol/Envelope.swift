@@ -9,6 +9,8 @@ public enum ClientControl: Equatable, Sendable {
     case ping(id: JSONValue?)
     /// Who is subscribed to `topic` (needs presence on the server).
     case presence(topic: String, id: JSONValue?)
+    /// A new token for this connection (same `sub`), to move its expiry.
+    case refresh(token: String, id: JSONValue?)
     /// A remote procedure call for the application: `{"type":"rpc","method":..,"params":..,"id":..}`.
     /// The application answers with a `reply` carrying the same `id`.
     case rpc(method: String, params: JSONValue?, id: JSONValue)
@@ -34,6 +36,11 @@ public enum ClientControl: Equatable, Sendable {
         switch type {
         case "ping":
             return .ping(id: id)
+        case "refresh":
+            guard let token = object["token"]?.stringValue, !token.isEmpty else {
+                return .invalid(message: "refresh needs \"token\": a string", id: id)
+            }
+            return .refresh(token: token, id: id)
         case "rpc":
             guard let id, id != .null else {
                 return .invalid(message: "rpc needs an \"id\" (any JSON value but null) to match its reply", id: nil)
@@ -136,8 +143,9 @@ public struct SubscribeOutcome: Sendable {
 
 /// Server-to-client JSON messages (docs/protocol.md, "Server to client").
 public enum ServerMessage {
+    /// `exp`: the token's expiry (Unix seconds), when it has one.
     public static func ready(conn: UInt64, user: String?, server: String, heartbeat: Double, epoch: String,
-                             maxMessageSize: Int) -> [UInt8] {
+                             maxMessageSize: Int, exp: Double? = nil) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(160)
         out.append(contentsOf: #"{"type":"ready","conn":""#.utf8)
@@ -152,6 +160,19 @@ public enum ServerMessage {
         JSONWriter.appendString(epoch, to: &out)
         out.append(contentsOf: #","max_message_size":"#.utf8)
         out.append(contentsOf: String(maxMessageSize).utf8)
+        if let exp, exp.isFinite {
+            out.append(contentsOf: #","exp":"#.utf8)
+            out.append(contentsOf: formatNumber(exp).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `{"type":"refreshed","exp":<Unix seconds or null>,"id":..}`; `id` is omitted when nil.
+    public static func refreshed(exp: Double?, id: JSONValue?) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"type":"refreshed","exp":"#.utf8)
+        if let exp, exp.isFinite { out.append(contentsOf: formatNumber(exp).utf8) } else { out.append(contentsOf: "null".utf8) }
+        appendID(id, to: &out)
         out.append(UInt8(ascii: "}"))
         return out
     }

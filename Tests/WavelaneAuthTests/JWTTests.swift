@@ -64,12 +64,13 @@ private var now: Int64 { fx.time("now") }
 /// Verifier with everything configured (all algorithms usable), iss/aud checked.
 private func fullVerifier(
     algorithms: Set<JWTAlgorithm>? = nil, issuer: String? = "wavelane-test", audience: String? = "wavelane",
-    leeway: Int64 = 5, requireExpiry: Bool = false
+    leeway: Int64 = 5, requireExpiry: Bool = false, rejectHighS: Bool = true
 ) throws -> JWTVerifier {
     try JWTVerifier(JWTConfiguration(
         secrets: [fx.secret("current"), fx.secret("previous")],
         publicKeysPEM: [fx.key("rsa"), fx.key("ec256"), fx.key("ec384")],
-        algorithms: algorithms, issuer: issuer, audience: audience, leeway: leeway, requireExpiry: requireExpiry))
+        algorithms: algorithms, issuer: issuer, audience: audience, leeway: leeway, requireExpiry: requireExpiry,
+        rejectHighS: rejectHighS))
 }
 
 private func hmacVerifier(issuer: String? = nil, audience: String? = nil, leeway: Int64 = 5, requireExpiry: Bool = false) throws -> JWTVerifier {
@@ -180,6 +181,32 @@ struct JWTSignatureTests {
     ])
     func badSignature(name: String) throws {
         #expect(error(try fullVerifier().verify(fx.token(name), now: now)) == .badSignature)
+    }
+
+    /// (r, n - s) verifies as well as (r, s): the high-S twin of a valid token is refused by default,
+    /// accepted only with rejectHighS off.
+    @Test("high-S ECDSA signatures", arguments: ["es256", "es384"])
+    func highS(alg: String) throws {
+        let strict = try fullVerifier()
+        #expect(throws: Never.self) { try strict.verify(fx.token("valid_\(alg)"), now: now).get() }
+        #expect(error(strict.verify(fx.token("high_s_\(alg)"), now: now)) == .badSignature)
+        let lenient = try fullVerifier(rejectHighS: false)
+        #expect(throws: Never.self) { try lenient.verify(fx.token("high_s_\(alg)"), now: now).get() }
+        #expect(throws: Never.self) { try lenient.verify(fx.token("valid_\(alg)"), now: now).get() }
+        #expect(JWTConfiguration().rejectHighS)
+    }
+
+    @Test func highSBoundary() {
+        // s == floor(n/2) is low, one more is high; a shorter s is never high.
+        var half: [UInt8] = [
+            0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+        ]
+        #expect(!half.withUnsafeBytes { JWTVerifier.isHighS($0, algorithm: .es256) })
+        half[31] += 1
+        #expect(half.withUnsafeBytes { JWTVerifier.isHighS($0, algorithm: .es256) })
+        #expect(!Array(repeating: UInt8(0xff), count: 32).withUnsafeBytes { JWTVerifier.isHighS($0, algorithm: .es384) })
+        #expect(Array(repeating: UInt8(0xff), count: 48).withUnsafeBytes { JWTVerifier.isHighS($0, algorithm: .es384) })
     }
 
     @Test func flippingEverySignatureCharacterFails() throws {

@@ -133,6 +133,12 @@ struct ConfigurationTests {
         }
     }
 
+    @Test func rejectHighSKey() throws {
+        #expect(try config(#"{"jwt_secret":"x"}"#).jwt?.rejectHighS == true)
+        #expect(try config(#"{"jwt_secret":"x","jwt_reject_high_s":false}"#).jwt?.rejectHighS == false)
+        #expect(configError(#"{"jwt_reject_high_s":1}"#)?.key == "jwt_reject_high_s")
+    }
+
     @Test func nullMeansDefault() throws {
         let c = try config(#"{"port":null,"host":null,"ping_interval":null,"max_message_size":null,"ready_message":null,"ws_path":null,"jwt_secret":null,"jwt_header":null}"#)
         #expect(c.port == 8765)

@@ -427,10 +427,12 @@ struct ServerTests {
         // A well-formed but wrongly signed HS256 token.
         let forged = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW5vdC12YWxpZC1hdC1hbGwtMDEyMzQ1Njc4OQ"
         #expect(try RawClient.statusLine(port: port, request: RawClient.upgradeRequest(path: "/?token=\(forged)")) == "HTTP/1.1 401 Unauthorized")
-        #expect(try RawClient.statusLine(port: port, request: RawClient.upgradeRequest(extraHeaders: ["Cookie: token=\(forged)"])) == "HTTP/1.1 401 Unauthorized")
+        // A cookie token without an allowed Origin does not count at all (cross-site hijacking): 403.
+        #expect(try RawClient.statusLine(port: port, request: RawClient.upgradeRequest(extraHeaders: ["Cookie: token=\(forged)"])) == "HTTP/1.1 403 Forbidden")
         // No token at all.
         #expect(try RawClient.statusLine(port: port, request: RawClient.upgradeRequest()) == "HTTP/1.1 401 Unauthorized")
-        #expect(server.stats.value(.rejectedAuth) == 4)
+        #expect(server.stats.value(.rejectedAuth) == 3)
+        #expect(server.stats.value(.rejectedOrigin) == 1)
         #expect(server.stats.value(.connectionsAccepted) == 0)
         #expect(server.queue.drain(max: 10, timeoutMs: 50).isEmpty, "no events for refused upgrades")
     }

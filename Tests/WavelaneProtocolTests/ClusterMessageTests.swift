@@ -183,3 +183,24 @@ struct SubscribeOptionsTests {
                 == #"{"type":"presence","topic":"t","members":[{"user":null,"conn":"1","node":"n","info":null},{"user":null,"conn":"1","node":"n","info":null}],"id":"q"}"#)
     }
 }
+
+@Suite("ClusterMessage commands")
+struct ClusterCommandTests {
+    @Test func disconnectRoundTrip() throws {
+        let m = ClusterMessage.disconnectCommand(node: "n1abc", code: 4003, reason: "revoked ✓", allocator: allocator)
+        #expect(ClusterMessage.parseCommand(m) == .disconnect(node: "n1abc", code: 4003, reason: "revoked ✓"))
+        // Instances that do not know commands refuse it as an unknown version (and ignore it).
+        #expect(throws: ClusterMessage.ParseError.unknownVersion(2)) { try ClusterMessage.parse(m) }
+    }
+
+    @Test func userMessagesAreNotCommands() {
+        let message = [UInt8]("hello".utf8).withUnsafeBytes {
+            ClusterMessage.unsequenced(kind: .text, priority: .normal, key: nil, payload: $0, allocator: allocator)
+        }
+        #expect(ClusterMessage.parseCommand(message) == nil)
+        #expect(ClusterMessage.parseCommand(allocator.buffer(string: "0::")) == nil)
+        #expect(ClusterMessage.parseCommand(allocator.buffer(bytes: Array("0::".utf8) + [2, 1, 0x0f, 0xa3, 9, 0x61])) == nil)  // node truncated
+        #expect(ClusterMessage.parseCommand(allocator.buffer(bytes: Array("0::".utf8) + [2, 7, 0x0f, 0xa3, 0])) == nil)  // unknown command
+        #expect(ClusterMessage.parseCommand(allocator.buffer(bytes: Array("0::".utf8) + [2, 1, 0x0f, 0xa3, 0, 0xff])) == nil)  // reason not UTF-8
+    }
+}

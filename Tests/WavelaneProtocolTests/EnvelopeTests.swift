@@ -26,6 +26,14 @@ struct ClientControlParseTests {
         #expect(parse(#"{"id":"x","topics":["b","c"],"type":"subscribe"}"#) == .subscribe(topics: ["b", "c"], id: .string("x")))
     }
 
+    @Test func refresh() {
+        #expect(parse(#"{"type":"refresh","token":"a.b.c","id":3}"#) == .refresh(token: "a.b.c", id: .int(3)))
+        #expect(parse(#"{"type":"refresh","token":"a.b.c"}"#) == .refresh(token: "a.b.c", id: nil))
+        #expect(parse(#"{"type":"refresh","id":3}"#) == .invalid(message: #"refresh needs "token": a string"#, id: .int(3)))
+        #expect(parse(#"{"type":"refresh","token":""}"#) == .invalid(message: #"refresh needs "token": a string"#, id: nil))
+        #expect(parse(#"{"type":"refresh","token":5}"#) == .invalid(message: #"refresh needs "token": a string"#, id: nil))
+    }
+
     @Test func subscribeWithSingleTopic() {
         #expect(parse(#"{"type":"subscribe","topic":"news"}"#) == .subscribe(topics: ["news"], id: nil))
         // "topics" wins over "topic".
@@ -147,6 +155,14 @@ struct ServerMessageTests {
         let m = ServerMessage.ready(conn: 18_446_744_073_709_551_615, user: nil, server: "s", heartbeat: 2.5,
                                     epoch: "e", maxMessageSize: 16)
         #expect(str(m) == #"{"type":"ready","conn":"18446744073709551615","user":null,"server":"s","heartbeat":2.5,"epoch":"e","max_message_size":16}"#)
+    }
+
+    @Test func readyWithExpAndRefreshed() {
+        let m = ServerMessage.ready(conn: 1, user: "a", server: "s", heartbeat: 1, epoch: "e", maxMessageSize: 16, exp: 1_700_000_000)
+        #expect(str(m) == #"{"type":"ready","conn":"1","user":"a","server":"s","heartbeat":1,"epoch":"e","max_message_size":16,"exp":1700000000}"#)
+        #expect(str(ServerMessage.refreshed(exp: 1_700_000_300, id: .int(7))) == #"{"type":"refreshed","exp":1700000300,"id":7}"#)
+        #expect(str(ServerMessage.refreshed(exp: nil, id: nil)) == #"{"type":"refreshed","exp":null}"#)
+        #expect(str(ServerMessage.refreshed(exp: 1.5, id: .string("r"))) == #"{"type":"refreshed","exp":1.5,"id":"r"}"#)
     }
 
     @Test func readyEscapesUser() {

@@ -175,6 +175,9 @@ class NodeApp:
     def cmd_send_user(self, user, data):
         return self.server.send_user(user, from_wire(data))
 
+    def cmd_disconnect_user(self, user, code=4003, reason="disconnected"):
+        return self.server.disconnect_user(user, code=code, reason=reason)
+
     def _targets(self, conn=None, user=None, wait=2.0):
         if conn is not None:
             return [int(conn)]

@@ -218,3 +218,31 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0) -> Tuple[int, Dic
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+
+
+# ES256 / ES384 signatures: PyJWT (cryptography, OpenSSL) does not normalize S, so about half of
+# the tokens it mints are high-S, which the engine refuses by default (jwt_reject_high_s). Tests
+# that mint ES tokens pass them through es_low_s (clients using PyJWT must do the same).
+_EC_ORDER = {
+    32: 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,  # P-256
+    48: 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,  # P-384
+}
+
+
+def es_with_s(token: str, low: bool) -> str:
+    """The same ES256/ES384 token with its signature's ``s`` in the low (s <= n/2) or the high
+    (n - s) form; both verify mathematically."""
+    header, payload, sig_b64 = token.split(".")
+    sig = base64.urlsafe_b64decode(sig_b64 + "=" * (-len(sig_b64) % 4))
+    half = len(sig) // 2
+    n = _EC_ORDER[half]
+    s = int.from_bytes(sig[half:], "big")
+    if (s > n // 2) == low:
+        s = n - s
+    new = sig[:half] + s.to_bytes(half, "big")
+    return f"{header}.{payload}." + base64.urlsafe_b64encode(new).rstrip(b"=").decode()
+
+
+def es_low_s(token: str) -> str:
+    """``token`` with a low-S signature (what the engine accepts by default)."""
+    return es_with_s(token, low=True)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import InvalidStatus
 
-from conftest import open_client, raw_upgrade, run, url
+from conftest import es_low_s, es_with_s, open_client, raw_upgrade, run, url
 from websockets.asyncio.client import connect
 
 SECRET = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef-0123456789"
@@ -21,7 +21,9 @@ def token(key: Any = SECRET, alg: str = "HS256", **claims: Any) -> str:
     payload: Dict[str, Any] = {"sub": "alice", "exp": int(time.time()) + 300}
     payload.update(claims)
     payload = {k: v for k, v in payload.items() if v is not None}
-    return jwt.encode(payload, key, algorithm=alg)
+    encoded = jwt.encode(payload, key, algorithm=alg)
+    # PyJWT does not normalize ECDSA's S; the engine refuses high-S signatures by default.
+    return es_low_s(encoded) if alg.startswith("ES") else encoded
 
 
 async def expect_401(srv, path="/", **kwargs):
@@ -64,12 +66,15 @@ def test_bearer_header_accepted(make_server):
     run(main())
 
 
+APP = "https://app.example"
+
+
 def test_cookie_accepted(make_server):
-    srv, _ = make_server(jwt_secret=SECRET)
+    srv, _ = make_server(jwt_secret=SECRET, allowed_origins=[APP])
 
     async def main():
         ws, ready = await open_client(
-            srv, additional_headers={"Cookie": f"theme=dark; token={token(sub='bob')}"}
+            srv, additional_headers={"Cookie": f"theme=dark; token={token(sub='bob')}"}, origin=APP
         )
         assert ready["user"] == "bob"
         await ws.close()
@@ -78,13 +83,13 @@ def test_cookie_accepted(make_server):
 
 
 def test_custom_cookie_name(make_server):
-    srv, _ = make_server(jwt_secret=SECRET, jwt_cookie="session")
+    srv, _ = make_server(jwt_secret=SECRET, jwt_cookie="session", allowed_origins=[APP])
 
     async def main():
-        ws, ready = await open_client(srv, additional_headers={"Cookie": f"session={token(sub='cat')}"})
+        ws, ready = await open_client(srv, additional_headers={"Cookie": f"session={token(sub='cat')}"}, origin=APP)
         assert ready["user"] == "cat"
         await ws.close()
-        await expect_401(srv, additional_headers={"Cookie": f"token={token()}"})
+        await expect_401(srv, additional_headers={"Cookie": f"token={token()}"}, origin=APP)
 
     run(main())
 
@@ -106,8 +111,8 @@ def test_disabled_query_param_is_ignored(make_server):
 
 
 def test_disabled_cookie_is_ignored(make_server):
-    srv, _ = make_server(jwt_secret=SECRET, jwt_cookie=None)
-    run(expect_401(srv, additional_headers={"Cookie": f"token={token()}"}))
+    srv, _ = make_server(jwt_secret=SECRET, jwt_cookie=None, allowed_origins=[APP])
+    run(expect_401(srv, additional_headers={"Cookie": f"token={token()}"}, origin=APP))
 
 
 def test_disabled_bearer_header_is_ignored(make_server):
@@ -156,6 +161,46 @@ def test_es256(make_server, ec_keys):
         await ws.close()
         other = ec.generate_private_key(ec.SECP256R1())
         await expect_401(srv, f"/?token={token(other, 'ES256')}")
+
+    run(main())
+
+
+def test_es256_high_s_twin_is_refused_by_default(make_server, ec_keys):
+    """(r, n - s) verifies as well as (r, s): the second spelling of a valid token is refused
+    unless jwt_reject_high_s=False."""
+    key, pub = ec_keys
+    raw = jwt.encode({"sub": "ec-user", "exp": int(time.time()) + 300}, key, algorithm="ES256")
+    low, high = es_with_s(raw, low=True), es_with_s(raw, low=False)
+    assert low != high
+    strict, _ = make_server(jwt_public_key=pub, jwt_algorithms=["ES256"])
+    lenient, _ = make_server(jwt_public_key=pub, jwt_algorithms=["ES256"], jwt_reject_high_s=False)
+
+    async def main():
+        ws, ready = await open_client(strict, f"/?token={low}")
+        assert ready["user"] == "ec-user"
+        await ws.close()
+        await expect_401(strict, f"/?token={high}")
+        for tok in (low, high):
+            ws, ready = await open_client(lenient, f"/?token={tok}")
+            assert ready["user"] == "ec-user"
+            await ws.close()
+
+    run(main())
+
+
+def test_es384_high_s_twin_is_refused(make_server):
+    key = ec.generate_private_key(ec.SECP384R1())
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    raw = jwt.encode({"sub": "p384"}, key, algorithm="ES384")
+    srv, _ = make_server(jwt_public_key=pub)
+
+    async def main():
+        ws, ready = await open_client(srv, f"/?token={es_with_s(raw, low=True)}")
+        assert ready["user"] == "p384"
+        await ws.close()
+        await expect_401(srv, f"/?token={es_with_s(raw, low=False)}")
 
     run(main())
 

@@ -394,6 +394,32 @@ def test_send_user_reaches_the_user_on_every_instance(redis_server, make_node):
     run(main())
 
 
+def test_disconnect_user_closes_the_user_on_every_instance(redis_server, make_node):
+    """disconnect_user (revocation, logout) closes the user's connections on every instance, with
+    the given code and reason; other users stay; the count is this instance's."""
+    a = make_node("a", **cfg(redis_server))
+    b = make_node("b", **cfg(redis_server))
+
+    async def main():
+        alice = [await Peer.open(a, "alice"), await Peer.open(b, "alice"), await Peer.open(b, "alice")]
+        bob = [await Peer.open(a, "bob"), await Peer.open(b, "bob")]
+        await routed(redis_server, user_channel("alice"), 2)
+        assert await a.acall("disconnect_user", user="alice", code=4003, reason="revoked") == 1
+        for p in alice:
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await p.frame(5)
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4003, "revoked"), p.name
+        for p in bob:
+            assert await p.ask({"type": "ping", "id": "alive"}) == {"type": "pong", "id": "alive"}
+        assert await b.acall("disconnect_user", user="alice") == 0  # nobody left
+        for p in bob:
+            await p.close()
+
+    run(main())
+
+
 def test_send_to_a_connection_on_another_instance(redis_server, make_node):
     """send(conn, data, node=...) reaches a connection of another instance, exactly as given."""
     a = make_node("a", **cfg(redis_server))

@@ -33,6 +33,7 @@ static PyObject *str_disconnect = NULL;
 static PyObject *str_subscribe_request = NULL;
 static PyObject *str_dropped = NULL;
 static PyObject *str_cluster = NULL;
+static PyObject *str_refresh = NULL;
 static PyObject *str_rpc = NULL;
 static PyObject *EngineType = NULL;
 
@@ -423,6 +424,10 @@ static PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             kind = str_rpc;
             data = decode_json(e->data, e->len);
             break;
+        case WL_EV_REFRESH:
+            kind = str_refresh;
+            data = decode_json(e->data, e->len);
+            break;
         default:
             continue;
         }
@@ -658,6 +663,32 @@ static PyObject *Engine_send_user(EngineObject *self, PyObject *args) {
     return PyLong_FromLongLong((long long)n);
 }
 
+static PyObject *Engine_disconnect_user(EngineObject *self, PyObject *args) {
+    PyObject *user, *reason;
+    int code;
+    if (!PyArg_ParseTuple(args, "OiO:disconnect_user", &user, &code, &reason))
+        return NULL;
+    ENGINE_CHECK(self);
+    View vu, vr;
+    if (view_str(user, &vu, "user") < 0)
+        return NULL;
+    if (view_str(reason, &vr, "reason") < 0) {
+        view_release(&vu);
+        return NULL;
+    }
+    char err[ERR_LEN];
+    err[0] = '\0';
+    int64_t n;
+    BEGIN_NATIVE(self)
+    n = wl_disconnect_user(self->srv, vu.ptr, (size_t)vu.len, code, vr.ptr, (size_t)vr.len, err, sizeof err);
+    END_NATIVE(self)
+    view_release(&vu);
+    view_release(&vr);
+    if (n < 0)
+        return raise_err(PyExc_ValueError, err, "disconnect_user failed");
+    return PyLong_FromLongLong((long long)n);
+}
+
 typedef int (*sub_fn)(wl_server *, uint64_t, const char *, size_t, const char *, size_t, char *,
                       size_t);
 
@@ -864,6 +895,9 @@ static PyMethodDef Engine_methods[] = {
      "send(conn, data, priority=2, key=None)\n--\n\nstr -> text frame, bytes -> binary frame; False if conn is unknown."},
     {"send_user", (PyCFunction)Engine_send_user, METH_VARARGS,
      "send_user(user, data, priority=2, key=None)\n--\n\nSend to every connection of user; returns the count."},
+    {"disconnect_user", (PyCFunction)Engine_disconnect_user, METH_VARARGS,
+     "disconnect_user(user, code, reason)\n--\n\nClose every connection of user (every instance with redis_url); "
+     "returns this instance's count."},
     {"subscribe", (PyCFunction)Engine_subscribe, METH_VARARGS,
      "subscribe(conn, topics_json, ack_json=None)\n--\n\nServer-side subscribe."},
     {"unsubscribe", (PyCFunction)Engine_unsubscribe, METH_VARARGS,
@@ -939,7 +973,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         !(str_subscribe_request = PyUnicode_InternFromString("subscribe_request")) ||
         !(str_dropped = PyUnicode_InternFromString("dropped")) ||
         !(str_cluster = PyUnicode_InternFromString("cluster")) ||
-        !(str_rpc = PyUnicode_InternFromString("rpc")))
+        !(str_rpc = PyUnicode_InternFromString("rpc")) ||
+        !(str_refresh = PyUnicode_InternFromString("refresh")))
         goto fail;
     EngineType = PyType_FromSpec(&Engine_spec);
     if (EngineType == NULL)

@@ -66,6 +66,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "jwt_query_param": "token",
     "jwt_header": True,
     "jwt_require_exp": None,
+    "jwt_reject_high_s": True,
     "ping_interval": 20,
     "idle_timeout": 60,
     "handshake_timeout": 10,
@@ -108,6 +109,9 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "max_connections_per_ip": 0,
     "max_connections_per_user": 0,
     "max_tracked_ips": 100000,
+    "max_failed_handshakes_per_ip_rate": 5,
+    "max_failed_handshakes_per_ip_burst": 20,
+    "trusted_proxies": None,
     "allowed_origins": None,
     "require_origin": False,
     "subprotocols": None,
@@ -164,6 +168,7 @@ _INT_KEYS = frozenset(
         "max_connections_per_ip",
         "max_connections_per_user",
         "max_tracked_ips",
+        "max_failed_handshakes_per_ip_burst",
         "history_size",
         "history_max_bytes",
         "max_presence_members",
@@ -180,6 +185,7 @@ _NUMBER_KEYS = frozenset(
         "slow_consumer_timeout",
         "rate_limit_messages",  # per second
         "max_connections_per_ip_rate",  # per second
+        "max_failed_handshakes_per_ip_rate",  # per second
         "history_ttl",
         "presence_ttl",
     }
@@ -188,6 +194,7 @@ _BOOL_KEYS = frozenset(
     {
         "jwt_header",
         "jwt_require_exp",
+        "jwt_reject_high_s",
         "client_subscriptions",
         "subscribe_approval",
         "ready_message",
@@ -202,7 +209,7 @@ _BOOL_KEYS = frozenset(
         "health",
     }
 )
-_STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols"})
+_STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies"})
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
 
@@ -511,6 +518,8 @@ class Server:
           ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
         * ``("dropped", conn, {"count", "bytes", "priority": {name: n}})`` — outbound messages
           for a slow client were dropped (reported at most about once per second per client)
+        * ``("refresh", conn, {"claims": {...}})`` — the client sent ``{"type": "refresh", "token": ..}``
+          with a valid token for the same user; its connection now expires at the new ``exp``
         * ``("cluster", 0, {"redis": "connected" | "disconnected", "reason", "undelivered"})`` —
           with ``redis_url``: the Redis link went up or down, or (at most every 0.5 s)
           ``undelivered`` publications could not go through Redis since the previous report
@@ -706,6 +715,25 @@ class Server:
         if len(reason.encode("utf-8")) > 123:
             raise ValueError("reason must be at most 123 bytes of UTF-8")
         return self._engine.close(conn, code, reason)
+
+    def disconnect_user(self, user: str, code: int = 4003, reason: str = "disconnected") -> int:
+        """Close every connection of ``user`` (the JWT ``sub``) with ``code`` — revocation, logout.
+
+        With ``redis_url`` the user's connections on every instance are closed; the count returned
+        is this instance's. Raises ``ValueError`` on a bad code (1000, 1001, 1008, 1011 or
+        3000-4999) or a reason longer than 123 bytes.
+        """
+        if not isinstance(user, str):
+            raise TypeError(f"user must be a str, not {type(user).__name__}")
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(f"code must be an int, not {type(code).__name__}")
+        if code not in (1000, 1001, 1008, 1011) and not 3000 <= code <= 4999:
+            raise ValueError(f"code must be 1000, 1001, 1008, 1011 or 3000-4999, got {code}")
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("reason must be at most 123 bytes of UTF-8")
+        return self._engine.disconnect_user(user, code, reason)
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters (connections, messages, bytes, queue depths...) as a dict."""

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define WL_ABI_VERSION 3
+#define WL_ABI_VERSION 4
 
 typedef struct wl_server wl_server;
 
@@ -33,6 +33,7 @@ enum {
     WL_EV_SUBSCRIBE_REQUEST = 5, /* data: JSON {"topics":[..],"id":<client id or null>}        */
     WL_EV_DROPPED = 6,           /* code: messages dropped; data: JSON {"count":n,"bytes":n,"priority":{..}} */
     WL_EV_CLUSTER = 7,           /* conn 0; data: JSON {"redis":"connected"|"disconnected","reason":..,"undelivered":n} */
+    WL_EV_REFRESH = 8,           /* a client refreshed its token (same sub); data: JSON {"claims":{..}} */
     WL_EV_RPC = 9,               /* a client's RPC; data: JSON {"method":..,"params":..,"id":..}   */
 };
 
@@ -131,6 +132,12 @@ int wl_send_node(wl_server *s, const char *node, size_t node_len, uint64_t conn,
 int64_t wl_send_user(wl_server *s, const char *user, size_t user_len, const char *data, size_t len,
                      int binary, int priority, const char *key, size_t key_len, char *err,
                      size_t err_len);
+
+/* Close every connection of `user` with `code` (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)
+ * and `reason` (at most 123 bytes): on this instance and, with redis_url, on every other one.
+ * Returns the number of this instance's connections being closed, or -1 with err filled. */
+int64_t wl_disconnect_user(wl_server *s, const char *user, size_t user_len, int code, const char *reason,
+                           size_t reason_len, char *err, size_t err_len);
 
 /* Subscribe / unsubscribe a connection server-side. `topics_json` is a JSON array of strings
  * (glob patterns allowed). `ack_id_json` (may be NULL/0) is a JSON value: when given, the client

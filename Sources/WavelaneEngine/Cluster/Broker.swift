@@ -369,6 +369,23 @@ final class Broker: @unchecked Sendable {
         }
     }
 
+    /// Closes a user's connections on the other instances: a command on the user's channel, which
+    /// every instance with a connection of that user listens to (this instance closes its own
+    /// directly and skips its command when it comes back).
+    func disconnectUser(_ user: String, code: UInt16, reason: String) {
+        let message = ClusterMessage.disconnectCommand(node: self.node, code: code, reason: reason, allocator: self.allocator)
+        let size = message.readableBytes
+        guard self.reserve(size) else {
+            self.undelivered()
+            return
+        }
+        self.server.stats.add(.redisPublished)
+        self.client.publish(channel: self.names.userChannel(user), payload: message).whenComplete { result in
+            self.unreserve(size)
+            if case .failure = result { self.undelivered() }
+        }
+    }
+
     // MARK: subscriptions (refcounted by RedisPubSub; called from any loop)
 
     func need(subscription: String) {
@@ -435,6 +452,14 @@ final class Broker: @unchecked Sendable {
             self.server.stats.add(.redisReceived)
             self.server.deliver(topic: topic, message: message)
         case .user(let user):
+            if let command = ClusterMessage.parseCommand(payload) {
+                switch command {
+                case .disconnect(let node, let code, let reason):
+                    self.server.stats.add(.redisReceived)
+                    if node != self.node { self.server.disconnectUserLocally(user, code: code, reason: reason) }
+                }
+                return
+            }
             guard let message = try? ClusterMessage.parse(payload) else { return }
             self.server.stats.add(.redisReceived)
             _ = message.payload.withUnsafeReadableBytes { bytes in

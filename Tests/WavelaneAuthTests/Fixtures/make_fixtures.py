@@ -40,6 +40,25 @@ PREVIOUS = "wavelane-previous-secret-" + "fedcba9876543210" * 3
 WRONG = "not-the-secret-" + "x" * 50
 
 
+# Orders of P-256 and P-384 (by signature half size in bytes).
+EC_ORDER = {
+    32: 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    48: 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
+}
+
+
+def with_s(token, low):
+    """The same ES token with its signature's s in the low (s <= n/2) or high form (s' = n - s)."""
+    h, p, s = token.split(".")
+    sig = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    half = len(sig) // 2
+    n = EC_ORDER[half]
+    value = int.from_bytes(sig[half:], "big")
+    if (value > n // 2) == low:
+        value = n - value
+    return h + "." + p + "." + b64u(sig[:half] + value.to_bytes(half, "big"))
+
+
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -113,8 +132,12 @@ def main() -> None:
     tokens["valid_rs256"] = jwt.encode(claims, rsa_key, algorithm="RS256")
     tokens["valid_rs384"] = jwt.encode(claims, rsa_key, algorithm="RS384")
     tokens["valid_rs512"] = jwt.encode(claims, rsa_key, algorithm="RS512")
-    tokens["valid_es256"] = jwt.encode(claims, ec256, algorithm="ES256")
-    tokens["valid_es384"] = jwt.encode(claims, ec384, algorithm="ES384")
+    # PyJWT (OpenSSL) does not normalize S: the valid tokens get the low-S form the verifier
+    # requires by default (jwt_reject_high_s), the high-S form of the same signature is kept too.
+    for alg, key in (("ES256", ec256), ("ES384", ec384)):
+        signed = jwt.encode(claims, key, algorithm=alg)
+        tokens["valid_" + alg.lower()] = with_s(signed, low=True)
+        tokens["high_s_" + alg.lower()] = with_s(signed, low=False)
     tokens["valid_hs256_kid"] = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "k1", "typ": "JWT"})
     tokens["previous_secret_hs256"] = jwt.encode(claims, PREVIOUS.encode(), algorithm="HS256")
     tokens["minimal_hs256"] = jwt.encode({}, secret, algorithm="HS256")
