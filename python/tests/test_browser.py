@@ -163,3 +163,47 @@ def test_page_rpc_round_trip(browser, served):
     assert page.evaluate("window.client.rpc('add', {a: 1, b: 2})") == 3
     assert page.evaluate("window.client.rpc('nope').then(() => 'ok', (e) => e.code)") == "no_such_method"
     assert errors == []
+
+
+REFRESH_PAGE = """<!doctype html><meta charset="utf-8"><title>wavelane.js refresh</title>
+<script type="module">
+import { Wavelane } from "/wavelane.js";
+window.closes = []; window.refreshed = [];
+const client = new Wavelane("ws://" + location.host + "/ws", { getToken: () => window.mintToken(), refreshMargin: 1 });
+window.client = client;
+client.on("disconnect", (d) => window.closes.push(d.code));
+client.on("refreshed", (exp) => window.refreshed.push(exp));
+</script>"""
+
+
+def test_page_refreshes_its_token_before_exp_and_stays_connected(browser, served):
+    import wavelane
+
+    from conftest import Collector
+
+    server = wavelane.Server(port=0, threads=2, jwt_secret=SECRET, ws_path="/ws", jwt_leeway=0)
+    server.add_route("/refresh.html", REFRESH_PAGE)
+    server.start()
+    events = Collector(server)
+    try:
+        lifetimes = iter([2, 60])  # the first token expires in 2 s; its refresh lives a minute
+
+        def mint():
+            return jwt.encode({"sub": "alice", "exp": int(time.time()) + next(lifetimes, 60)}, SECRET, algorithm="HS256")
+
+        page = browser.new_page()
+        page.expose_function("mintToken", mint)
+        page.goto(f"http://127.0.0.1:{server.port}/refresh.html")
+        _wait(page, "window.client.state === 'connected'")
+        first_exp = page.evaluate("window.client.ready.exp")
+        assert first_exp - time.time() <= 2.5
+        _wait(page, "window.refreshed.length > 0", timeout=5)
+        assert page.evaluate("window.refreshed[0]") > first_exp + 30
+        time.sleep(max(0.0, first_exp - time.time()) + 1.5)  # past the first token's expiry
+        assert page.evaluate("window.client.state") == "connected"
+        assert page.evaluate("window.closes") == []
+        assert len(events.of("connect")) == 1
+        assert events.wait_kind("refresh")[2]["claims"]["sub"] == "alice"
+    finally:
+        events.close()
+        server.stop(1.0)

@@ -197,3 +197,48 @@ def test_duplicate_offsets_are_dropped():
         assert c._accept("other", 1)  # not a subscription of ours: passed through
 
     run(main())
+
+
+def test_token_is_refreshed_before_exp_and_the_connection_stays(make_server):
+    server, events = start(make_server, jwt_leeway=0)
+    lifetimes = iter([2, 60])
+
+    async def get_token():
+        return token(exp=int(time.time()) + next(lifetimes, 60))
+
+    async def main():
+        async with Client(url(server), token=await get_token(), get_token=get_token, refresh_margin=1) as c:
+            first_exp = c.ready["exp"]
+            await asyncio.sleep(max(0.0, first_exp - time.time()) + 1.5)  # past the first expiry
+            assert c.state == "connected" and c.reconnects == 0
+            await c.send("still here")
+            assert (await events.await_kind("message"))[2] == "still here"
+            assert events.of("refresh")[0][2]["claims"]["sub"] == "alice"
+            assert len(events.of("connect")) == 1
+
+    run(main())
+
+
+def test_expired_token_without_refresh_reconnects_with_a_fresh_one(make_server):
+    server, events = start(make_server, jwt_leeway=0, history_size=10)
+    minted = []
+
+    async def get_token():
+        minted.append(time.time())
+        return token(exp=int(time.time()) + 60)
+
+    async def main():
+        # A 1-second token whose refresh is scheduled too late (30 s after exp): the server
+        # closes with 4001, and the client comes back with a token from get_token.
+        async with Client(url(server), token=token(exp=int(time.time()) + 1), get_token=get_token,
+                          refresh_margin=-30, min_backoff=0.05) as c:
+            await c.subscribe("room:1")
+            await wait_until(lambda: c.reconnects == 1, 10)
+            await wait_until(lambda: c.state == "connected", 5)
+            assert [e[2] for e in events.of("disconnect")] == [4001]
+            server.publish("room:1", "after")
+            m = await c.recv(timeout=5)
+            assert (m.topic, m.data) == ("room:1", "after")
+            assert minted  # the new connection used a fresh token
+
+    run(main())
