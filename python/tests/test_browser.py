@@ -207,3 +207,43 @@ def test_page_refreshes_its_token_before_exp_and_stays_connected(browser, served
     finally:
         events.close()
         server.stop(1.0)
+
+
+def test_demo_page_chat_presence_and_counters(browser):
+    """The demo (`python -m wavelane demo`) in the browser: two pages log in, see each other
+    arrive, chat (own lines styled apart, nicks as the server verified them), see the counters."""
+    from wavelane.__main__ import DemoState, handle_demo_events, make_demo_server
+
+    from conftest import Collector
+
+    server = make_demo_server(port=0)
+    server.start()
+    state = DemoState()
+    events = Collector(server, handler=lambda e: handle_demo_events(server, [e], state))
+    pages = []
+    try:
+        for nick in ("ann", "bob"):
+            page = browser.new_page(viewport={"width": 900, "height": 520})
+            page.add_init_script(f"localStorage.setItem('wl-nick', '{nick}')")
+            errors = []
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.port}/#room=lobby")
+            _wait(page, "document.getElementById('status').textContent.includes('connected as')")
+            pages.append((page, errors))
+        ann, bob = pages[0][0], pages[1][0]
+        _wait(ann, "document.getElementById('here').textContent.includes('bob')")
+        assert "bob joined" in ann.inner_text("#log")
+        ann.fill("#text", "hello from ann")
+        ann.press("#text", "Enter")
+        _wait(bob, "document.getElementById('log').innerText.includes('hello from ann')")
+        _wait(ann, "document.querySelector('#log li.mine') !== null")
+        assert "hello from ann" in ann.inner_text("#log li.mine")
+        assert bob.query_selector("#log li.mine") is None
+        _wait(bob, "document.getElementById('stats').textContent.includes('online')", timeout=5)
+        shot = os.environ.get("WAVELANE_DEMO_SCREENSHOT")
+        if shot:  # docs/img/demo.png is made this way
+            ann.screenshot(path=shot)
+        assert pages[0][1] == [] and pages[1][1] == []
+    finally:
+        events.close()
+        server.stop(1.0)

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import wavelane
-from wavelane.__main__ import handle_demo_events, main, make_demo_server
+from wavelane.__main__ import DemoState, handle_demo_events, main, make_demo_server
 from conftest import Collector, http_get, open_client, recv, recv_json, request, run
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(wavelane.__file__)))
@@ -24,8 +24,8 @@ def demo():
     """A started demo server whose events go through the demo's own handler, as in `run_demo`."""
     srv = make_demo_server(port=0)
     srv.start()
-    nicks = {}
-    events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], nicks))
+    state = DemoState()
+    events = Collector(srv, handler=lambda e: handle_demo_events(srv, [e], state))
     try:
         yield srv
     finally:
@@ -37,25 +37,63 @@ def test_demo_page_served_at_root(demo):
     status, headers, body = http_get(demo.port, "/")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
-    assert b"<html" in body and b"WebSocket" in body
+    assert b"<html" in body and b'from "/wavelane.js"' in body
+    status, headers, body = http_get(demo.port, "/wavelane.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert b"export class Wavelane" in body
 
 
-def test_demo_relays_chat_to_room(demo):
+async def _login(ws, nick, id=100):
+    reply = await request(ws, {"type": "rpc", "method": "login", "params": {"nick": nick}, "id": id})
+    assert reply["type"] == "reply" and reply["id"] == id, reply
+    return reply["result"]["nick"]
+
+
+def test_demo_relays_chat_with_the_nick_the_server_verified(demo):
     srv = demo
 
     async def main_():
-        ann, _ = await open_client(srv, "/ws")
+        ann, ann_ready = await open_client(srv, "/ws")
         bob, _ = await open_client(srv, "/ws")
+        eve, _ = await open_client(srv, "/ws")
+        assert await _login(ann, "ann") == "ann"
+        assert await _login(bob, "bob") == "bob"
+        assert await _login(eve, "ann") == "ann-2"  # nicks are unique: eve cannot pose as ann
         for ws in (ann, bob):
             reply = await request(ws, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
             assert reply["type"] == "subscribed"
-        await ann.send(json.dumps({"type": "chat", "room": "lobby", "nick": "ann", "text": "hi"}))
+        # a claimed nick in the message is ignored: the line carries the verified one
+        await ann.send(json.dumps({"type": "chat", "room": "lobby", "nick": "bob", "text": "hi"}))
         for ws in (ann, bob):
             msg = await recv_json(ws)
             assert msg["topic"] == "room:lobby"
-            assert msg["data"]["nick"] == "ann" and msg["data"]["text"] == "hi"
-        await ann.close()
-        await bob.close()
+            assert (msg["data"]["nick"], msg["data"]["conn"], msg["data"]["text"]) == ("ann", ann_ready["conn"], "hi")
+        # not logged in: nothing is published
+        carl, _ = await open_client(srv, "/ws")
+        await carl.send(json.dumps({"type": "chat", "room": "lobby", "text": "anonymous"}))
+        assert (await recv_json(carl))["type"] == "notice"
+        with pytest.raises(asyncio.TimeoutError):
+            await recv_json(bob, timeout=0.3)
+        for ws in (ann, bob, eve, carl):
+            await ws.close()
+
+    run(main_())
+
+
+def test_demo_publishes_live_counters_latest_state_wins(demo):
+    srv = demo
+
+    async def main_():
+        ws, _ = await open_client(srv, "/ws")
+        reply = await request(ws, {"type": "subscribe", "topics": ["stats:demo"], "id": 1})
+        assert reply["type"] == "subscribed"
+        # counters go out at most once a second, after an event (the connect was one)
+        await asyncio.sleep(1.1)
+        await ws.send(json.dumps({"type": "rpc", "method": "login", "params": {"nick": "ann"}, "id": 2}))
+        got = [await recv_json(ws, timeout=3) for _ in range(2)]
+        stats = [m for m in got if m.get("topic") == "stats:demo"]
+        assert stats and stats[0]["data"]["online"] == 1, got
+        await ws.close()
 
     run(main_())
 
@@ -65,7 +103,7 @@ def test_demo_rooms_show_who_is_here_and_recover_after_a_reconnect(demo):
 
     async def main_():
         ann, ready = await open_client(srv, "/ws")
-        await ann.send(json.dumps({"type": "hello", "nick": "ann"}))
+        await _login(ann, "ann")
         reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 1, "presence": True})
         position = reply["positions"]["room:lobby"]
         for _ in range(50):  # the hello goes through Python: wait for its info to show
@@ -76,9 +114,10 @@ def test_demo_rooms_show_who_is_here_and_recover_after_a_reconnect(demo):
         assert members == [{"user": None, "conn": ready["conn"], "node": srv.node_id, "info": {"nick": "ann"}}]
         await ann.close()
         bob, _ = await open_client(srv, "/ws")
+        await _login(bob, "bob")
         await request(bob, {"type": "subscribe", "topics": ["room:lobby"], "id": 1})
         for text in ("one", "two"):
-            await bob.send(json.dumps({"type": "chat", "room": "lobby", "nick": "bob", "text": text}))
+            await bob.send(json.dumps({"type": "chat", "room": "lobby", "text": text}))
         assert [(await recv_json(bob))["data"]["text"] for _ in range(2)] == ["one", "two"]
         ann, _ = await open_client(srv, "/ws")
         reply = await request(ann, {"type": "subscribe", "topics": ["room:lobby"], "id": 2,

@@ -1,8 +1,12 @@
 """Command line: ``python -m wavelane demo|echo [--host H] [--port P]``.
 
-* ``demo`` serves a small chat page at ``/`` and the WebSocket endpoint at ``/ws`` on the same
-  port. Clients subscribe to ``room:<name>`` themselves; each chat message a client sends
-  (``{"type":"chat","room":"lobby","nick":"ann","text":"hi"}``) is published to the room.
+* ``demo`` serves a small chat page at ``/`` (built on the browser client ``/wavelane.js``) and
+  the WebSocket endpoint at ``/ws`` on the same port. A page logs in with an RPC
+  (``login {"nick"}``): the server checks the nick and binds it to the connection, so every chat
+  line carries the nick the server verified, not one the client claims. Pages subscribe to
+  ``room:<name>`` themselves (with ``history`` to see the backlog) and send
+  ``{"type":"chat","room":"lobby","text":"hi"}``, which the server publishes to the room; the
+  server publishes live counters to ``stats:demo`` once a second, latest-state-wins (``key``).
 * ``echo`` (no auth, any path) sends every message back to its sender exactly as received:
   text as text, binary as binary. Used by the Autobahn conformance suite.
 
@@ -12,6 +16,7 @@ Ctrl-C stops either cleanly.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from importlib import resources
@@ -48,6 +53,26 @@ def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optio
     return server
 
 
+class DemoState:
+    """What the demo's Python side knows: the verified nick of each connection, counters."""
+
+    def __init__(self) -> None:
+        self.nicks: Dict[int, str] = {}
+        self.messages = 0
+        self.last_stats = 0.0
+
+    def login(self, conn: int, wanted: Any) -> str:
+        nick = _clean(wanted, MAX_NICK) or "anon"
+        taken = {n for c, n in self.nicks.items() if c != conn}
+        base, i = nick, 2
+        while nick in taken:  # nicks are unique among the connected pages
+            suffix = f"-{i}"
+            nick = base[: MAX_NICK - len(suffix)] + suffix
+            i += 1
+        self.nicks[conn] = nick
+        return nick
+
+
 def make_echo_server(host: str = "127.0.0.1", port: int = 9001) -> Server:
     """The echo server used for conformance testing (not started)."""
     big = 64 * 1024 * 1024
@@ -71,33 +96,37 @@ def _clean(value: Any, limit: int) -> Optional[str]:
     return value[:limit] if value else None
 
 
-def handle_demo_events(server: Server, events: List[Any], nicks: Dict[int, str]) -> None:
-    """Relay chat messages to their room topics (one batch of drained events)."""
+def handle_demo_events(server: Server, events: List[Any], state: DemoState) -> None:
+    """One batch of drained events: logins (RPC), chat lines published to their room."""
     for kind, conn, data in events:
         if kind == "disconnect":
-            nicks.pop(conn, None)
-            continue
-        if kind != "message" or not isinstance(data, dict):
-            continue
-        if data.get("type") == "hello":  # the page's nick, shown in the room's member list
-            nick = _clean(data.get("nick"), MAX_NICK) or "anon"
-            nicks[conn] = nick
-            server.set_presence_info(conn, {"nick": nick})
-            continue
-        if data.get("type") != "chat":
-            continue
-        room = _clean(data.get("room"), MAX_ROOM)
-        text = _clean(data.get("text"), MAX_TEXT)
-        nick = _clean(data.get("nick"), MAX_NICK) or "anon"
-        if room is None or text is None:
-            continue
-        if nicks.get(conn) != nick:
-            nicks[conn] = nick
-            server.set_presence_info(conn, {"nick": nick})
-        server.publish(
-            f"room:{room}",
-            {"type": "chat", "room": room, "nick": nick, "text": text, "ts": time.time()},
-        )
+            state.nicks.pop(conn, None)
+        elif kind == "rpc":
+            if data.get("method") == "login" and isinstance(data.get("params"), dict):
+                nick = state.login(conn, data["params"].get("nick"))
+                server.set_presence_info(conn, {"nick": nick})
+                server.reply(conn, data["id"], {"nick": nick})
+            else:
+                server.reply(conn, data["id"], error={"code": "no_such_method", "message": str(data.get("method"))})
+        elif kind == "message" and isinstance(data, dict) and data.get("type") == "chat":
+            nick = state.nicks.get(conn)
+            room = _clean(data.get("room"), MAX_ROOM)
+            text = _clean(data.get("text"), MAX_TEXT)
+            if nick is None:  # not logged in: nothing is published under a claimed name
+                server.send(conn, json.dumps({"type": "notice", "text": "log in first"}))
+                continue
+            if room is None or text is None:
+                continue
+            state.messages += 1
+            server.publish(
+                f"room:{room}",
+                {"type": "chat", "room": room, "nick": nick, "conn": str(conn), "text": text, "ts": time.time()},
+            )
+    now = time.monotonic()
+    if now - state.last_stats >= 1.0:  # live counters, latest-state-wins for slow readers
+        state.last_stats = now
+        server.publish("stats:demo", {"online": len(state.nicks), "messages": state.messages,
+                                      "time": time.time()}, key="stats", priority="low")
 
 
 def run_demo(host: str, port: int, redis_url: Optional[str] = None) -> None:
@@ -105,10 +134,10 @@ def run_demo(host: str, port: int, redis_url: Optional[str] = None) -> None:
     server.start()
     shared = f", rooms shared through {redis_url}" if redis_url else ""
     print(f"wavelane {__version__} chat demo: http://{host}:{server.port}/{shared}  (Ctrl-C to stop)", flush=True)
-    nicks: Dict[int, str] = {}
+    state = DemoState()
     try:
         while True:
-            handle_demo_events(server, server.drain(timeout=1.0), nicks)
+            handle_demo_events(server, server.drain(timeout=0.5), state)
     except KeyboardInterrupt:
         pass
     finally:
