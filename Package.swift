@@ -14,6 +14,12 @@ let hotPathSettings: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
+// libwavelane.so needs only glibc at run time (the manylinux wheel): setup.py puts the static
+// archives of libcrypto, zlib and libstdc++ in .build/static-deps, searched before the system
+// directories (an empty or missing directory links them dynamically); libgcc is linked statically;
+// CWavelaneGlibcCompat keeps the glibc symbol versions at 2.34 or older.
+let staticDepsDir = Context.packageDirectory + "/.build/static-deps"
+
 let package = Package(
     name: "Wavelane",
     products: [
@@ -37,6 +43,7 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         .target(name: "CWavelane"),
+        .target(name: "CWavelaneGlibcCompat"),
         .target(
             name: "WavelaneProtocol",
             dependencies: [
@@ -69,8 +76,10 @@ let package = Package(
         ),
         .target(
             name: "WavelaneCABI",
-            dependencies: ["CWavelane", "WavelaneEngine"],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]
+            dependencies: ["CWavelane", "CWavelaneGlibcCompat", "WavelaneEngine"],
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete", "-L", staticDepsDir, "-Xclang-linker", "-static-libgcc"]),
+            ]
         ),
         // Microbenchmarks of the hot paths: `swift run -c release wavelane-micro` (benchmarks/README.md).
         .executableTarget(

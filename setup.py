@@ -72,33 +72,35 @@ def _archive_path(name: str, pkg: "str | None") -> "str | None":
     return None
 
 
-def static_deps_flags() -> list:
-    """Linker flags that make ``-lcrypto -lz -lstdc++`` pick the static archives.
+def prepare_static_deps() -> list:
+    """Fill .build/static-deps with links to the static archives; returns the names linked.
 
-    A directory holding only the archives goes first on the library search path, so the linker
-    finds ``libX.a`` there before ``libX.so`` in the system directories. Empty when
-    ``WAVELANE_STATIC_DEPS=0``; archives that are missing stay dynamic (with a note).
+    Package.swift puts that directory first on the library search path of libwavelane.so, so
+    ``-lcrypto -lz -lstdc++`` find ``libX.a`` there before ``libX.so`` in the system directories.
+    ``WAVELANE_STATIC_DEPS=0`` empties it (dynamic linking); missing archives stay dynamic.
     """
-    if os.environ.get("WAVELANE_STATIC_DEPS", "1") == "0":
-        return []
     os.makedirs(STATIC_DIR, exist_ok=True)
-    missing = []
-    for name, pkg in STATIC_DEPS.items():
+    for name in STATIC_DEPS:
         link = os.path.join(STATIC_DIR, name)
-        path = _archive_path(name, pkg)
         if os.path.lexists(link):
             os.remove(link)
+    if os.environ.get("WAVELANE_STATIC_DEPS", "1") == "0":
+        return []
+    linked, missing = [], []
+    for name, pkg in STATIC_DEPS.items():
+        path = _archive_path(name, pkg)
         if path is None:
             missing.append(name)
             continue
-        os.symlink(path, link)
+        os.symlink(path, os.path.join(STATIC_DIR, name))
+        linked.append(name)
     if missing:
         print(f"wavelane: {', '.join(missing)} not found: linking them dynamically", flush=True)
-    return ["-Xlinker", "-L" + STATIC_DIR]
+    return linked
 
 
 def swift_build_command() -> list:
-    return SWIFT_BUILD + static_deps_flags()
+    return list(SWIFT_BUILD)
 
 
 def _terminal():
@@ -121,6 +123,7 @@ def run_swift_build() -> None:
     pip shows a build backend's output only with ``-v``; when stdout is not itself a terminal
     but the process has one, the Swift build's progress goes straight to it.
     """
+    prepare_static_deps()
     cmd = swift_build_command()
     intro = (
         f"wavelane: building the Swift engine (libwavelane.so, release) - about {BUILD_MINUTES}.\n"
