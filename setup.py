@@ -79,13 +79,13 @@ def prepare_static_deps() -> list:
     ``-lcrypto -lz -lstdc++`` find ``libX.a`` there before ``libX.so`` in the system directories.
     ``WAVELANE_STATIC_DEPS=0`` empties it (dynamic linking); missing archives stay dynamic.
     """
-    os.makedirs(STATIC_DIR, exist_ok=True)
     for name in STATIC_DEPS:
         link = os.path.join(STATIC_DIR, name)
         if os.path.lexists(link):
             os.remove(link)
     if os.environ.get("WAVELANE_STATIC_DEPS", "1") == "0":
         return []
+    os.makedirs(STATIC_DIR, exist_ok=True)
     linked, missing = [], []
     for name, pkg in STATIC_DEPS.items():
         path = _archive_path(name, pkg)
