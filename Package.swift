@@ -14,12 +14,6 @@ let hotPathSettings: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
-// libwavelane.so needs only glibc at run time (the manylinux wheel): setup.py puts the static
-// archives of libcrypto, zlib and libstdc++ in .build/static-deps, searched before the system
-// directories (an empty or missing directory links them dynamically); libgcc is linked statically;
-// CWavelaneGlibcCompat keeps the glibc symbol versions at 2.34 or older.
-let staticDepsDir = Context.packageDirectory + "/.build/static-deps"
-
 let package = Package(
     name: "Wavelane",
     products: [
@@ -78,7 +72,10 @@ let package = Package(
             name: "WavelaneCABI",
             dependencies: ["CWavelane", "CWavelaneGlibcCompat", "WavelaneEngine"],
             linkerSettings: [
-                .unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete", "-L", staticDepsDir, "-Xclang-linker", "-static-libgcc"]),
+                // libgcc static: libwavelane.so needs only glibc at run time (the manylinux wheel;
+                // setup.py links libcrypto, zlib and libstdc++ statically through pkg-config).
+                // CWavelaneGlibcCompat keeps its glibc symbol versions at 2.34 or older.
+                .unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete", "-Xclang-linker", "-static-libgcc"]),
             ]
         ),
         // Microbenchmarks of the hot paths: `swift run -c release wavelane-micro` (benchmarks/README.md).

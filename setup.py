@@ -72,31 +72,57 @@ def _archive_path(name: str, pkg: "str | None") -> "str | None":
     return None
 
 
-def prepare_static_deps() -> list:
-    """Fill .build/static-deps with links to the static archives; returns the names linked.
+def prepare_static_deps() -> dict:
+    """Fill .build/static-deps with links to the static archives; returns the environment for
+    ``swift build`` (empty when nothing is linked statically).
 
-    Package.swift puts that directory first on the library search path of libwavelane.so, so
-    ``-lcrypto -lz -lstdc++`` find ``libX.a`` there before ``libX.so`` in the system directories.
+    SwiftPM takes the libraries of the system-library targets from pkg-config and adds their
+    ``-L`` (the system directory) before any flag a package can set, so the directory of
+    archives reaches the link line through pkg-config: .build/static-deps/pkgconfig holds
+    ``libcrypto.pc`` / ``zlib.pc`` with the system's compile flags and ``-L<static-deps>``, put
+    first on ``PKG_CONFIG_PATH``. That directory then comes first on the search path, and
+    ``-lcrypto -lz -lstdc++`` find ``libX.a`` there before ``libX.so``.
     ``WAVELANE_STATIC_DEPS=0`` empties it (dynamic linking); missing archives stay dynamic.
+    Changing this does not by itself relink an up-to-date library (delete .build/release/libwavelane.so).
     """
-    for name in STATIC_DEPS:
-        link = os.path.join(STATIC_DIR, name)
-        if os.path.lexists(link):
-            os.remove(link)
+    pcdir = os.path.join(STATIC_DIR, "pkgconfig")
+    for name, pkg in STATIC_DEPS.items():
+        for stale in (os.path.join(STATIC_DIR, name), os.path.join(pcdir, f"{pkg}.pc")):
+            if os.path.lexists(stale):
+                os.remove(stale)
     if os.environ.get("WAVELANE_STATIC_DEPS", "1") == "0":
-        return []
-    os.makedirs(STATIC_DIR, exist_ok=True)
-    linked, missing = [], []
+        return {}
+    os.makedirs(pcdir, exist_ok=True)
+    missing = []
     for name, pkg in STATIC_DEPS.items():
         path = _archive_path(name, pkg)
         if path is None:
             missing.append(name)
             continue
         os.symlink(path, os.path.join(STATIC_DIR, name))
-        linked.append(name)
+        if pkg:
+            # Same compile flags as the system's .pc (its Cflags line), so nothing recompiles.
+            includedir = _pkg_config("--variable=includedir", pkg)
+            cflags = f"-I{includedir}" if includedir else ""
+            lib = name[3:-2]  # libcrypto.a -> crypto
+            with open(os.path.join(pcdir, f"{pkg}.pc"), "w") as f:
+                f.write(
+                    f"Name: {pkg}\nDescription: {pkg}, static archive for libwavelane.so\n"
+                    f"Version: {_pkg_config('--modversion', pkg) or '0'}\n"
+                    f"Libs: -L{STATIC_DIR} -l{lib}\nCflags: {cflags}\n"
+                )
     if missing:
         print(f"wavelane: {', '.join(missing)} not found: linking them dynamically", flush=True)
-    return linked
+    if len(missing) == len(STATIC_DEPS):
+        return {}
+    return {"PKG_CONFIG_PATH": os.pathsep.join(filter(None, [pcdir, os.environ.get("PKG_CONFIG_PATH")]))}
+
+
+def _pkg_config(flag: str, pkg: str) -> str:
+    try:
+        return subprocess.run(["pkg-config", flag, pkg], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def swift_build_command() -> list:
@@ -123,7 +149,7 @@ def run_swift_build() -> None:
     pip shows a build backend's output only with ``-v``; when stdout is not itself a terminal
     but the process has one, the Swift build's progress goes straight to it.
     """
-    prepare_static_deps()
+    env = dict(os.environ, **prepare_static_deps())
     cmd = swift_build_command()
     intro = (
         f"wavelane: building the Swift engine (libwavelane.so, release) - about {BUILD_MINUTES}.\n"
@@ -135,13 +161,13 @@ def run_swift_build() -> None:
     if tty is None:
         if not sys.stdout.isatty():
             print("wavelane: (pip hides this output: `pip install -v .` shows it)", flush=True)
-        subprocess.check_call(cmd, cwd=ROOT)
+        subprocess.check_call(cmd, cwd=ROOT, env=env)
         return
     with tty:
         tty.write(intro + "wavelane: streaming the build's output here (`pip install -v .` logs it instead)\n")
         tty.flush()
         started = time.monotonic()
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=tty, stderr=tty)
+        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=tty, stderr=tty)
         tty.write(f"wavelane: Swift build finished in {time.monotonic() - started:.0f} s (exit {rc})\n")
         tty.flush()
     if rc != 0:
