@@ -230,6 +230,16 @@ class BuildWavelane(build_ext):
             for ext in self.extensions:
                 subprocess.call(["strip", "--strip-unneeded", self.get_ext_fullpath(ext.name)])
 
+    def build_extensions(self) -> None:
+        # The interpreter's link flags may carry -Wl,-rpath,<its prefix>/lib (pyenv, --enable-shared);
+        # the abi3 extension links no libpython, and a build machine's path has no place in a
+        # wheel: the only run path it needs is $ORIGIN (libwavelane.so beside it).
+        for attr in ("linker_so", "linker_so_cxx"):
+            cmd = getattr(self.compiler, attr, None)
+            if isinstance(cmd, list):
+                setattr(self.compiler, attr, [a for a in cmd if not (a.startswith("-Wl,-rpath,") and "$ORIGIN" not in a)])
+        super().build_extensions()
+
     def get_outputs(self) -> list:
         ext_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath("wavelane._native")))
         return super().get_outputs() + [os.path.join(ext_dir, LIB_NAME)]
