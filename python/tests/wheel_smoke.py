@@ -43,6 +43,23 @@ def hs256(claims: dict) -> str:
     return f"{head}.{body}.{b64url(sig)}"
 
 
+def check_extras(tmp: str) -> str:
+    """With WAVELANE_SMOKE_EXTRAS=1 (installed as wavelane[toml,yaml,fast]): the optional imports
+    config.py and _server.py look for are there and used."""
+    from wavelane import _server
+
+    assert _server._orjson is not None, "[fast] installed but orjson not used"
+    toml_path = os.path.join(tmp, "wavelane.toml")
+    with open(toml_path, "w") as f:
+        f.write("[wavelane]\nmax_message_size = 4096\n")
+    yaml_path = os.path.join(tmp, "wavelane.yaml")
+    with open(yaml_path, "w") as f:
+        f.write("max_message_size: 8192\n")
+    assert wavelane.load_config(toml_path, env={})["max_message_size"] == 4096
+    assert wavelane.load_config(yaml_path, env={})["max_message_size"] == 8192
+    return ", extras toml+yaml+fast ok"
+
+
 def main() -> None:
     # The engine must come from the installed wheel, not from a source tree.
     pkg_dir = os.path.dirname(os.path.abspath(wavelane.__file__))
@@ -51,6 +68,7 @@ def main() -> None:
     assert "site-packages" in pkg_dir, pkg_dir
     assert os.path.exists(lib) or os.path.isdir(libs_dir), f"no libwavelane in {pkg_dir}"
 
+    extras = check_extras(os.getcwd()) if os.environ.get("WAVELANE_SMOKE_EXTRAS") == "1" else ""
     token = hs256({"sub": "smoke-user", "exp": int(time.time()) + 300})
     client_result: dict = {}
 
@@ -106,7 +124,7 @@ def main() -> None:
         server.stop(2.0)
     print(
         f"wheel smoke ok: python {sys.version.split()[0]}, import {IMPORT_MS:.0f} ms, "
-        f"round trip {elapsed_ms:.0f} ms, engine {wavelane.engine_version()}, from {pkg_dir}"
+        f"round trip {elapsed_ms:.0f} ms, engine {wavelane.engine_version()}{extras}, from {pkg_dir}"
     )
 
 
