@@ -37,6 +37,7 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         .target(name: "CWavelane"),
+        .target(name: "CWavelaneGlibcCompat"),
         .target(
             name: "WavelaneProtocol",
             dependencies: [
@@ -69,8 +70,13 @@ let package = Package(
         ),
         .target(
             name: "WavelaneCABI",
-            dependencies: ["CWavelane", "WavelaneEngine"],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete"])]
+            dependencies: ["CWavelane", "CWavelaneGlibcCompat", "WavelaneEngine"],
+            linkerSettings: [
+                // libgcc static: libwavelane.so needs only glibc at run time (the manylinux wheel;
+                // setup.py links libcrypto, zlib and libstdc++ statically through pkg-config).
+                // CWavelaneGlibcCompat keeps its glibc symbol versions at 2.34 or older.
+                .unsafeFlags(["-Xlinker", "-z", "-Xlinker", "nodelete", "-Xclang-linker", "-static-libgcc"]),
+            ]
         ),
         // Microbenchmarks of the hot paths: `swift run -c release wavelane-micro` (benchmarks/README.md).
         .executableTarget(

@@ -38,7 +38,11 @@ def test_env_parsing():
             "WAVELANE_JWT_ALGORITHMS": "HS256, RS256",
             "WAVELANE_WS_PATH": "none",
             "WAVELANE_IDLE_TIMEOUT": "12.5",
-            "WAVELANE_SKIP_SWIFT_BUILD": "1",  # a build variable, not a setting
+            "WAVELANE_SKIP_SWIFT_BUILD": "1",  # build variables, not settings
+            "WAVELANE_STATIC_DEPS": "0",
+            "WAVELANE_BUILD_TTY": "0",
+            "WAVELANE_WHEEL_SKIP_SWIFT_BUILD": "1",
+            "WAVELANE_WHEEL_TOOLS": "/tmp/tools",
             "OTHER": "x",
         }
     )

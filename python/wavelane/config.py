@@ -9,8 +9,9 @@ Later sources override earlier ones::
 * **Environment**: ``WAVELANE_<KEY>`` in upper case, e.g. ``WAVELANE_PORT=9000``,
   ``WAVELANE_JWT_ALGORITHMS=HS256,RS256``, ``WAVELANE_COMPRESSION=false``,
   ``WAVELANE_WS_PATH=none``. ``WAVELANE_CONFIG`` names a file to load when no path is given.
-  ``WAVELANE_SKIP_SWIFT_BUILD``, ``WAVELANE_LIB`` and ``WAVELANE_KEEP_DEBUG_INFO`` belong to the
-  build and are ignored here.
+  ``WAVELANE_SKIP_SWIFT_BUILD``, ``WAVELANE_LIB``, ``WAVELANE_KEEP_DEBUG_INFO``,
+  ``WAVELANE_STATIC_DEPS``, ``WAVELANE_BUILD_TTY``, ``WAVELANE_WHEEL_SKIP_SWIFT_BUILD`` and
+  ``WAVELANE_WHEEL_TOOLS`` belong to the build and are ignored here.
 * **Keyword arguments**.
 
 Unknown keys are errors in every source, and every error is a :class:`ConfigError` naming the
@@ -30,7 +31,12 @@ __all__ = ["load_config", "ENV_PREFIX", "PYTHON_KEYS"]
 
 ENV_PREFIX = "WAVELANE_"
 #: Environment variables with the prefix that are not configuration keys.
-_RESERVED_ENV = frozenset({"WAVELANE_CONFIG", "WAVELANE_SKIP_SWIFT_BUILD", "WAVELANE_LIB", "WAVELANE_KEEP_DEBUG_INFO"})
+_RESERVED_ENV = frozenset({
+    "WAVELANE_CONFIG",
+    # setup.py and .ci/wheel (the build), not settings:
+    "WAVELANE_SKIP_SWIFT_BUILD", "WAVELANE_LIB", "WAVELANE_KEEP_DEBUG_INFO", "WAVELANE_STATIC_DEPS",
+    "WAVELANE_BUILD_TTY", "WAVELANE_WHEEL_SKIP_SWIFT_BUILD", "WAVELANE_WHEEL_TOOLS",
+})
 #: Keys handled by the Python layer rather than the engine.
 PYTHON_KEYS = frozenset({"parse_json"})
 
