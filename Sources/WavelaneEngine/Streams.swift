@@ -47,7 +47,7 @@ final class TopicOffsets: @unchecked Sendable {
         var generation: UInt32
         var incarnation: UInt64
     }
-    private var offsets: [String: Entry] = [:]
+    private var offsets: [ByteString: Entry] = [:]
     private var generation: UInt32 = 0
     private var incarnations: UInt64 = 0
     private let limit: Int
@@ -60,7 +60,7 @@ final class TopicOffsets: @unchecked Sendable {
     }
 
     private func entryLocked(_ topic: String) -> Entry {
-        if let e = self.offsets[topic] { return e }
+        if let e = self.offsets[ByteString(topic)] { return e }
         if self.offsets.count >= self.limit {
             let current = self.generation
             self.offsets = self.offsets.filter { $0.value.generation == current }
@@ -69,7 +69,7 @@ final class TopicOffsets: @unchecked Sendable {
         }
         self.incarnations &+= 1
         let e = Entry(offset: 0, generation: self.generation, incarnation: self.incarnations)
-        self.offsets[topic] = e
+        self.offsets[ByteString(topic)] = e
         return e
     }
 
@@ -79,7 +79,7 @@ final class TopicOffsets: @unchecked Sendable {
         var e = self.entryLocked(topic)
         e.offset += 1
         e.generation = self.generation
-        self.offsets[topic] = e
+        self.offsets[ByteString(topic)] = e
         return e.offset
     }
 
@@ -133,24 +133,24 @@ private extension UInt64 {
 
 /// Presence on a single instance: members per exact topic, in memory.
 final class LocalPresence: @unchecked Sendable {
-    private let members = NIOLockedValueBox<[String: [UInt64: [UInt8]]]>([:])
+    private let members = NIOLockedValueBox<[ByteString: [UInt64: [UInt8]]]>([:])
 
     /// Adds or updates a member; true when it is new.
     func join(topic: String, conn: UInt64, member: [UInt8]) -> Bool {
-        self.members.withLockedValue { all in all[topic, default: [:]].updateValue(member, forKey: conn) == nil }
+        self.members.withLockedValue { all in all[ByteString(topic), default: [:]].updateValue(member, forKey: conn) == nil }
     }
 
     /// Removes a member; returns it when it was there.
     func leave(topic: String, conn: UInt64) -> [UInt8]? {
         self.members.withLockedValue { all in
-            let gone = all[topic]?.removeValue(forKey: conn)
-            if all[topic]?.isEmpty == true { all[topic] = nil }
+            let gone = all[ByteString(topic)]?.removeValue(forKey: conn)
+            if all[ByteString(topic)]?.isEmpty == true { all[ByteString(topic)] = nil }
             return gone
         }
     }
 
     func members(of topic: String) -> [[UInt8]] {
-        self.members.withLockedValue { all in all[topic].map { $0.sorted { $0.key < $1.key }.map(\.value) } ?? [] }
+        self.members.withLockedValue { all in all[ByteString(topic)].map { $0.sorted { $0.key < $1.key }.map(\.value) } ?? [] }
     }
 
     func removeAll() { self.members.withLockedValue { $0.removeAll() } }

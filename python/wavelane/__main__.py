@@ -43,6 +43,8 @@ def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optio
         history_size=200,
         presence=True,
         redis_url=redis_url,
+        # Deny by default: the page subscribes to its rooms, nothing else (docs/security.md).
+        client_topics=["room:*"],
     )
     server.add_route("/", _chat_page(), "text/html; charset=utf-8")
     return server
