@@ -347,7 +347,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                     code: "forbidden", message: "not allowed to subscribe to \"\(refused)\"", id: id))
                 return
             }
-            let requested = Set(topics.map(ByteString.init))
+            let requested = Set(topics.map { ByteString($0) })
             let new = requested.subtracting(self.subscriptions)
             if self.subscriptions.count + new.count > self.server.config.maxSubscriptions {
                 self.sendJSON(ServerMessage.error(
@@ -423,8 +423,6 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             if let ack { self.sendJSON(Self.globBudgetError(self.server.config.maxGlobs, id: ack)) }
             return
         }
-
-
         var options = options ?? SubscribeOptions()
         if ack != nil && (!self.approvalRecover.isEmpty || !self.approvalPresence.isEmpty) {
             // An approved request: the client's own options for these topics apply.

@@ -127,10 +127,10 @@ public final class RedisPubSub: @unchecked Sendable {
 
     /// Batch forms (one lock, one SUBSCRIBE for all). Results in order of `channels`.
     @discardableResult
-    public func need(channels: [String]) -> [Bool] { self.change(channels.map(ByteString.init), .channel, +1) }
+    public func need(channels: [String]) -> [Bool] { self.change(channels.map { ByteString($0) }, .channel, +1) }
 
     @discardableResult
-    public func release(channels: [String]) -> [Bool] { self.change(channels.map(ByteString.init), .channel, -1) }
+    public func release(channels: [String]) -> [Bool] { self.change(channels.map { ByteString($0) }, .channel, -1) }
 
     /// The current refcount of `channel` (0 when not needed).
     public func refcount(channel: String) -> Int { self.wanted.withLockedValue { $0.channels[ByteString(channel)] ?? 0 } }
