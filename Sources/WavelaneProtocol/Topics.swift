@@ -302,16 +302,22 @@ public struct TopicIndex<Subscriber: Hashable> {
         var text = topic
         text.withUTF8 { t in
             let colon = UInt8(ascii: ":")
-            // The topic's last segment, for the patterns filed under theirs.
-            var lastStart = t.count
-            while lastStart > 0 && t[lastStart - 1] != colon { lastStart -= 1 }
-            let tailHash: Int? = lastStart > 0 ? Self.hash(UnsafeBufferPointer(rebasing: t[lastStart...])) : nil
+            // The hash of the topic's last segment, for the patterns filed under theirs: computed
+            // when a node on the path has such patterns (nil inside: the topic has no ':').
+            var tailHash: Int?? = nil
             var node = 0, start = 0
             while true {
                 let here = self.nodes[node]
                 let rest = UnsafeBufferPointer(rebasing: t[start...])
-                if let tailHash, let ids = here.byTail[tailHash] {
-                    for id in ids { self.check(id, rest, body) }
+                if !here.byTail.isEmpty {
+                    if tailHash == nil {
+                        var lastStart = t.count
+                        while lastStart > 0 && t[lastStart - 1] != colon { lastStart -= 1 }
+                        tailHash = .some(lastStart > 0 ? Self.hash(UnsafeBufferPointer(rebasing: t[lastStart...])) : nil)
+                    }
+                    if let h = tailHash!, let ids = here.byTail[h] {
+                        for id in ids { self.check(id, rest, body) }
+                    }
                 }
                 for id in here.general { self.check(id, rest, body) }
                 // Follow the edge spelled by the next segment, if it is followed by ':'.
