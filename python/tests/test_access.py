@@ -228,3 +228,24 @@ def test_demo_server_allows_its_rooms():
         run(main())
     finally:
         srv.stop(1.0)
+
+
+def test_recover_and_presence_follow_the_same_rule(make_server):
+    srv, _ = make_server(jwt_secret=SECRET, client_topics=[], history_size=10, presence=True)
+
+    async def main():
+        bob, _ = await client(srv, "bob")
+        assert (await request(bob, {"type": "subscribe", "topics": ["user:bob:inbox"], "id": 1}))["type"] == "subscribed"
+        srv.publish("user:bob:inbox", "old secret")
+        await recv_json(bob)
+        eve, _ = await client(srv, "eve")
+        reply = await request(eve, {"type": "subscribe", "topics": ["user:bob:inbox"], "id": 2,
+                                    "recover": {"user:bob:inbox": {"epoch": "x", "offset": 0}}})
+        assert reply["code"] == "forbidden"
+        reply = await request(eve, {"type": "presence", "topic": "user:bob:inbox", "id": 3})
+        assert reply["type"] == "error" and reply["code"] == "not_subscribed"
+        await expect_silence(eve)
+        await eve.close()
+        await bob.close()
+
+    run(main())
