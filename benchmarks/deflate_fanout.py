@@ -50,7 +50,7 @@ def server_main(q_out, q_in, compression: bool, publications: int):
     import wavelane
 
     server = wavelane.Server(port=0, threads=2, compression=compression, idle_timeout=600, ping_interval=300,
-                             max_connections=5000)
+                             max_connections=5000, client_topics=["*"])
     server.start()
     q_out.put(server.port)
     docs = [document(i) for i in range(publications)]

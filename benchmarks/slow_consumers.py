@@ -42,7 +42,8 @@ def server_main(port_q, cmd_q, args):
     import wavelane
 
     server = wavelane.Server(port=0, threads=2, max_send_queue=args.max_send_queue, slow_consumer_timeout=600,
-                             idle_timeout=600, ping_interval=300, compression=False, max_connections=args.subs + 10)
+                             idle_timeout=600, ping_interval=300, compression=False, max_connections=args.subs + 10,
+                             client_topics=["*"])
     server.start()
     port_q.put(server.port)
     dropped_events = dropped_msgs = 0

@@ -47,6 +47,13 @@ public struct EngineConfiguration: Sendable {
     public var slowConsumerTimeout = 10.0
     public var clientSubscriptions = true
     public var subscribeApproval = false
+    /// Deny by default: what a client may subscribe to without the application's approval, beyond
+    /// its own `user:<sub>` space (`client_topics`, glob patterns; docs/security.md).
+    public var topicAccess = TopicAccess()
+    /// Glob subscriptions a client may hold (each costs every publication a trie walk and, with
+    /// Redis, a PSUBSCRIBE), and distinct glob patterns per server.
+    public var maxGlobsPerConnection = 16
+    public var maxGlobs = 10_000
     /// Send the `ready` message after the upgrade (off only for raw echo servers, e.g. conformance runs).
     public var readyMessage = true
     /// Handle the client's JSON control messages (subscribe/unsubscribe/ping) in the engine; when off,
@@ -100,7 +107,7 @@ public struct EngineConfiguration: Sendable {
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
         "max_message_size", "max_frame_size", "max_partial_bytes", "max_connections", "max_subscriptions", "max_topic_length",
         "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
-        "client_subscriptions", "subscribe_approval", "ready_message", "control_messages",
+        "client_subscriptions", "subscribe_approval", "client_topics", "max_globs_per_connection", "max_globs", "ready_message", "control_messages",
         "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
         "compression_server_context_takeover", "compression_client_context_takeover",
         "tls_cert", "tls_key", "tls_client_ca", "log_level", "metrics", "health", "admin_host", "admin_port",
@@ -146,6 +153,16 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.int("max_send_queue", 1024...(1 << 34)) { self.maxSendQueue = v }
         if let v = try r.bool("client_subscriptions") { self.clientSubscriptions = v }
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
+        if let list = try r.stringList("client_topics") {
+            for pattern in list {
+                if let problem = Topic.validate(pattern, maxLength: self.maxTopicLength, allowWildcards: true) {
+                    throw ConfigurationError("client_topics", "\(problem.message): \"\(pattern)\"")
+                }
+            }
+            self.topicAccess = TopicAccess(clientTopics: list)
+        }
+        if let v = try r.int("max_globs_per_connection", 0...1_000_000) { self.maxGlobsPerConnection = v }
+        if let v = try r.int("max_globs", 0...10_000_000) { self.maxGlobs = v }
         if let v = try r.bool("ready_message") { self.readyMessage = v }
         if let v = try r.bool("control_messages") { self.controlMessages = v }
         if let v = try r.string("log_level") {

@@ -42,7 +42,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// What this connection adds to `server.partialBytes` (its assembler's fragments).
     private var partialBytes = 0
     private(set) var state = State.open
-    private(set) var subscriptions = Set<String>()
+    /// Topic-keyed state compares names as UTF-8 bytes (`ByteString`), never Unicode equivalence.
+    private(set) var subscriptions = Set<ByteString>()
+    /// How many of `subscriptions` are glob patterns (each holds one reference in `server.globBudget`).
+    private var globCount = 0
     var lastActivity: NIODeadline
     /// Inbound rate limit (Policies.swift); nil when none is configured.
     private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity)
@@ -62,17 +65,17 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     // Multi-instance mode (docs/delivery.md).
     /// Topics whose `subscribed` reply waits for the stream position from Redis: publications that
     /// arrive meanwhile are held here, then merged with the recovered history by offset.
-    private var pendingPositions: [String: [Publication]] = [:]
+    private var pendingPositions: [ByteString: [Publication]] = [:]
     /// After a positioned subscribe: publications of the topic at or below this position were
     /// already sent (or predate the subscription) and are skipped. Cleared by the next one above.
-    private var floors: [String: StreamPosition] = [:]
+    private var floors: [ByteString: StreamPosition] = [:]
     /// Options of subscribe requests waiting for the application's approval, per topic (bounded
     /// by max_subscriptions: requests beyond it are refused before they get here).
-    private var approvalRecover: [String: StreamPosition] = [:]
-    private var approvalPresence = Set<String>()
+    private var approvalRecover: [ByteString: StreamPosition] = [:]
+    private var approvalPresence = Set<ByteString>()
     /// Presence: the `info` the application set, and the topics this connection watches.
     private var presenceInfo: [UInt8]?
-    private var watchedPresence = Set<String>()
+    private var watchedPresence = Set<ByteString>()
     /// Most publications held for one topic while its position is fetched.
     private static let pendingLimit = 100_000
 
@@ -155,12 +158,16 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.state = .closed
         self.closeTimer?.cancel()
         self.closeTimer = nil
-        for topic in self.subscriptions { self.shard.removeSubscription(self.id, topic) }
+        for topic in self.subscriptions {
+            self.shard.removeSubscription(self.id, topic.string)
+            if Topic.isPattern(topic.string) { self.server.globBudget.release(topic) }
+        }
         if self.server.config.presence {
-            for topic in self.subscriptions where !Topic.isPattern(topic) { self.server.presenceLeave(topic: topic, conn: self.id) }
+            for topic in self.subscriptions where !Topic.isPattern(topic.string) { self.server.presenceLeave(topic: topic.string, conn: self.id) }
         }
         self.subscriptions.removeAll()
-        for topic in self.watchedPresence { self.shard.unwatchPresence(self.id, topic) }
+        self.globCount = 0
+        for topic in self.watchedPresence { self.shard.unwatchPresence(self.id, topic.string) }
         self.watchedPresence.removeAll()
         self.pendingPositions.removeAll()
         self.floors.removeAll()
@@ -383,57 +390,106 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                     return
                 }
             }
-            let new = Set(topics).subtracting(self.subscriptions).count
-            if self.subscriptions.count + new > self.server.config.maxSubscriptions {
+            // Deny by default (docs/security.md): a request is decided as a whole. Unless every
+            // topic is the client's own or covered by client_topics, the whole request goes to the
+            // application (subscribe_approval) or is refused, and nothing of it is subscribed.
+            let access = self.server.config.topicAccess
+            let needsApproval = topics.contains { !access.grants($0, sub: self.user) }
+            if needsApproval && !self.server.config.subscribeApproval {
+                let refused = topics.first { !access.grants($0, sub: self.user) } ?? ""
+                self.sendJSON(ServerMessage.error(
+                    code: "forbidden", message: "not allowed to subscribe to \"\(refused)\"", id: id))
+                return
+            }
+            let requested = Set(topics.map { ByteString($0) })
+            let new = requested.subtracting(self.subscriptions)
+            if self.subscriptions.count + new.count > self.server.config.maxSubscriptions {
                 self.sendJSON(ServerMessage.error(
                     code: "too_many_subscriptions",
                     message: "at most \(self.server.config.maxSubscriptions) subscriptions per connection", id: id))
                 return
             }
-            if self.server.config.subscribeApproval {
-                var body: [UInt8] = Array(#"{"topics":["#.utf8)
-                for (i, t) in topics.enumerated() {
-                    if i > 0 { body.append(UInt8(ascii: ",")) }
-                    JSONWriter.appendString(t, to: &body)
-                }
-                body.append(contentsOf: #"],"id":"#.utf8)
-                (id ?? .null).write(into: &body)
-                body.append(UInt8(ascii: "}"))
-                guard let context = self.context else { return }
-                var payload = context.channel.allocator.buffer(capacity: body.count)
-                payload.writeBytes(body)
-                for (topic, position) in options.recover where self.approvalRecover.count < self.server.config.maxSubscriptions {
-                    self.approvalRecover[topic] = position
-                }
-                if options.presence {
-                    for topic in topics where self.approvalPresence.count < self.server.config.maxSubscriptions {
-                        self.approvalPresence.insert(topic)
-                    }
-                }
-                self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
+            let newGlobs = new.filter { Topic.isPattern($0.string) }
+            if self.globCount + newGlobs.count > self.server.config.maxGlobsPerConnection {
+                self.sendJSON(ServerMessage.error(
+                    code: "too_many_subscriptions",
+                    message: "at most \(self.server.config.maxGlobsPerConnection) glob subscriptions per connection", id: id))
                 return
             }
-            self.subscribe(topics, ack: .some(id), options: options)
+            guard needsApproval else {
+                self.subscribe(topics, ack: .some(id), options: options, fromClient: true)
+                return
+            }
+            if !newGlobs.isEmpty && !self.server.globBudget.fits(Array(newGlobs)) {
+                self.sendJSON(Self.globBudgetError(self.server.config.maxGlobs, id: id))
+                return
+            }
+            var body: [UInt8] = Array(#"{"topics":["#.utf8)
+            var first = true
+            for t in topics where !Topic.isPattern(t) {
+                if !first { body.append(UInt8(ascii: ",")) }
+                first = false
+                JSONWriter.appendString(t, to: &body)
+            }
+            body.append(contentsOf: #"],"patterns":["#.utf8)
+            first = true
+            for t in topics where Topic.isPattern(t) {
+                if !first { body.append(UInt8(ascii: ",")) }
+                first = false
+                JSONWriter.appendString(t, to: &body)
+            }
+            body.append(contentsOf: #"],"id":"#.utf8)
+            (id ?? .null).write(into: &body)
+            body.append(UInt8(ascii: "}"))
+            guard let context = self.context else { return }
+            var payload = context.channel.allocator.buffer(capacity: body.count)
+            payload.writeBytes(body)
+            for (topic, position) in options.recover where self.approvalRecover.count < self.server.config.maxSubscriptions {
+                self.approvalRecover[ByteString(topic)] = position
+            }
+            if options.presence {
+                for topic in topics where self.approvalPresence.count < self.server.config.maxSubscriptions {
+                    self.approvalPresence.insert(ByteString(topic))
+                }
+            }
+            self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
+            return
         }
+    }
+
+    private static func globBudgetError(_ limit: Int, id: JSONValue?) -> [UInt8] {
+        ServerMessage.error(code: "too_many_subscriptions",
+                            message: "the server holds its maximum of \(limit) glob patterns", id: id)
     }
 
     /// Adds subscriptions. `ack`: nil = no reply; .some(id) = reply `subscribed` with that id (nil: no
     /// id field). `options` (recovery, presence events) come from the client's request; for a request
-    /// the application approved, those the client sent with it are used.
-    func subscribe(_ topics: [String], ack: JSONValue??, options: SubscribeOptions? = nil) {
+    /// the application approved, those the client sent with it are used. `fromClient`: the client's
+    /// own request, bound by `max_globs` (the application's subscriptions are not refused).
+    func subscribe(_ topics: [String], ack: JSONValue??, options: SubscribeOptions? = nil, fromClient: Bool = false) {
         guard self.state == .open else { return }
+        var newGlobs = Set<ByteString>()
+        for t in topics where Topic.isPattern(t) {
+            let key = ByteString(t)
+            if !self.subscriptions.contains(key) { newGlobs.insert(key) }
+        }
+        if !newGlobs.isEmpty && !self.server.globBudget.acquire(Array(newGlobs), force: !fromClient) {
+            if let ack { self.sendJSON(Self.globBudgetError(self.server.config.maxGlobs, id: ack)) }
+            return
+        }
         var options = options ?? SubscribeOptions()
         if ack != nil && (!self.approvalRecover.isEmpty || !self.approvalPresence.isEmpty) {
             // An approved request: the client's own options for these topics apply.
             for topic in topics {
-                if let position = self.approvalRecover.removeValue(forKey: topic), options.recover[topic] == nil {
+                if let position = self.approvalRecover.removeValue(forKey: ByteString(topic)), options.recover[topic] == nil {
                     options.recover[topic] = position
                 }
-                if self.approvalPresence.remove(topic) != nil { options.presence = true }
+                if self.approvalPresence.remove(ByteString(topic)) != nil { options.presence = true }
             }
         }
         let presence = self.server.config.presence
-        for topic in topics where self.subscriptions.insert(topic).inserted {
+        for topic in topics where self.subscriptions.insert(ByteString(topic)).inserted {
+            if Topic.isPattern(topic) { self.globCount += 1 }
             self.shard.addSubscription(self.id, topic)
             if presence && !Topic.isPattern(topic) {
                 self.server.presenceJoin(topic: topic, conn: self.id, member: self.memberJSON()) {
@@ -442,7 +498,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         if options.presence && presence {
-            for topic in topics where !Topic.isPattern(topic) && self.watchedPresence.insert(topic).inserted {
+            for topic in topics where !Topic.isPattern(topic) && self.watchedPresence.insert(ByteString(topic)).inserted {
                 self.shard.watchPresence(self.id, topic)
             }
         }
@@ -453,7 +509,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         let positioned = topics.filter { !Topic.isPattern($0) }
         let history = self.server.config.historySize > 0 && !positioned.isEmpty
         if history {  // hold their publications from now on, until the positions are known
-            for topic in positioned where self.pendingPositions[topic] == nil { self.pendingPositions[topic] = [] }
+            for topic in positioned where self.pendingPositions[ByteString(topic)] == nil { self.pendingPositions[ByteString(topic)] = [] }
         }
         if let broker = self.server.broker {
             let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
@@ -486,7 +542,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         }
         var requests: [EventLoopFuture<PositionReply>] = []
         for topic in positioned {
-            if self.pendingPositions[topic] == nil { self.pendingPositions[topic] = [] }
+            if self.pendingPositions[ByteString(topic)] == nil { self.pendingPositions[ByteString(topic)] = [] }
             requests.append(self.server.position(topic: topic, since: options.recover[topic], on: self.eventLoop))
         }
         EventLoopFuture.whenAllComplete(requests, on: self.eventLoop).whenSuccess { results in
@@ -519,9 +575,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         self.sendJSON(ServerMessage.subscribed(topics: topics, id: ack, outcome: outcome))
-        for (topic, result) in zip(positioned, results) where self.subscriptions.contains(topic) {  // not unsubscribed meanwhile
-            let held = self.pendingPositions.removeValue(forKey: topic) ?? []
-            self.floors[topic] = nil  // an earlier subscribe's floor must not hide what is sent now
+        for (topic, result) in zip(positioned, results) where self.subscriptions.contains(ByteString(topic)) {  // not unsubscribed meanwhile
+            let key = ByteString(topic)
+            let held = self.pendingPositions.removeValue(forKey: key) ?? []
+            self.floors[key] = nil  // an earlier subscribe's floor must not hide what is sent now
             guard case .success(let reply) = result else {
                 for publication in held { self.writePublication(publication) }
                 continue
@@ -542,18 +599,23 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                 }
                 self.writePublication(publication)
             }
-            self.floors[topic] = last
+            self.floors[key] = last
         }
     }
 
     func unsubscribe(_ topics: [String], ack: JSONValue??) {
         guard self.state == .open else { return }
-        for topic in topics where self.subscriptions.remove(topic) != nil {
+        for topic in topics where self.subscriptions.remove(ByteString(topic)) != nil {
+            let key = ByteString(topic)
             self.shard.removeSubscription(self.id, topic)
-            self.pendingPositions[topic] = nil
-            self.floors[topic] = nil
+            if Topic.isPattern(topic) {
+                self.globCount -= 1
+                self.server.globBudget.release(key)
+            }
+            self.pendingPositions[key] = nil
+            self.floors[key] = nil
             if self.server.config.presence && !Topic.isPattern(topic) { self.server.presenceLeave(topic: topic, conn: self.id) }
-            if self.watchedPresence.remove(topic) != nil { self.shard.unwatchPresence(self.id, topic) }
+            if self.watchedPresence.remove(key) != nil { self.shard.unwatchPresence(self.id, topic) }
         }
         if let ack { self.sendJSON(ServerMessage.ack("unsubscribed", topics: topics, id: ack)) }
     }
@@ -625,8 +687,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.presenceInfo = info
         guard self.state == .open, self.server.config.presence else { return }
         let member = self.memberJSON()
-        for topic in self.subscriptions where !Topic.isPattern(topic) {
-            self.server.presenceJoin(topic: topic, conn: self.id, member: member)
+        for topic in self.subscriptions where !Topic.isPattern(topic.string) {
+            self.server.presenceJoin(topic: topic.string, conn: self.id, member: member)
         }
     }
 
@@ -635,7 +697,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.sendJSON(ServerMessage.error(code: "presence_off", message: "presence is not enabled on this server", id: id))
             return
         }
-        guard self.subscriptions.contains(topic) else {
+        guard self.subscriptions.contains(ByteString(topic)) else {
             self.sendJSON(ServerMessage.error(code: "not_subscribed", message: "subscribe to a topic to see who is there", id: id))
             return
         }
@@ -768,16 +830,17 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Queues a topic publication: the shared plain frame, the shared compressed frame, or (for
     /// unusual deflate parameters) a frame compressed for this connection.
     func writePublication(_ publication: Publication) {
-        if !self.pendingPositions.isEmpty, self.pendingPositions[publication.topic] != nil {
-            if self.pendingPositions[publication.topic]!.count < Self.pendingLimit {
-                self.pendingPositions[publication.topic]!.append(publication)
+        if !self.pendingPositions.isEmpty, self.pendingPositions[ByteString(publication.topic)] != nil {
+            let key = ByteString(publication.topic)
+            if self.pendingPositions[key]!.count < Self.pendingLimit {
+                self.pendingPositions[key]!.append(publication)
             }
             return
         }
-        if !self.floors.isEmpty, let floor = self.floors[publication.topic], publication.offset != 0 {
+        if !self.floors.isEmpty, let floor = self.floors[ByteString(publication.topic)], publication.offset != 0 {
             // Single-instance publications carry no epoch: the floor's is theirs.
             if (publication.epoch ?? floor.epoch) == floor.epoch && publication.offset <= floor.offset { return }
-            self.floors[publication.topic] = nil
+            self.floors[ByteString(publication.topic)] = nil
         }
         guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {
             self.writeFrame(publication.frame, priority: publication.priority, key: publication.key)

@@ -428,7 +428,7 @@ final class Admission: @unchecked Sendable {
     let policy: PolicyConfiguration
     private let lock = NIOLock()
     private var ips: [IPKey: IPEntry] = [:]
-    private var users: [String: Int] = [:]
+    private var users: [ByteString: Int] = [:]
     private var admissionsSinceSweep = 0
     private var lastSweep: NIODeadline?
 
@@ -439,7 +439,7 @@ final class Admission: @unchecked Sendable {
     var trackedIPs: Int { self.lock.withLock { self.ips.count } }
     var trackedUsers: Int { self.lock.withLock { self.users.count } }
     func connections(ip: IPKey) -> Int { self.lock.withLock { self.ips[ip]?.count ?? 0 } }
-    func connections(user: String) -> Int { self.lock.withLock { self.users[user] ?? 0 } }
+    func connections(user: String) -> Int { self.lock.withLock { self.users[ByteString(user)] ?? 0 } }
 
     /// Admits one new connection from `ip` (nil: not an IP peer, not limited).
     func admit(ip: IPKey?, now: NIODeadline) -> Result<AdmissionTicket, Refusal> {
@@ -484,9 +484,9 @@ final class Admission: @unchecked Sendable {
     func admit(user: String, ticket: AdmissionTicket) -> Refusal? {
         guard self.policy.maxConnectionsPerUser > 0 else { return nil }
         return self.lock.withLock { () -> Refusal? in
-            let count = self.users[user] ?? 0
+            let count = self.users[ByteString(user)] ?? 0
             if count >= self.policy.maxConnectionsPerUser { return .userConcurrency }
-            self.users[user] = count + 1
+            self.users[ByteString(user)] = count + 1
             ticket.user = user
             return nil
         }
@@ -503,8 +503,8 @@ final class Admission: @unchecked Sendable {
                 }
             }
             ticket.ip = nil
-            if let user = ticket.user, let count = self.users[user] {
-                self.users[user] = count > 1 ? count - 1 : nil
+            if let user = ticket.user, let count = self.users[ByteString(user)] {
+                self.users[ByteString(user)] = count > 1 ? count - 1 : nil
             }
             ticket.user = nil
         }

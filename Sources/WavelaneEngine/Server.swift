@@ -48,6 +48,8 @@ public final class ServerCore: @unchecked Sendable {
     let logger: Logger
     let registry = ConnectionRegistry()
     let offsets = TopicOffsets()
+    /// Distinct glob patterns held by clients (`max_globs`).
+    let globBudget: GlobBudget
     /// Multi-instance mode (Cluster/Broker.swift): set while running with a `redis_url`.
     private(set) var broker: Broker?
     /// Presence without Redis (Streams.swift).
@@ -101,6 +103,7 @@ public final class ServerCore: @unchecked Sendable {
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         self.logger = Logger(label: "wavelane", factory: { _ in SinkLogHandler(sink: sink, logLevel: level) })
         self.queue = EventQueue(capacity: configuration.inboundQueueSize)
+        self.globBudget = GlobBudget(limit: configuration.maxGlobs)
     }
 
     private static func makeTLSContext(_ config: EngineConfiguration) throws(ConfigurationError) -> NIOSSLContext? {

@@ -106,25 +106,25 @@ final class Shard: @unchecked Sendable {
     }
 
     /// Connections that asked for the join/leave events of a topic.
-    private var presenceWatchers: [String: Set<UInt64>] = [:]
+    private var presenceWatchers: [ByteString: Set<UInt64>] = [:]
 
     func watchPresence(_ conn: UInt64, _ topic: String) {
-        let first = self.presenceWatchers[topic] == nil
-        guard self.presenceWatchers[topic, default: []].insert(conn).inserted else { return }
+        let first = self.presenceWatchers[ByteString(topic)] == nil
+        guard self.presenceWatchers[ByteString(topic), default: []].insert(conn).inserted else { return }
         if first { self.server.broker?.needPresenceEvents(topic) }
     }
 
     func unwatchPresence(_ conn: UInt64, _ topic: String) {
-        guard self.presenceWatchers[topic]?.remove(conn) != nil else { return }
-        if self.presenceWatchers[topic]?.isEmpty == true {
-            self.presenceWatchers[topic] = nil
+        guard self.presenceWatchers[ByteString(topic)]?.remove(conn) != nil else { return }
+        if self.presenceWatchers[ByteString(topic)]?.isEmpty == true {
+            self.presenceWatchers[ByteString(topic)] = nil
             self.server.broker?.releasePresenceEvents(topic)
         }
     }
 
     /// Hands a join/leave event (a complete frame) to this loop's watchers of `topic`.
     func deliverPresence(topic: String, frame: ByteBuffer) {
-        guard let watchers = self.presenceWatchers[topic] else { return }
+        guard let watchers = self.presenceWatchers[ByteString(topic)] else { return }
         for id in watchers {
             self.connections[id]?.writeFrame(frame)
         }
@@ -201,12 +201,12 @@ struct Publication: Sendable {
 final class ConnectionRegistry: @unchecked Sendable {
     private let lock = NIOLock()
     private var connections: [UInt64: Connection] = [:]
-    private var users: [String: [UInt64: Connection]] = [:]
+    private var users: [ByteString: [UInt64: Connection]] = [:]
 
     func add(_ connection: Connection) {
         self.lock.withLock {
             self.connections[connection.id] = connection
-            if let user = connection.user { self.users[user, default: [:]][connection.id] = connection }
+            if let user = connection.user { self.users[ByteString(user), default: [:]][connection.id] = connection }
         }
     }
 
@@ -215,8 +215,8 @@ final class ConnectionRegistry: @unchecked Sendable {
             self.connections[connection.id] = nil
             // Mutate in place: copying the inner dictionary out and back made a mass disconnect O(n²).
             if let user = connection.user {
-                self.users[user]?[connection.id] = nil
-                if self.users[user]?.isEmpty == true { self.users[user] = nil }
+                self.users[ByteString(user)]?[connection.id] = nil
+                if self.users[ByteString(user)]?.isEmpty == true { self.users[ByteString(user)] = nil }
             }
         }
     }
@@ -226,7 +226,7 @@ final class ConnectionRegistry: @unchecked Sendable {
     }
 
     func connections(ofUser user: String) -> [Connection] {
-        self.lock.withLock { self.users[user].map { Array($0.values) } ?? [] }
+        self.lock.withLock { self.users[ByteString(user)].map { Array($0.values) } ?? [] }
     }
 
     func all() -> [Connection] {

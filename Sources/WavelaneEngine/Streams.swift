@@ -51,13 +51,13 @@ final class TopicOffsets: @unchecked Sendable {
     let lock = NIOLock()
     /// The entries form a doubly linked list in `slots`, least recently used first.
     private struct Slot {
-        var topic: String
+        var topic: ByteString
         var offset: UInt64
         var era: UInt64
         var prev: Int
         var next: Int
     }
-    private var index: [String: Int] = [:]
+    private var index: [ByteString: Int] = [:]
     private var slots: [Slot] = []
     private var free: [Int] = []
     private var head = -1
@@ -100,7 +100,7 @@ final class TopicOffsets: @unchecked Sendable {
             self.unlink(i)
             let topic = self.slots[i].topic
             self.index[topic] = nil
-            self.history?.reset(topic: topic)
+            self.history?.reset(topic: topic.string)
             self.slots[i].topic = ""
             self.free.append(i)
         }
@@ -111,7 +111,8 @@ final class TopicOffsets: @unchecked Sendable {
 
     /// The next offset of `topic`. Call with `lock` held (the caller also hands the publication to the
     /// event loops under it, so concurrent publishers keep per-topic order).
-    func nextLocked(_ topic: String) -> UInt64 {
+    func nextLocked(_ name: String) -> UInt64 {
+        let topic = ByteString(name)
         if let i = self.index[topic] {
             self.slots[i].offset += 1
             self.touch(i)
@@ -135,7 +136,7 @@ final class TopicOffsets: @unchecked Sendable {
     /// The topic's epoch and last offset; a topic without an entry is at offset 0 of the current
     /// era, and stays without one.
     func positionLocked(_ topic: String) -> StreamPosition {
-        guard let i = self.index[topic] else { return StreamPosition(epoch: self.epoch(self.era), offset: 0) }
+        guard let i = self.index[ByteString(topic)] else { return StreamPosition(epoch: self.epoch(self.era), offset: 0) }
         self.touch(i)
         return StreamPosition(epoch: self.epoch(self.slots[i].era), offset: self.slots[i].offset)
     }
@@ -188,19 +189,20 @@ private extension UInt64 {
 
 /// Presence on a single instance: members per exact topic, in memory.
 final class LocalPresence: @unchecked Sendable {
-    private let members = NIOLockedValueBox<[String: [UInt64: [UInt8]]]>([:])
+    private let members = NIOLockedValueBox<[ByteString: [UInt64: [UInt8]]]>([:])
 
     enum Join { case joined, updated, full }
 
     /// Adds or updates a member; a new one only while the topic has fewer than `limit`.
     func join(topic: String, conn: UInt64, member: [UInt8], limit: Int) -> Join {
-        self.members.withLockedValue { all in
-            if all[topic]?[conn] != nil {
-                all[topic]![conn] = member
+        let key = ByteString(topic)
+        return self.members.withLockedValue { all in
+            if all[key]?[conn] != nil {
+                all[key]![conn] = member
                 return .updated
             }
-            if (all[topic]?.count ?? 0) >= limit { return .full }
-            all[topic, default: [:]][conn] = member
+            if (all[key]?.count ?? 0) >= limit { return .full }
+            all[key, default: [:]][conn] = member
             return .joined
         }
     }
@@ -208,14 +210,14 @@ final class LocalPresence: @unchecked Sendable {
     /// Removes a member; returns it when it was there.
     func leave(topic: String, conn: UInt64) -> [UInt8]? {
         self.members.withLockedValue { all in
-            let gone = all[topic]?.removeValue(forKey: conn)
-            if all[topic]?.isEmpty == true { all[topic] = nil }
+            let gone = all[ByteString(topic)]?.removeValue(forKey: conn)
+            if all[ByteString(topic)]?.isEmpty == true { all[ByteString(topic)] = nil }
             return gone
         }
     }
 
     func members(of topic: String) -> [[UInt8]] {
-        self.members.withLockedValue { all in all[topic].map { $0.sorted { $0.key < $1.key }.map(\.value) } ?? [] }
+        self.members.withLockedValue { all in all[ByteString(topic)].map { $0.sorted { $0.key < $1.key }.map(\.value) } ?? [] }
     }
 
     func removeAll() { self.members.withLockedValue { $0.removeAll() } }

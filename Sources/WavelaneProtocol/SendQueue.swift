@@ -80,7 +80,7 @@ public struct SendQueue {
         let size = frame.readableBytes
         if let key {
             let level = Int(priority.rawValue)
-            if let index = self.levels[level].firstIndex(where: { $0.key == key }) {
+            if let index = self.levels[level].firstIndex(where: { $0.key?.bytesEqual(key) == true }) {
                 self.bytes += size - self.levels[level][index].frame.readableBytes
                 self.levels[level][index].frame = frame
                 return .coalesced

@@ -18,7 +18,7 @@ public struct TopicHistory<Entry> {
     }
 
     /// Per topic, its entries oldest first; offsets are contiguous within a ring.
-    private var rings: [String: Ring] = [:]
+    private var rings: [ByteString: Ring] = [:]
     /// Every stored (topic, offset), oldest first. Entries already dropped by a per-topic bound are
     /// skipped lazily when they reach the front.
     private var order: [(topic: String, offset: UInt64)] = []
@@ -54,14 +54,14 @@ public struct TopicHistory<Entry> {
     /// Records a publication. `offset` must be the topic's next offset after the previous call for
     /// that topic (a topic whose offsets restarted must be `reset` first).
     public mutating func append(topic: String, offset: UInt64, entry: Entry, size: Int, now: Int64) {
-        if let last = self.rings[topic]?.items.last, !self.rings[topic]!.isEmpty, last.offset + 1 != offset {
+        if let last = self.rings[ByteString(topic)]?.items.last, !self.rings[ByteString(topic)]!.isEmpty, last.offset + 1 != offset {
             self.reset(topic: topic)
         }
-        self.rings[topic, default: Ring()].items.append(Stored(offset: offset, entry: entry, size: size, time: now))
+        self.rings[ByteString(topic), default: Ring()].items.append(Stored(offset: offset, entry: entry, size: size, time: now))
         self.order.append((topic, offset))
         self.bytes += size
         self.count += 1
-        while self.rings[topic]!.live.count > self.perTopic { self.dropFirst(of: topic) }
+        while self.rings[ByteString(topic)]!.live.count > self.perTopic { self.dropFirst(of: topic) }
         self.expire(now: now)
         while self.bytes > self.maxBytes, self.popOldest() {}
         // Entries dropped by the per-topic bound stay in `order` until they reach its front;
@@ -74,7 +74,7 @@ public struct TopicHistory<Entry> {
         kept.reserveCapacity(self.count)
         for i in self.orderHead..<self.order.count {
             let (topic, offset) = self.order[i]
-            if let ring = self.rings[topic], let first = ring.first, let last = ring.live.last,
+            if let ring = self.rings[ByteString(topic)], let first = ring.first, let last = ring.live.last,
                first.offset <= offset, offset <= last.offset {
                 kept.append((topic, offset))
             }
@@ -90,7 +90,7 @@ public struct TopicHistory<Entry> {
     public mutating func expire(now: Int64) {
         while self.orderHead < self.order.count {
             let (topic, offset) = self.order[self.orderHead]
-            guard let first = self.rings[topic]?.first, first.offset == offset else {
+            guard let first = self.rings[ByteString(topic)]?.first, first.offset == offset else {
                 self.advanceOrder()  // already dropped
                 continue
             }
@@ -102,7 +102,7 @@ public struct TopicHistory<Entry> {
 
     /// Forgets a topic's history (its offsets restarted).
     public mutating func reset(topic: String) {
-        guard let ring = self.rings.removeValue(forKey: topic) else { return }
+        guard let ring = self.rings.removeValue(forKey: ByteString(topic)) else { return }
         for s in ring.live {
             self.bytes -= s.size
             self.count -= 1
@@ -119,17 +119,17 @@ public struct TopicHistory<Entry> {
     /// What came after `offset`, given the topic's current last offset `top`.
     public func entries(topic: String, after offset: UInt64, top: UInt64) -> Lookup {
         if offset >= top { return .entries([]) }
-        guard let ring = self.rings[topic], let first = ring.first, ring.live.last?.offset == top,
+        guard let ring = self.rings[ByteString(topic)], let first = ring.first, ring.live.last?.offset == top,
               first.offset <= offset + 1 else { return .gone }
         let start = ring.head + Int(offset + 1 - first.offset)
         return .entries(ring.items[start...].map(\.entry))
     }
 
     private mutating func dropFirst(of topic: String) {
-        let s = self.rings[topic]!.popFirst()
+        let s = self.rings[ByteString(topic)]!.popFirst()
         self.bytes -= s.size
         self.count -= 1
-        if self.rings[topic]!.isEmpty { self.rings[topic] = nil }
+        if self.rings[ByteString(topic)]!.isEmpty { self.rings[ByteString(topic)] = nil }
     }
 
     /// Drops the oldest entry of all; false when empty.
@@ -137,7 +137,7 @@ public struct TopicHistory<Entry> {
         while self.orderHead < self.order.count {
             let (topic, offset) = self.order[self.orderHead]
             self.advanceOrder()
-            if let first = self.rings[topic]?.first, first.offset == offset {
+            if let first = self.rings[ByteString(topic)]?.first, first.offset == offset {
                 self.dropFirst(of: topic)
                 return true
             }

@@ -139,6 +139,21 @@ struct ConfigurationTests {
         #expect(configError(#"{"jwt_reject_high_s":1}"#)?.key == "jwt_reject_high_s")
     }
 
+    @Test func topicAccessKeys() throws {
+        let d = try config("{}")
+        #expect(d.topicAccess.clientTopics.isEmpty, "deny by default")
+        #expect(d.maxGlobsPerConnection == 16)
+        #expect(d.maxGlobs == 10_000)
+        let c = try config(#"{"client_topics":["room:*","prices:?"],"max_globs_per_connection":2,"max_globs":5}"#)
+        #expect(c.topicAccess.clientTopics == ["room:*", "prices:?"])
+        #expect(c.maxGlobsPerConnection == 2 && c.maxGlobs == 5)
+        #expect(configError(#"{"client_topics":[""]}"#)?.key == "client_topics")
+        #expect(configError(#"{"client_topics":"room:*"}"#)?.key == "client_topics")
+        #expect(configError(#"{"max_topic_length":4,"client_topics":["room:*"]}"#)?.key == "client_topics")
+        #expect(configError(#"{"max_globs":-1}"#)?.key == "max_globs")
+        #expect(configError(#"{"max_globs_per_connection":true}"#)?.key == "max_globs_per_connection")
+    }
+
     @Test func nullMeansDefault() throws {
         let c = try config(#"{"port":null,"host":null,"ping_interval":null,"max_message_size":null,"ready_message":null,"ws_path":null,"jwt_secret":null,"jwt_header":null}"#)
         #expect(c.port == 8765)

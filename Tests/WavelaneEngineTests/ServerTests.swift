@@ -198,6 +198,8 @@ private func makeServer(_ json: String) throws -> ServerCore {
     object["host"] = object["host"] ?? .string("127.0.0.1")
     object["port"] = object["port"] ?? .int(0)
     object["threads"] = object["threads"] ?? .int(2)
+    // Deny by default would refuse the free subscriptions these tests make; access tests pass their own.
+    object["client_topics"] = object["client_topics"] ?? .array([.string("*")])
     let server = try ServerCore(configuration: EngineConfiguration(json: .object(object)))
     try server.start()
     return server
@@ -501,6 +503,23 @@ struct ServerTests {
         #expect(throws: ArgumentError.self) { _ = try Array("{bad".utf8).withUnsafeBytes { try server.publish(topic: "news", kind: .json, payload: $0) } }
     }
 
+    @Test func denyByDefault() throws {
+        let server = try makeServer(#"{"client_topics":["room:*"],"max_globs_per_connection":1}"#)
+        defer { server.stop(timeout: 0) }
+        let (client, _) = try RawClient.upgraded(port: server.port)
+        _ = try client.readFrame()
+        try client.sendText(#"{"type":"subscribe","topics":["room:1","*"],"id":1}"#)
+        #expect(try client.readFrame().text == #"{"type":"error","code":"forbidden","message":"not allowed to subscribe to \"*\"","id":1}"#)
+        try client.sendText(#"{"type":"subscribe","topics":["room:*","room:2:*"],"id":2}"#)
+        #expect(try client.readFrame().text == #"{"type":"error","code":"too_many_subscriptions","message":"at most 1 glob subscriptions per connection","id":2}"#)
+        try client.sendText(#"{"type":"subscribe","topics":["room:*"],"id":3}"#)
+        #expect(try client.readFrame().text == #"{"type":"subscribed","topics":["room:*"],"id":3}"#)
+        // Nothing of the refused requests was subscribed: only room:* delivers.
+        _ = try Array("x".utf8).withUnsafeBytes { try server.publish(topic: "other", kind: .text, payload: $0) }
+        _ = try Array("y".utf8).withUnsafeBytes { try server.publish(topic: "room:1", kind: .text, payload: $0) }
+        #expect(try client.readFrame().text == #"{"type":"message","topic":"room:1","offset":1,"data":"y"}"#)
+    }
+
     @Test func clientSubscriptionsOff() throws {
         let server = try makeServer(#"{"client_subscriptions":false}"#)
         defer { server.stop(timeout: 0) }
@@ -511,7 +530,7 @@ struct ServerTests {
     }
 
     @Test func subscribeApproval() throws {
-        let server = try makeServer(#"{"subscribe_approval":true}"#)
+        let server = try makeServer(#"{"subscribe_approval":true,"client_topics":[]}"#)
         defer { server.stop(timeout: 0) }
         let (client, _) = try RawClient.upgraded(port: server.port)
         _ = try client.readFrame()
@@ -519,12 +538,12 @@ struct ServerTests {
         try client.sendText(#"{"type":"subscribe","topics":["room:1"],"id":5}"#)
         let request = try #require(waitForEvent(server.queue, .subscribeRequest).first { $0.kind == .subscribeRequest })
         #expect(request.conn == conn)
-        #expect(payloadString(request) == #"{"topics":["room:1"],"id":5}"#)
+        #expect(payloadString(request) == #"{"topics":["room:1"],"patterns":[],"id":5}"#)
         #expect(try server.subscribe(conn: conn, topics: ["room:1"], ack: .some(.int(5))))
         #expect(try client.readFrame().text == #"{"type":"subscribed","topics":["room:1"],"id":5}"#)
         try client.sendText(#"{"type":"subscribe","topics":["room:2"]}"#)
         let second = try #require(waitForEvent(server.queue, .subscribeRequest).first { $0.kind == .subscribeRequest })
-        #expect(payloadString(second) == #"{"topics":["room:2"],"id":null}"#)
+        #expect(payloadString(second) == #"{"topics":["room:2"],"patterns":[],"id":null}"#)
         #expect(server.deny(conn: conn, code: "forbidden", message: "no", id: nil))
         #expect(try client.readFrame().text == #"{"type":"error","code":"forbidden","message":"no"}"#)
         _ = try Array("hi".utf8).withUnsafeBytes { try server.publish(topic: "room:2", kind: .text, payload: $0) }

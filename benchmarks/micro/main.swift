@@ -142,6 +142,30 @@ bench("TopicIndex.forEachSubscriber 1,000 subs + 1 glob (per pub)") { n in
     blackHole(sum)
 }
 
+// 4b. Glob DoS (issue 10, item 2): a publication's lookup with 0 vs 10,000 glob subscriptions
+// that do not match it (5,000 `room:<i>:*` and 5,000 `feed:*:<i>`), for a short topic and a
+// 245-byte one and one that shares the `feed:` prefix, each with 10 exact subscribers. The bar: at most 2x the cost with none.
+let longTopic = "chat:" + String(repeating: "x", count: 240)  // 245 bytes
+for (label, topic) in [("short", "chat:42"), ("245 B", longTopic), ("feed:abc:99999 (shares a prefix)", "feed:abc:99999")] {
+    var none = TopicIndex<Int>()
+    for s in 0..<10 { none.subscribe(s, to: topic) }
+    var crowded = none
+    for i in 0..<5000 {
+        crowded.subscribe(100 + i, to: "room:\(i):*")
+        crowded.subscribe(10_000 + i, to: "feed:*:\(i)")
+    }
+    bench("TopicIndex lookup \(label) topic, 0 globs") { n in
+        var sum = 0
+        for _ in 0..<n { none.forEachSubscriber(of: topic) { sum &+= $0 } }
+        blackHole(sum)
+    }
+    bench("TopicIndex lookup \(label) topic, 10,000 non-matching globs") { n in
+        var sum = 0
+        for _ in 0..<n { crowded.forEachSubscriber(of: topic) { sum &+= $0 } }
+        blackHole(sum)
+    }
+}
+
 // 5. MessageAssembler on one 100 B masked text frame (unmask + UTF-8 validation).
 let maskKey: WebSocketMaskingKey = [0x12, 0x34, 0x56, 0x78]
 var maskedData = allocator.buffer(bytes: payload100)

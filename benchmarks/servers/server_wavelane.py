@@ -30,6 +30,7 @@ def main() -> None:
         inbound_queue_size=1 << 20,
         max_send_queue=64 << 20,
         slow_consumer_timeout=60,
+        client_topics=["*"],  # the benchmark clients subscribe freely (deny by default otherwise)
         # Event loops: 0 = one per core (the default). BENCH_WAVELANE_THREADS overrides it for experiments.
         threads=int(os.environ.get("BENCH_WAVELANE_THREADS", "0")),
     )

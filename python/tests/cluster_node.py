@@ -245,6 +245,7 @@ def main() -> int:
     all_events = "--all-events" in sys.argv[1:]
     config = json.loads(args[0]) if args else {}
     config["port"] = 0
+    config.setdefault("client_topics", ["*"])  # the tests subscribe freely (deny by default otherwise)
     try:
         server = wavelane.Server(**config)
         server.start()

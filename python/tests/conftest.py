@@ -102,6 +102,9 @@ def make_server() -> Iterable[Callable[..., Tuple[wavelane.Server, Collector]]]:
     def factory(handler: Optional[Callable[[Event], None]] = None, **config: Any):
         config.setdefault("port", 0)
         config.setdefault("threads", 2)
+        # Deny by default (client_topics=[]) would refuse the free subscriptions most tests make;
+        # tests of topic access (test_access.py) and approval pass their own client_topics.
+        config.setdefault("client_topics", ["*"])
         server = wavelane.Server(**config)
         server.start()
         collector = Collector(server, handler)

@@ -52,6 +52,7 @@ def _start(handler=None, **config):
 
     from conftest import Collector
 
+    config.setdefault("client_topics", ["room:*"])
     server = wavelane.Server(port=0, threads=2, jwt_secret=SECRET, ws_path="/ws", **config)
     server.add_route("/page.html", PAGE)
     server.start()

@@ -981,3 +981,26 @@ def test_wait_for_redis_in_process(redis_server, make_redis):
     finally:
         for s in (up, down, alone):
             s.stop(1.0)
+
+
+def test_look_alike_topics_stay_apart_through_redis(redis_server, make_node):
+    """Identity is bytes in Redis mode too: NFC and NFD spellings of a topic held on one
+    instance are two Redis subscriptions, and each reaches only its own subscriber."""
+    nfc, nfd = "room:caf\u00e9", "room:cafe\u0301"
+    a = make_node("a", **cfg(redis_server))
+    b = make_node("b", **cfg(redis_server))
+
+    async def main():
+        p_nfc, p_nfd = await Peer.open(a), await Peer.open(a)
+        await p_nfc.subscribe([nfc])
+        await p_nfd.subscribe([nfd])
+        await routed(redis_server, topic_channel(nfc), 1)
+        await routed(redis_server, topic_channel(nfd), 1)
+        await b.acall("publish", topic=nfd, data="nfd")
+        assert [(m["topic"], m["data"]) for m in await p_nfd.messages(1)] == [(nfd, "nfd")]
+        await b.acall("publish", topic=nfc, data="nfc")
+        assert [(m["topic"], m["data"]) for m in await p_nfc.messages(1)] == [(nfc, "nfc")]
+        await p_nfc.silent()
+        await p_nfd.silent()
+
+    run(main())

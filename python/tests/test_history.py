@@ -291,7 +291,7 @@ def test_recovery_through_an_approved_subscription(make_server):
         if kind == "subscribe_request":
             srv.allow(conn, data)
 
-    srv, _ = make_server(approve, history_size=100, subscribe_approval=True)
+    srv, _ = make_server(approve, history_size=100, subscribe_approval=True, client_topics=[])
 
     async def main():
         ws, _ = await open_client(srv)

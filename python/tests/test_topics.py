@@ -236,7 +236,7 @@ def test_subscribe_approval_allow_and_deny(make_server):
             else:
                 srv.deny(conn, data, reason="private topic")
 
-    srv, events = make_server(subscribe_approval=True, handler=approve)
+    srv, events = make_server(subscribe_approval=True, handler=approve, client_topics=[])
 
     async def main():
         ws, ready = await open_client(srv)
@@ -244,7 +244,7 @@ def test_subscribe_approval_allow_and_deny(make_server):
         reply = await request(ws, {"type": "subscribe", "topics": ["public:news"], "id": 7})
         assert reply == {"type": "subscribed", "topics": ["public:news"], "id": 7}
         _, c, data = await events.await_kind("subscribe_request", conn)
-        assert data == {"topics": ["public:news"], "id": 7}
+        assert data == {"topics": ["public:news"], "patterns": [], "id": 7}
         reply = await request(ws, {"type": "subscribe", "topics": ["secret"], "id": 8})
         assert reply["type"] == "error" and reply["id"] == 8
         assert reply["code"] == "forbidden" and reply["message"] == "private topic"

@@ -48,6 +48,8 @@ def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optio
         history_size=200,
         presence=True,
         redis_url=redis_url,
+        # Deny by default: pages subscribe to rooms and the counters, nothing else (docs/security.md).
+        client_topics=["room:*", "stats:*"],
     )
     server.add_route("/", _chat_page(), "text/html; charset=utf-8")
     return server

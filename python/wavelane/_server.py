@@ -82,6 +82,10 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "slow_consumer_timeout": 10,
     "client_subscriptions": True,
     "subscribe_approval": False,
+    # deny by default: what clients may subscribe to beyond their own user:<sub> space (globs)
+    "client_topics": [],
+    "max_globs_per_connection": 16,
+    "max_globs": 10000,
     "ready_message": True,
     "control_messages": True,
     "compression": True,
@@ -154,6 +158,8 @@ _INT_KEYS = frozenset(
         "max_connections",
         "max_subscriptions",
         "max_topic_length",
+        "max_globs_per_connection",
+        "max_globs",
         "inbound_queue_size",
         "max_send_queue",
         "compression_min_size",
@@ -209,7 +215,9 @@ _BOOL_KEYS = frozenset(
         "health",
     }
 )
-_STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies"})
+_STR_LIST_KEYS = frozenset(
+    {"jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies", "client_topics"}
+)
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
 
@@ -514,8 +522,10 @@ class Server:
           not, for any reason, e.g. nesting too deep for ``json.loads``, stays a ``str``: one
           client's message never costs the rest of the batch) or a binary one
         * ``("disconnect", conn, close_code: int)`` — 1006 when the peer vanished
-        * ``("subscribe_request", conn, {"topics": [...], "id": ...})`` — with
-          ``subscribe_approval=True``; answer with :meth:`allow` or :meth:`deny`
+        * ``("subscribe_request", conn, {"topics": [...], "patterns": [...], "id": ...})`` — with
+          ``subscribe_approval=True``, a client request that is not all inside the client's own
+          ``user:<sub>`` space and ``client_topics`` (exact topics and glob patterns apart);
+          answer with :meth:`allow` or :meth:`deny`
         * ``("dropped", conn, {"count", "bytes", "priority": {name: n}})`` — outbound messages
           for a slow client were dropped (reported at most about once per second per client)
         * ``("refresh", conn, {"claims": {...}})`` — the client sent ``{"type": "refresh", "token": ..}``
@@ -663,7 +673,9 @@ class Server:
         return self._engine.set_presence_info(conn, _dumps(info, "info"))
 
     def subscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
-        """Subscribe a connection server-side (glob patterns allowed). False if conn is unknown."""
+        """Subscribe a connection server-side (glob patterns allowed). False if conn is unknown.
+
+        Not restricted by ``client_topics`` or the glob limits: the application decides."""
         return self._engine.subscribe(conn, _topics_json(topics), None)
 
     def unsubscribe(self, conn: int, topics: Union[str, Iterable[str]]) -> bool:
@@ -694,7 +706,9 @@ class Server:
     def _request_parts(request: Mapping[str, Any]) -> Tuple[str, str]:
         if not isinstance(request, Mapping) or "topics" not in request:
             raise TypeError("request must be the data dict of a 'subscribe_request' event")
-        return _topics_json(request["topics"], "request['topics']"), _dumps(
+        topics = list(json.loads(_topics_json(request["topics"], "request['topics']")))
+        topics += json.loads(_topics_json(request.get("patterns", ()), "request['patterns']"))
+        return json.dumps(topics, ensure_ascii=False), _dumps(
             request.get("id"), "request['id']"
         )
 

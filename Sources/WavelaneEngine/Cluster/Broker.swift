@@ -71,13 +71,13 @@ final class Broker: @unchecked Sendable {
     /// Last (epoch, offset) seen per topic on the Redis stream: drops the second copy of a message
     /// that matched both a channel and a pattern (Redis sends one per match) and counts gaps.
     /// Event loop only.
-    private var lastSeen: [String: (epoch: String, offset: UInt64)] = [:]
+    private var lastSeen: [ByteString: (epoch: String, offset: UInt64)] = [:]
     private static let lastSeenLimit = 1 << 18
 
     /// This instance's presence members: topic -> field (`node:conn`) -> member JSON. Commands that
     /// change a member are handed to the Redis connection under this lock, so a heartbeat can never
     /// re-add a member whose leave was sent after the heartbeat's snapshot.
-    private let members = NIOLockedValueBox<[String: [String: [UInt8]]]>([:])
+    private let members = NIOLockedValueBox<[ByteString: [String: [UInt8]]]>([:])
 
     init(server: ServerCore, url: RedisURL, eventLoop: EventLoop) throws(RedisError) {
         let config = server.config
@@ -155,7 +155,7 @@ final class Broker: @unchecked Sendable {
         let leaves: [EventLoopFuture<RESPValue>] = self.members.withLockedValue { all in
             var futures: [EventLoopFuture<RESPValue>] = []
             for (topic, entries) in all {
-                for (field, member) in entries { futures.append(self.sendLeave(topic: topic, field: field, member: member)) }
+                for (field, member) in entries { futures.append(self.sendLeave(topic: topic.string, field: field, member: member)) }
             }
             all.removeAll()
             return futures
@@ -403,7 +403,7 @@ final class Broker: @unchecked Sendable {
                 self.eventLoop.execute { self.lastSeen.removeAll() }
             }
         } else if self.pubsub.release(channel: self.names.topicChannel(subscription)) {
-            self.eventLoop.execute { self.lastSeen[subscription] = nil }
+            self.eventLoop.execute { self.lastSeen[ByteString(subscription)] = nil }
         }
     }
 
@@ -438,7 +438,7 @@ final class Broker: @unchecked Sendable {
                 self.server.logger.warning("ignoring a malformed message from redis", metadata: ["channel": "\(channel)", "error": "\(error)"])
                 return
             }
-            if let last = self.lastSeen[topic] {
+            if let last = self.lastSeen[ByteString(topic)] {
                 if last.epoch == message.epoch {
                     if message.offset <= last.offset { return }  // the same message through a second subscription
                     if message.offset > last.offset + 1 { self.server.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
@@ -447,8 +447,8 @@ final class Broker: @unchecked Sendable {
                     self.server.stats.add(.redisMissed, Int(message.offset - 1))
                 }
             }
-            if self.lastSeen.count >= Self.lastSeenLimit && self.lastSeen[topic] == nil { self.lastSeen.removeAll() }
-            self.lastSeen[topic] = (message.epoch, message.offset)
+            if self.lastSeen.count >= Self.lastSeenLimit && self.lastSeen[ByteString(topic)] == nil { self.lastSeen.removeAll() }
+            self.lastSeen[ByteString(topic)] = (message.epoch, message.offset)
             self.server.stats.add(.redisReceived)
             self.server.deliver(topic: topic, message: message)
         case .user(let user):
@@ -532,8 +532,9 @@ final class Broker: @unchecked Sendable {
     /// in Redis (every instance's), or on this instance alone while Redis is away.
     func join(topic: String, conn: UInt64, member: [UInt8], limit: Int, refused: @escaping @Sendable () -> Void) {
         let field = self.field(conn)
+        let key = ByteString(topic)
         let outcome: (admitted: Bool, command: [RESPArgument]?) = self.members.withLockedValue { all in
-            if all[topic]?[field] == nil && (all[topic]?.count ?? 0) >= limit { return (false, nil) }
+            if all[key]?[field] == nil && (all[key]?.count ?? 0) >= limit { return (false, nil) }
             all[topic, default: [:]][field] = member
             guard self.client.isConnected else { return (true, nil) }  // written back on reconnect
             let event = ServerMessage.presenceEvent("join", topic: topic, member: member)
@@ -549,9 +550,9 @@ final class Broker: @unchecked Sendable {
             guard reply.integer == -1 else { return }
             // Full in Redis: forget it here too (unless it left, or changed, meanwhile).
             let forgotten: Bool = self.members.withLockedValue { all in
-                guard let kept = all[topic]?[field], kept == member else { return false }
-                all[topic]![field] = nil
-                if all[topic]!.isEmpty { all[topic] = nil }
+                guard let kept = all[key]?[field], kept == member else { return false }
+                all[key]![field] = nil
+                if all[key]!.isEmpty { all[key] = nil }
                 return true
             }
             if forgotten { refused() }
@@ -561,8 +562,8 @@ final class Broker: @unchecked Sendable {
     func leave(topic: String, conn: UInt64) {
         let field = self.field(conn)
         self.members.withLockedValue { all in
-            guard let member = all[topic]?.removeValue(forKey: field) else { return }
-            if all[topic]?.isEmpty == true { all[topic] = nil }
+            guard let member = all[ByteString(topic)]?.removeValue(forKey: field) else { return }
+            if all[ByteString(topic)]?.isEmpty == true { all[ByteString(topic)] = nil }
             _ = self.sendLeave(topic: topic, field: field, member: member)
         }
     }
@@ -579,7 +580,8 @@ final class Broker: @unchecked Sendable {
     private func refreshPresence() {
         guard self.client.isConnected else { return }
         self.members.withLockedValue { all in
-            for (topic, entries) in all {
+            for (key, entries) in all {
+                let topic = key.string
                 var topicJSON: [UInt8] = []
                 JSONWriter.appendString(topic, to: &topicJSON)
                 var command: [RESPArgument] = [

@@ -18,14 +18,15 @@ public final class RedisPubSub: @unchecked Sendable {
 
     /// Refcounts and the "to reconcile" sets, shared between callers (any thread) and the loop.
     private struct Wanted {
-        var channels: [String: Int] = [:]
-        var patterns: [String: Int] = [:]
-        var dirtyChannels: Set<String> = []
-        var dirtyPatterns: Set<String> = []
+        // Names compare as bytes (ByteString): two channels that merely look alike stay two.
+        var channels: [ByteString: Int] = [:]
+        var patterns: [ByteString: Int] = [:]
+        var dirtyChannels: Set<ByteString> = []
+        var dirtyPatterns: Set<ByteString> = []
         var reconcileScheduled = false
         /// Subscriptions Redis confirmed on the current connection.
-        var confirmedChannels: Set<String> = []
-        var confirmedPatterns: Set<String> = []
+        var confirmedChannels: Set<ByteString> = []
+        var confirmedPatterns: Set<ByteString> = []
     }
 
     public let eventLoop: EventLoop
@@ -50,8 +51,8 @@ public final class RedisPubSub: @unchecked Sendable {
     public var isReady: Bool { self.readyFlag.load() }
 
     // Event-loop state: what we asked the current connection to subscribe to.
-    private var sentChannels: Set<String> = []
-    private var sentPatterns: Set<String> = []
+    private var sentChannels: Set<ByteString> = []
+    private var sentPatterns: Set<ByteString> = []
 
     /// Promises waiting for Redis to confirm a channel subscription (event loop only).
     private final class Waiter {
@@ -66,7 +67,7 @@ public final class RedisPubSub: @unchecked Sendable {
             self.promise.completeWith(result)
         }
     }
-    private var waiters: [String: [Waiter]] = [:]
+    private var waiters: [ByteString: [Waiter]] = [:]
 
     /// Most channel/pattern names sent in one SUBSCRIBE-family command.
     static let batchSize = 512
@@ -111,37 +112,37 @@ public final class RedisPubSub: @unchecked Sendable {
     /// Declares that the engine needs `channel`; only the first need (0 → 1) subscribes in Redis.
     /// Returns true when this call made the channel needed. Any thread; never blocks on I/O.
     @discardableResult
-    public func need(channel: String) -> Bool { self.change([channel], .channel, +1)[0] }
+    public func need(channel: String) -> Bool { self.change([ByteString(channel)], .channel, +1)[0] }
 
     /// The engine no longer needs `channel`; only the last release (1 → 0) unsubscribes. Returns
     /// true when this call made it unneeded; releasing a channel that is not needed is a no-op (false).
     @discardableResult
-    public func release(channel: String) -> Bool { self.change([channel], .channel, -1)[0] }
+    public func release(channel: String) -> Bool { self.change([ByteString(channel)], .channel, -1)[0] }
 
     @discardableResult
-    public func need(pattern: String) -> Bool { self.change([pattern], .pattern, +1)[0] }
+    public func need(pattern: String) -> Bool { self.change([ByteString(pattern)], .pattern, +1)[0] }
 
     @discardableResult
-    public func release(pattern: String) -> Bool { self.change([pattern], .pattern, -1)[0] }
+    public func release(pattern: String) -> Bool { self.change([ByteString(pattern)], .pattern, -1)[0] }
 
     /// Batch forms (one lock, one SUBSCRIBE for all). Results in order of `channels`.
     @discardableResult
-    public func need(channels: [String]) -> [Bool] { self.change(channels, .channel, +1) }
+    public func need(channels: [String]) -> [Bool] { self.change(channels.map { ByteString($0) }, .channel, +1) }
 
     @discardableResult
-    public func release(channels: [String]) -> [Bool] { self.change(channels, .channel, -1) }
+    public func release(channels: [String]) -> [Bool] { self.change(channels.map { ByteString($0) }, .channel, -1) }
 
     /// The current refcount of `channel` (0 when not needed).
-    public func refcount(channel: String) -> Int { self.wanted.withLockedValue { $0.channels[channel] ?? 0 } }
-    public func refcount(pattern: String) -> Int { self.wanted.withLockedValue { $0.patterns[pattern] ?? 0 } }
+    public func refcount(channel: String) -> Int { self.wanted.withLockedValue { $0.channels[ByteString(channel)] ?? 0 } }
+    public func refcount(pattern: String) -> Int { self.wanted.withLockedValue { $0.patterns[ByteString(pattern)] ?? 0 } }
 
     /// True when Redis has confirmed the subscription on the current connection.
-    public func isSubscribed(channel: String) -> Bool { self.wanted.withLockedValue { $0.confirmedChannels.contains(channel) } }
-    public func isSubscribed(pattern: String) -> Bool { self.wanted.withLockedValue { $0.confirmedPatterns.contains(pattern) } }
+    public func isSubscribed(channel: String) -> Bool { self.wanted.withLockedValue { $0.confirmedChannels.contains(ByteString(channel)) } }
+    public func isSubscribed(pattern: String) -> Bool { self.wanted.withLockedValue { $0.confirmedPatterns.contains(ByteString(pattern)) } }
 
     /// Needed channels/patterns (refcount > 0).
-    public var neededChannels: Set<String> { self.wanted.withLockedValue { Set($0.channels.keys) } }
-    public var neededPatterns: Set<String> { self.wanted.withLockedValue { Set($0.patterns.keys) } }
+    public var neededChannels: Set<String> { self.wanted.withLockedValue { Set($0.channels.keys.map(\.string)) } }
+    public var neededPatterns: Set<String> { self.wanted.withLockedValue { Set($0.patterns.keys.map(\.string)) } }
 
     /// Completes once Redis has confirmed the subscription to `channel` on the current connection
     /// (at once if it already has): from then on every message published to it reaches us. Fails
@@ -155,10 +156,13 @@ public final class RedisPubSub: @unchecked Sendable {
         self.whenConfirmed(.pattern, pattern, timeout: timeout)
     }
 
-    private static func waiterKey(_ kind: Kind, _ name: String) -> String { (kind == .channel ? "c:" : "p:") + name }
+    private static func waiterKey(_ kind: Kind, _ name: ByteString) -> ByteString {
+        ByteString((kind == .channel ? "c:" : "p:") + name.string)
+    }
 
-    private func whenConfirmed(_ kind: Kind, _ name: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
+    private func whenConfirmed(_ kind: Kind, _ text: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
         let promise = self.eventLoop.makePromise(of: Void.self)
+        let name = ByteString(text)
         let key = Self.waiterKey(kind, name)
         self.eventLoop.execute {
             let confirmed = self.wanted.withLockedValue { w in
@@ -179,7 +183,7 @@ public final class RedisPubSub: @unchecked Sendable {
         return promise.futureResult
     }
 
-    private func change(_ names: [String], _ kind: Kind, _ delta: Int) -> [Bool] {
+    private func change(_ names: [ByteString], _ kind: Kind, _ delta: Int) -> [Bool] {
         var schedule = false
         let results: [Bool] = self.wanted.withLockedValue { w in
             var results: [Bool] = []
@@ -209,7 +213,7 @@ public final class RedisPubSub: @unchecked Sendable {
     /// Brings Redis in line with the refcounts for every name touched since the last run. Reads the
     /// wanted state at run time, so need/release racing from several threads cannot reorder.
     private func reconcileDirty() {
-        let (channels, patterns, wantChannels, wantPatterns): ([String], [String], Set<String>, Set<String>) =
+        let (channels, patterns, wantChannels, wantPatterns): ([ByteString], [ByteString], Set<ByteString>, Set<ByteString>) =
             self.wanted.withLockedValue { w in
                 let c = Array(w.dirtyChannels)
                 let p = Array(w.dirtyPatterns)
@@ -223,9 +227,9 @@ public final class RedisPubSub: @unchecked Sendable {
         self.reconcile(patterns, want: wantPatterns, kind: .pattern, on: connection)
     }
 
-    private func reconcile(_ names: [String], want: Set<String>, kind: Kind, on connection: RedisConnection) {
-        var subscribe: [String] = []
-        var unsubscribe: [String] = []
+    private func reconcile(_ names: [ByteString], want: Set<ByteString>, kind: Kind, on connection: RedisConnection) {
+        var subscribe: [ByteString] = []
+        var unsubscribe: [ByteString] = []
         for name in names {
             let sent = kind == .channel ? self.sentChannels.contains(name) : self.sentPatterns.contains(name)
             if want.contains(name) && !sent { subscribe.append(name) }
@@ -242,13 +246,13 @@ public final class RedisPubSub: @unchecked Sendable {
         self.send(kind == .channel ? "UNSUBSCRIBE" : "PUNSUBSCRIBE", unsubscribe, on: connection)
     }
 
-    private func send(_ verb: String, _ names: [String], on connection: RedisConnection) {
+    private func send(_ verb: String, _ names: [ByteString], on connection: RedisConnection) {
         var index = 0
         while index < names.count {  // never send an empty (UN)SUBSCRIBE: it would mean "all"
             let chunk = names[index..<min(names.count, index + Self.batchSize)]
             var args: [RESPArgument] = [.string(verb)]
             args.reserveCapacity(chunk.count + 1)
-            for name in chunk { args.append(.string(name)) }
+            for name in chunk { args.append(.string(name.string)) }
             connection.sendWithoutReply(args)
             index += chunk.count
         }
@@ -259,7 +263,7 @@ public final class RedisPubSub: @unchecked Sendable {
         self.eventLoop.assertInEventLoop()
         self.sentChannels.removeAll()
         self.sentPatterns.removeAll()
-        let (channels, patterns): ([String], [String]) = self.wanted.withLockedValue { w in
+        let (channels, patterns): ([ByteString], [ByteString]) = self.wanted.withLockedValue { w in
             w.confirmedChannels.removeAll()
             w.confirmedPatterns.removeAll()
             return (Array(w.channels.keys), Array(w.patterns.keys))
@@ -285,18 +289,19 @@ public final class RedisPubSub: @unchecked Sendable {
         switch kind {
         case "message" where elements.count >= 3:
             guard let channel = elements[1].string, let payload = elements[2].bytes else { return }
-            guard self.sentChannels.contains(channel) else { return }  // unsubscribe in flight
+            guard self.sentChannels.contains(ByteString(channel)) else { return }  // unsubscribe in flight
             self.receivedCounter.wrappingAdd(1, ordering: .relaxed)
             self.onMessage(channel, payload)
         case "pmessage" where elements.count >= 4:
             guard let pattern = elements[1].string, let channel = elements[2].string, let payload = elements[3].bytes else { return }
-            guard self.sentPatterns.contains(pattern) else { return }
+            guard self.sentPatterns.contains(ByteString(pattern)) else { return }
             self.receivedCounter.wrappingAdd(1, ordering: .relaxed)
             self.onMessage(channel, payload)
         case "pong":
             self.markReady()
         case "subscribe", "psubscribe", "unsubscribe", "punsubscribe":
-            guard elements.count >= 2, let name = elements[1].string else { return }
+            guard elements.count >= 2, let text = elements[1].string else { return }
+            let name = ByteString(text)
             self.wanted.withLockedValue { w in
                 switch kind {
                 case "subscribe": w.confirmedChannels.insert(name)
