@@ -73,6 +73,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// by max_subscriptions: requests beyond it are refused before they get here).
     private var approvalRecover: [ByteString: StreamPosition] = [:]
     private var approvalPresence = Set<ByteString>()
+    private var approvalHistory: [ByteString: Int] = [:]
     /// Presence: the `info` the application set, and the topics this connection watches.
     private var presenceInfo: [UInt8]?
     private var watchedPresence = Set<ByteString>()
@@ -452,6 +453,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
                     self.approvalPresence.insert(ByteString(topic))
                 }
             }
+            if options.history > 0 {
+                for topic in topics where !Topic.isPattern(topic) && self.approvalHistory.count < self.server.config.maxSubscriptions {
+                    self.approvalHistory[ByteString(topic)] = options.history
+                }
+            }
             self.push(InboundEvent(kind: .subscribeRequest, conn: self.id, payload: payload), context: context)
             return
         }
@@ -478,9 +484,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         var options = options ?? SubscribeOptions()
-        if ack != nil && (!self.approvalRecover.isEmpty || !self.approvalPresence.isEmpty) {
+        if ack != nil && (!self.approvalRecover.isEmpty || !self.approvalPresence.isEmpty || !self.approvalHistory.isEmpty) {
             // An approved request: the client's own options for these topics apply.
             for topic in topics {
+                if let n = self.approvalHistory.removeValue(forKey: ByteString(topic)) { options.history = max(options.history, n) }
                 if let position = self.approvalRecover.removeValue(forKey: ByteString(topic)), options.recover[topic] == nil {
                     options.recover[topic] = position
                 }
@@ -540,10 +547,28 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         }
-        var requests: [EventLoopFuture<PositionReply>] = []
+        var requests: [EventLoopFuture<Positioned>] = []
         for topic in positioned {
             if self.pendingPositions[ByteString(topic)] == nil { self.pendingPositions[ByteString(topic)] = [] }
-            requests.append(self.server.position(topic: topic, since: options.recover[topic], on: self.eventLoop))
+            let first = self.server.position(topic: topic, since: options.recover[topic], on: self.eventLoop)
+            let backlog = UInt64(options.history)
+            guard backlog > 0, options.recover[topic] == nil else {
+                requests.append(first.map { Positioned(reply: $0, backlogFrom: nil) })
+                continue
+            }
+            // Backlog: read the position, then "recover" from `backlog` publications before it. The
+            // publications that arrive meanwhile are held and merged by offset, as for a recovery.
+            requests.append(first.flatMap { reply -> EventLoopFuture<Positioned> in
+                guard reply.position.offset > 0 else {
+                    return first.eventLoop.makeSucceededFuture(Positioned(reply: reply, backlogFrom: nil))
+                }
+                let from = StreamPosition(epoch: reply.position.epoch,
+                                          offset: reply.position.offset > backlog ? reply.position.offset - backlog : 0)
+                return self.server.position(topic: topic, since: from, on: self.eventLoop).map { second in
+                    guard case .recovered = second.recovery else { return Positioned(reply: reply, backlogFrom: nil) }
+                    return Positioned(reply: second, backlogFrom: from)
+                }.recover { _ in Positioned(reply: reply, backlogFrom: nil) }
+            })
         }
         EventLoopFuture.whenAllComplete(requests, on: self.eventLoop).whenSuccess { results in
             self.completeSubscribe(topics: topics, positioned: positioned, results: results, ack: ack, options: options)
@@ -552,14 +577,16 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Sends the `subscribed` reply with positions, then per topic the recovered publications and
     /// those that arrived meanwhile, by offset, without gap or duplicate.
-    private func completeSubscribe(topics: [String], positioned: [String], results: [Result<PositionReply, Error>],
+    private func completeSubscribe(topics: [String], positioned: [String], results: [Result<Positioned, Error>],
                                    ack: JSONValue?, options: SubscribeOptions) {
         guard self.state == .open else { return }
         var outcome = SubscribeOutcome()
         for (topic, result) in zip(positioned, results) {
             switch result {
-            case .success(let reply):
+            case .success(let positioned):
+                let reply = positioned.reply
                 outcome.positions.append((topic, reply.position))
+                guard positioned.backlogFrom == nil else { break }  // a backlog is not a recovery to report
                 switch reply.recovery {
                 case .none: break
                 case .recovered: outcome.recovered.append((topic, true))
@@ -579,12 +606,13 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             let key = ByteString(topic)
             let held = self.pendingPositions.removeValue(forKey: key) ?? []
             self.floors[key] = nil  // an earlier subscribe's floor must not hide what is sent now
-            guard case .success(let reply) = result else {
+            guard case .success(let positioned) = result else {
                 for publication in held { self.writePublication(publication) }
                 continue
             }
+            let reply = positioned.reply
             var last = reply.position
-            if case .recovered(let publications) = reply.recovery, let since = options.recover[topic] {
+            if case .recovered(let publications) = reply.recovery, let since = positioned.backlogFrom ?? options.recover[topic] {
                 // The stream's own epoch: a client's epoch read while the topic had no stream names it too.
                 last = StreamPosition(epoch: reply.position.epoch, offset: since.offset)
                 for publication in publications where publication.offset > last.offset {
@@ -601,6 +629,12 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             }
             self.floors[key] = last
         }
+    }
+
+    /// A topic's position reply, and where its backlog starts when the client asked for one.
+    struct Positioned {
+        var reply: PositionReply
+        var backlogFrom: StreamPosition?
     }
 
     func unsubscribe(_ topics: [String], ack: JSONValue??) {
@@ -672,7 +706,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     /// The topic's presence was full: subscribed, but not a member. Told once per refusal.
     private func presenceRefused(_ topic: String) {
-        guard self.state == .open, self.subscriptions.contains(topic) else { return }
+        guard self.state == .open, self.subscriptions.contains(ByteString(topic)) else { return }
         let limit = self.server.config.maxPresenceMembers
         let message = "presence of \(topic) is full (max_presence_members \(limit)): subscribed without presence"
         var out: [UInt8] = Array(#"{"type":"error","code":"presence_full","topic":"#.utf8)

@@ -78,6 +78,12 @@ public enum ClientControl: Equatable, Sendable {
                 guard let flag = presence.boolValue else { return .invalid(message: "presence must be true or false", id: id) }
                 options.presence = flag
             }
+            if let history = object["history"], history != .null {
+                guard case .int(let n) = history, n >= 0, n <= SubscribeOptions.maxHistory else {
+                    return .invalid(message: "history must be an integer from 0 to \(SubscribeOptions.maxHistory)", id: id)
+                }
+                options.history = Int(n)
+            }
             if let recover = object["recover"], recover != .null {
                 guard case .object(let entries) = recover else {
                     return .invalid(message: "recover must be an object: {topic: {\"epoch\": .., \"offset\": ..}}", id: id)
@@ -130,6 +136,11 @@ public struct SubscribeOptions: Equatable, Sendable {
     public var recover: [String: StreamPosition] = [:]
     /// Receive join/leave events for the subscribed (exact) topics.
     public var presence = false
+    /// Backlog: the last (at most) this many retained publications of each exact topic that is not
+    /// recovered, sent after `subscribed` and before the live ones (needs history on the server).
+    public var history = 0
+    /// Largest `history` a client may ask for.
+    public static let maxHistory = 100_000
     public init() {}
 }
 

@@ -217,10 +217,19 @@ def test_demo_page_chat_presence_and_counters(browser):
 
     from conftest import Collector
 
+    import threading
+
     server = make_demo_server(port=0)
     server.start()
     state = DemoState()
-    events = Collector(server, handler=lambda e: handle_demo_events(server, [e], state))
+    stop = threading.Event()
+
+    def loop():  # run_demo's loop: empty drains too, so the counters go out every second
+        while not stop.is_set():
+            handle_demo_events(server, server.drain(timeout=0.2), state)
+
+    driver = threading.Thread(target=loop, daemon=True)
+    driver.start()
     pages = []
     try:
         for nick in ("ann", "bob"):
@@ -246,5 +255,6 @@ def test_demo_page_chat_presence_and_counters(browser):
             ann.screenshot(path=shot)
         assert pages[0][1] == [] and pages[1][1] == []
     finally:
-        events.close()
+        stop.set()
+        driver.join(5)
         server.stop(1.0)

@@ -1004,3 +1004,25 @@ def test_look_alike_topics_stay_apart_through_redis(redis_server, make_node):
         await p_nfd.silent()
 
     run(main())
+
+
+def test_subscribe_with_history_through_redis(redis_server, make_node):
+    """The backlog (`history: N`) through Redis: the last N of another instance's publications,
+    then live ones, contiguous."""
+    a = make_node("a", **cfg(redis_server, history_size=100))
+    b = make_node("b", **cfg(redis_server, history_size=100))
+
+    async def main():
+        await b.acall("publish_many", topic="back", count=40, label="old")
+        p = await Peer.open(a, "reader")
+        reply = await p.subscribe(["back"], history=15)
+        assert reply["positions"]["back"]["offset"] == 40 and "recovered" not in reply, reply
+        msgs = await p.messages(15)
+        assert offsets(msgs) == list(range(26, 41))
+        assert [m["data"]["i"] for m in msgs] == list(range(25, 40))
+        await b.acall("publish", topic="back", data="live")
+        assert [(m["offset"], m["data"]) for m in await p.messages(1)] == [(41, "live")]
+        await p.silent()
+        assert p.others == []
+
+    run(main(), timeout=60)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 import wavelane
@@ -341,5 +342,85 @@ def test_positions_of_unpublished_topics_create_no_state(make_server):
         assert reply["positions"]["late"] == {"epoch": before["epoch"], "offset": 3}
         assert [m["offset"] for m in await messages(ws, 3)] == [1, 2, 3]
         await ws.close()
+
+    run(main())
+
+
+def test_subscribe_with_history_sends_the_backlog_then_live_without_gap(make_server):
+    """`history: N` on subscribe: the last <= N retained publications of each exact topic follow
+    `subscribed`, in order, then the live ones; no gap, no duplicate, even while publishing."""
+    server, _ = make_server(history_size=100)
+    for i in range(30):
+        server.publish("room:1", {"i": i})
+
+    async def main():
+        ws, _ = await open_client(server)
+        reply = await request(ws, {"type": "subscribe", "topics": ["room:1", "room:2"], "history": 10, "id": 1})
+        assert reply["type"] == "subscribed" and reply["positions"]["room:1"]["offset"] == 30
+        assert "recovered" not in reply  # a backlog is not a recovery
+        got = [await recv_json(ws) for _ in range(10)]
+        assert [m["offset"] for m in got] == list(range(21, 31))
+        assert [m["data"]["i"] for m in got] == list(range(20, 30))
+        server.publish("room:1", "live")
+        server.publish("room:2", "first of room 2")  # an empty topic: no backlog, live only
+        live = [await recv_json(ws) for _ in range(2)]
+        assert [(m["topic"], m["offset"]) for m in live] == [("room:1", 31), ("room:2", 1)]
+        # asking for more than exists gives what exists; history: 0 gives none
+        ws2, _ = await open_client(server)
+        await request(ws2, {"type": "subscribe", "topics": ["room:2"], "history": 500, "id": 1})
+        assert (await recv_json(ws2))["offset"] == 1
+        r = await request(ws2, {"type": "subscribe", "topics": ["room:1"], "history": -1, "id": 2})
+        assert (r["type"], r["code"]) == ("error", "bad_request")
+        await ws.close()
+        await ws2.close()
+
+    run(main())
+
+
+def test_history_backlog_while_publishing_is_contiguous(make_server):
+    server, _ = make_server(history_size=1000)
+    stop = threading.Event()
+
+    def publisher():
+        i = 0
+        while not stop.is_set() and i < 20000:
+            server.publish("busy", i)
+            i += 1
+            if i % 200 == 0:
+                time.sleep(0.001)
+
+    for i in range(100):
+        server.publish("busy", -1)
+    t = threading.Thread(target=publisher)
+    t.start()
+    try:
+        async def main():
+            ws, _ = await open_client(server)
+            reply = await request(ws, {"type": "subscribe", "topics": ["busy"], "history": 50, "id": 1})
+            top = reply["positions"]["busy"]["offset"]
+            got = [(await recv_json(ws))["offset"] for _ in range(300)]
+            assert got == list(range(top - 49, top - 49 + 300)), got[:60]
+            await ws.close()
+
+        run(main())
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_python_client_history_option(make_server):
+    from wavelane.client import Client
+
+    from conftest import url
+
+    server, _ = make_server(history_size=100)
+    for i in range(5):
+        server.publish("room:9", i)
+
+    async def main():
+        async with Client(url(server)) as c:
+            await c.subscribe("room:9", history=3)
+            got = [await c.recv(timeout=5) for _ in range(3)]
+            assert [(m.offset, m.data) for m in got] == [(3, 2), (4, 3), (5, 4)]
 
     run(main())

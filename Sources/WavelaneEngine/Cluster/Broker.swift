@@ -535,7 +535,7 @@ final class Broker: @unchecked Sendable {
         let key = ByteString(topic)
         let outcome: (admitted: Bool, command: [RESPArgument]?) = self.members.withLockedValue { all in
             if all[key]?[field] == nil && (all[key]?.count ?? 0) >= limit { return (false, nil) }
-            all[topic, default: [:]][field] = member
+            all[key, default: [:]][field] = member
             guard self.client.isConnected else { return (true, nil) }  // written back on reconnect
             let event = ServerMessage.presenceEvent("join", topic: topic, member: member)
             return (true, [
