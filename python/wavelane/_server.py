@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import collections
 import json
 import logging
 import os
 import re
 import threading
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _native
 from .errors import ConfigError, StartError
@@ -401,6 +403,9 @@ class Server:
             self._engine.add_route("/wavelane.js", "text/javascript; charset=utf-8", _client_js())
         self._running = False
         self._lock = threading.Lock()
+        # Events taken from the engine by events() but not yet yielded (its consumer was cancelled
+        # or stopped iterating between two events): handed out first by the next drain.
+        self._held: Deque[Event] = collections.deque()
 
     @classmethod
     def from_config(
@@ -530,13 +535,90 @@ class Server:
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
         and early when :meth:`wake` is called. Call from one thread at a time.
         """
+        if self._held:
+            return self._take_held(max_events)
         events = self._engine.drain(max_events, timeout, self._parse_json)
         if self._engine.log_pending():
             _forward_logs(self._engine)
         return events
 
+    def _take_held(self, max_events: int) -> List[Event]:
+        held = self._held
+        n = min(max_events, len(held))
+        return [held.popleft() for _ in range(n)]
+
+    def fileno(self) -> int:
+        """A file descriptor that is readable while inbound events wait (an eventfd on Linux).
+
+        Any event loop can watch it (``select``, ``selectors``, asyncio's ``loop.add_reader``);
+        :meth:`drain` clears it once the queue is empty. It also becomes readable when the server
+        stops and after :meth:`wake`. Never read, write or close it; it stays valid for the
+        server's lifetime (also across stop/start). :meth:`drain_async` and :meth:`events` are
+        built on it.
+        """
+        return self._engine.fileno()
+
+    async def drain_async(self, max_events: int = 1024) -> List[Event]:
+        """Await inbound events without a thread: like :meth:`drain`, but the waiting is done by
+        the running asyncio loop watching :meth:`fileno`.
+
+        Returns a non-empty list of ``(kind, conn, data)`` as soon as events wait, or ``[]`` once
+        the server is stopped and nothing is queued (also after :meth:`wake`). Cancelling it
+        returns at once and loses nothing: events are only taken from the engine when they are
+        returned. One consumer at a time (``drain``, ``drain_async`` or ``events``).
+        """
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events <= 0:
+            raise ValueError("max_events must be a positive int")
+        if self._held:
+            return self._take_held(max_events)
+        self._wake_async = False
+        loop = asyncio.get_running_loop()
+        fd = self._engine.fileno()
+        while True:
+            events = self.drain(max_events, 0)
+            if events or not self._running:
+                return events
+            waiter = loop.create_future()
+
+            def ready(w: "asyncio.Future[None]" = waiter) -> None:
+                if not w.done():
+                    w.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await waiter
+            finally:
+                loop.remove_reader(fd)
+            if self._wake_async:
+                self._wake_async = False
+                return self.drain(max_events, 0)
+
+    _wake_async = False
+
+    async def events(self, max_events: int = 1024) -> AsyncIterator[Event]:
+        """``async for kind, conn, data in server.events():`` — every inbound event, in arrival
+        order per connection, until the server is stopped and its queue is empty.
+
+        Built on :meth:`drain_async` (no thread). If the consumer is cancelled, or leaves the loop,
+        in the middle of a batch, the events of that batch not yet yielded are kept and come first
+        from the next ``events()``, :meth:`drain_async` or :meth:`drain`. One consumer at a time.
+        """
+        held = self._held
+        while True:
+            if not held:
+                batch = await self.drain_async(max_events)
+                if not batch:
+                    if not self._running:
+                        return
+                    continue
+                held.extend(batch)
+            while held:
+                yield held.popleft()
+
     def wake(self) -> None:
-        """Make a thread waiting in :meth:`drain` return (an empty list) promptly."""
+        """Make a thread waiting in :meth:`drain`, or a coroutine in :meth:`drain_async`, return
+        (an empty list) promptly."""
+        self._wake_async = True
         self._engine.wake()
 
     def pending(self) -> int:
