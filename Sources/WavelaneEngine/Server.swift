@@ -158,6 +158,10 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: lifecycle
 
+    /// SO_REUSEPORT (NIO has no name for it).
+    private static let reusePortOption = ChannelOptions.Types.SocketOption(
+        level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
+
     public func start() throws(StartError) {
         self.lifecycleLock.lock()
         defer { self.lifecycleLock.unlock() }
@@ -194,6 +198,7 @@ public final class ServerCore: @unchecked Sendable {
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.backlog, value: 4096)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)

@@ -57,6 +57,8 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "port": 8765,
     "threads": 0,
     "ws_path": None,
+    "reuse_port": False,
+    "connect_headers": [],
     "jwt_secret": None,
     "jwt_previous_secret": None,
     "jwt_public_key": None,
@@ -194,6 +196,7 @@ _NUMBER_KEYS = frozenset(
 )
 _BOOL_KEYS = frozenset(
     {
+        "reuse_port",
         "jwt_header",
         "jwt_require_exp",
         "jwt_reject_high_s",
@@ -211,7 +214,7 @@ _BOOL_KEYS = frozenset(
         "health",
     }
 )
-_STR_LIST_KEYS = frozenset({"jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies"})
+_STR_LIST_KEYS = frozenset({"connect_headers", "jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies"})
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
 
