@@ -60,7 +60,7 @@ MAX_ROOM = 64
 
 
 def _chat_page() -> bytes:
-    return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined]
+    return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined,unused-ignore]
 
 
 def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optional[str] = None) -> Server:

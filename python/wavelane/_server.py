@@ -11,7 +11,7 @@ import os
 import re
 import threading
 import weakref
-from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
 
 from . import _native
 from .errors import ConfigError, StartError
@@ -19,12 +19,74 @@ from .errors import ConfigError, StartError
 try:  # orjson is optional: faster, same output for what we serialize
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment,unused-ignore]
 
-__all__ = ["Server", "Event", "CONFIG_DEFAULTS", "PRIORITIES"]
+__all__ = [
+    "Server", "Event", "EventKind", "Priority", "CONFIG_DEFAULTS", "PRIORITIES",
+    "ConnectData", "SubscribeRequestData", "DroppedData", "ClusterData", "RefreshData", "RpcData",
+]
 
-#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`.
-Event = Tuple[str, int, Any]
+#: The kinds of event :meth:`Server.drain` returns (a typo such as ``"conect"`` fails
+#: ``mypy --strict``: comparing it with an ``EventKind`` is a non-overlapping equality check).
+EventKind = Literal["connect", "message", "disconnect", "subscribe_request", "dropped", "cluster", "refresh", "rpc"]
+
+#: Outbound priorities (see :data:`PRIORITIES`).
+Priority = Literal["critical", "high", "normal", "low", "background"]
+
+#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`. ``data`` is ``Any``: its
+#: type depends on ``kind`` (the ``*Data`` TypedDicts below; ``str | bytes`` for ``"message"``
+#: (or a JSON value with ``parse_json``), the close code ``int`` for ``"disconnect"``), so
+#: annotate it where you branch: ``info: ConnectData = data``.
+Event = Tuple[EventKind, int, Any]
+
+
+class ConnectData(TypedDict):
+    """``data`` of a ``"connect"`` event."""
+
+    user: Optional[str]
+    addr: str
+    claims: Dict[str, Any]
+    path: str
+    subprotocol: Optional[str]
+    query: str
+    headers: Dict[str, str]
+
+
+class SubscribeRequestData(TypedDict):
+    """``data`` of a ``"subscribe_request"`` event (answer with allow() or deny())."""
+
+    topics: List[str]
+    id: Any
+
+
+class DroppedData(TypedDict):
+    """``data`` of a ``"dropped"`` event."""
+
+    count: int
+    bytes: int
+    priority: Dict[str, int]
+
+
+class ClusterData(TypedDict):
+    """``data`` of a ``"cluster"`` event (conn 0)."""
+
+    redis: Literal["connected", "disconnected"]
+    reason: Optional[str]
+    undelivered: int
+
+
+class RefreshData(TypedDict):
+    """``data`` of a ``"refresh"`` event."""
+
+    claims: Dict[str, Any]
+
+
+class RpcData(TypedDict):
+    """``data`` of an ``"rpc"`` event (answer with reply())."""
+
+    method: str
+    params: Any
+    id: Any
 
 Payload = Union[str, bytes, bytearray, memoryview]
 
@@ -36,7 +98,7 @@ _PAYLOAD_BINARY = _native.PAYLOAD_BINARY
 #: bytes) is full, queued messages are dropped lowest priority first; ``"critical"`` ones never
 #: (the connection is closed with 1008 instead). Every drop is counted and reported as a
 #: ``("dropped", conn, {...})`` event.
-PRIORITIES: Dict[str, int] = {
+PRIORITIES: Dict[Priority, int] = {
     "critical": _native.PRIORITY_CRITICAL,
     "high": _native.PRIORITY_HIGH,
     "normal": _native.PRIORITY_NORMAL,
@@ -45,7 +107,7 @@ PRIORITIES: Dict[str, int] = {
 }
 
 
-def _priority(priority: str) -> int:
+def _priority(priority: Priority) -> int:
     try:
         return PRIORITIES[priority]
     except (KeyError, TypeError):
@@ -330,7 +392,7 @@ def _stop_all_at_exit() -> None:
 def _client_js() -> bytes:
     from importlib import resources
 
-    return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined]
+    return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined,unused-ignore]
 
 
 # The close codes an application may send (the engine's CloseCode.isValidForApplication).
@@ -630,7 +692,7 @@ class Server:
 
     # -- outbound --------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: Any, *, priority: str = "normal", key: Optional[str] = None) -> int:
+    def publish(self, topic: str, data: Any, *, priority: Priority = "normal", key: Optional[str] = None) -> int:
         """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
 
         With ``redis_url`` the publication goes through Redis to the subscribers of every
@@ -676,7 +738,7 @@ class Server:
         conn: int,
         data: Payload,
         *,
-        priority: str = "normal",
+        priority: Priority = "normal",
         key: Optional[str] = None,
         node: Optional[str] = None,
     ) -> bool:
@@ -697,7 +759,7 @@ class Server:
             return self._engine.send(conn, data, p, key)
         return self._engine.send(conn, data, p, key, node)
 
-    def send_user(self, user: str, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> int:
+    def send_user(self, user: str, data: Payload, *, priority: Priority = "normal", key: Optional[str] = None) -> int:
         """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many.
 
         With ``redis_url`` it also reaches the user's connections on the other instances; the
@@ -822,7 +884,8 @@ class Server:
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters (connections, messages, bytes, queue depths...) as a dict."""
-        return json.loads(self._engine.stats())
+        stats: Dict[str, Any] = json.loads(self._engine.stats())
+        return stats
 
     def __repr__(self) -> str:
         state = f"running on {self._config.get('host')}:{self.port}" if self._running else "stopped"
