@@ -25,6 +25,10 @@ public struct EngineConfiguration: Sendable {
     /// SO_REUSEPORT on the listening socket: several processes (workers) bind the same port and
     /// the kernel spreads connections among them (with `redisURL` they behave as one).
     public var reusePort = false
+    /// false: bind nothing (a "publisher only" instance: publish / send_user / disconnect_user into
+    /// a multi-instance deployment through Redis from a process that serves no clients). Needs
+    /// `redisURL`.
+    public var listen = true
     /// Request headers (lower-case names) copied into the connect event, each value capped at
     /// `connectHeaderMaxBytes`. Empty: none (the default; headers may carry credentials).
     public var connectHeaders: [String] = []
@@ -109,7 +113,7 @@ public struct EngineConfiguration: Sendable {
 
     /// The keys `init(json:)` accepts.
     public static let keys: Set<String> = [
-        "host", "port", "threads", "ws_path", "reuse_port", "connect_headers",
+        "host", "port", "threads", "ws_path", "reuse_port", "connect_headers", "listen",
         "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
         "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp", "jwt_reject_high_s",
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
@@ -140,6 +144,7 @@ public struct EngineConfiguration: Sendable {
             if let p = self.wsPath, !p.hasPrefix("/") { throw ConfigurationError("ws_path", "must start with '/'") }
         }
         if let v = try r.bool("reuse_port") { self.reusePort = v }
+        if let v = try r.bool("listen") { self.listen = v }
         if let list = try r.stringList("connect_headers") {
             guard list.count <= Self.maxConnectHeaders else {
                 throw ConfigurationError("connect_headers", "at most \(Self.maxConnectHeaders) names, got \(list.count)")
@@ -257,6 +262,9 @@ public struct EngineConfiguration: Sendable {
             } catch {
                 throw ConfigurationError("redis_url", error.message)
             }
+        }
+        if !self.listen && self.redisURL == nil {
+            throw ConfigurationError("listen", "false (publisher only) needs redis_url: the publications reach clients through Redis")
         }
         if let v = try r.string("redis_prefix") {
             if let problem = ClusterNames.validatePrefix(v) { throw ConfigurationError("redis_prefix", problem) }

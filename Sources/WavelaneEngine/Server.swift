@@ -206,17 +206,19 @@ public final class ServerCore: @unchecked Sendable {
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
             do {
-                let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
-                bound = listener
-                if let adminPort = self.config.adminPort {
-                    address = "\(self.config.adminHost):\(adminPort) (admin_host, admin_port)"
-                    self.adminListener = try ServerBootstrap(group: group)
-                        .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                        .childChannelInitializer { [unowned self] channel in self.initializeAdminChild(channel) }
-                        .bind(host: self.config.adminHost, port: adminPort).wait()
+                if self.config.listen {  // else publisher only: the broker, no listener
+                    let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
+                    bound = listener
+                    if let adminPort = self.config.adminPort {
+                        address = "\(self.config.adminHost):\(adminPort) (admin_host, admin_port)"
+                        self.adminListener = try ServerBootstrap(group: group)
+                            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                            .childChannelInitializer { [unowned self] channel in self.initializeAdminChild(channel) }
+                            .bind(host: self.config.adminHost, port: adminPort).wait()
+                    }
+                    self.listener = listener
+                    self.boundPort = listener.localAddress?.port ?? self.config.port
                 }
-                self.listener = listener
-                self.boundPort = listener.localAddress?.port ?? self.config.port
             } catch {
                 try? bound?.close().wait()
                 self.acceptingFlag.store(false, ordering: .relaxed)
@@ -242,7 +244,7 @@ public final class ServerCore: @unchecked Sendable {
                     ])
                 }
             }
-            self.logger.info("listening", metadata: [
+            self.logger.info(self.config.listen ? "listening" : "publisher only (listen=false)", metadata: [
                 "host": "\(self.config.host)", "port": "\(self.boundPort)", "threads": "\(threads)",
                 "tls": "\(self.tlsContext != nil)",
             ])

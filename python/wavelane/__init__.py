@@ -31,6 +31,7 @@ from ._server import (
     SubscribeRequestData,
 )
 from .config import load_config
+from .publisher import Publisher
 from .errors import ConfigError, StartError, WavelaneError
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ def engine_version() -> str:
 
 __all__ = [
     "Server",
+    "Publisher",
     "Event",
     "EventKind",
     "Priority",

@@ -120,6 +120,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "threads": 0,
     "ws_path": None,
     "reuse_port": False,
+    "listen": True,
     "connect_headers": [],
     "jwt_secret": None,
     "jwt_previous_secret": None,
@@ -259,6 +260,7 @@ _NUMBER_KEYS = frozenset(
 _BOOL_KEYS = frozenset(
     {
         "reuse_port",
+        "listen",
         "jwt_header",
         "jwt_require_exp",
         "jwt_reject_high_s",
