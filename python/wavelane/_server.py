@@ -473,6 +473,7 @@ class Server:
         # Events taken from the engine by events() but not yet yielded (its consumer was cancelled
         # or stopped iterating between two events): handed out first by the next drain.
         self._held: Deque[Event] = collections.deque()
+        self._wake_async = False  # set by wake(): a waiting drain_async() returns
 
     @classmethod
     def from_config(
@@ -659,8 +660,6 @@ class Server:
             if self._wake_async:
                 self._wake_async = False
                 return self.drain(max_events, 0)
-
-    _wake_async = False
 
     async def events(self, max_events: int = 1024) -> AsyncIterator[Event]:
         """``async for kind, conn, data in server.events():`` — every inbound event, in arrival
