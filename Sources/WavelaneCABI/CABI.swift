@@ -210,6 +210,11 @@ public func wl_wake(_ s: OpaquePointer?) {
     server(s)?.queue.wake()
 }
 
+@_cdecl("wl_event_fd")
+public func wl_event_fd(_ s: OpaquePointer?) -> Int32 {
+    server(s)?.queue.notificationFD() ?? -1
+}
+
 @_cdecl("wl_pending")
 public func wl_pending(_ s: OpaquePointer?) -> Int64 {
     Int64(server(s)?.queue.count ?? 0)

@@ -22,6 +22,18 @@ public struct EngineConfiguration: Sendable {
     public var threads = 0
     /// The path the WebSocket endpoint answers on; nil = any path.
     public var wsPath: String? = nil
+    /// SO_REUSEPORT on the listening socket: several processes (workers) bind the same port and
+    /// the kernel spreads connections among them (with `redisURL` they behave as one).
+    public var reusePort = false
+    /// false: bind nothing (a "publisher only" instance: publish / send_user / disconnect_user into
+    /// a multi-instance deployment through Redis from a process that serves no clients). Needs
+    /// `redisURL`.
+    public var listen = true
+    /// Request headers (lower-case names) copied into the connect event, each value capped at
+    /// `connectHeaderMaxBytes`. Empty: none (the default; headers may carry credentials).
+    public var connectHeaders: [String] = []
+    public static let connectHeaderMaxBytes = 1024
+    public static let maxConnectHeaders = 32
 
     public var jwt: JWTConfiguration? = nil
     public var jwtCookie: String? = "token"
@@ -99,9 +111,16 @@ public struct EngineConfiguration: Sendable {
 
     public init() {}
 
+    /// A header name as `connect_headers` takes it: a non-empty RFC 9110 token in lower case.
+    static func isLowercaseHeaderName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && name.utf8.allSatisfy { c in
+            (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39) || "!#$%&'*+-.^_`|~".utf8.contains(c)
+        }
+    }
+
     /// The keys `init(json:)` accepts.
     public static let keys: Set<String> = [
-        "host", "port", "threads", "ws_path",
+        "host", "port", "threads", "ws_path", "reuse_port", "connect_headers", "listen",
         "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
         "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp", "jwt_reject_high_s",
         "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
@@ -130,6 +149,17 @@ public struct EngineConfiguration: Sendable {
         if r.has("ws_path") {
             self.wsPath = try r.string("ws_path")
             if let p = self.wsPath, !p.hasPrefix("/") { throw ConfigurationError("ws_path", "must start with '/'") }
+        }
+        if let v = try r.bool("reuse_port") { self.reusePort = v }
+        if let v = try r.bool("listen") { self.listen = v }
+        if let list = try r.stringList("connect_headers") {
+            guard list.count <= Self.maxConnectHeaders else {
+                throw ConfigurationError("connect_headers", "at most \(Self.maxConnectHeaders) names, got \(list.count)")
+            }
+            for name in list where !Self.isLowercaseHeaderName(name) {
+                throw ConfigurationError("connect_headers", "\"\(name)\" is not a lower-case header name")
+            }
+            self.connectHeaders = Array(Set(list)).sorted()
         }
         if let v = try r.seconds("ping_interval") { self.pingInterval = v }
         if let v = try r.seconds("idle_timeout") { self.idleTimeout = v }
@@ -249,6 +279,9 @@ public struct EngineConfiguration: Sendable {
             } catch {
                 throw ConfigurationError("redis_url", error.message)
             }
+        }
+        if !self.listen && self.redisURL == nil {
+            throw ConfigurationError("listen", "false (publisher only) needs redis_url: the publications reach clients through Redis")
         }
         if let v = try r.string("redis_prefix") {
             if let problem = ClusterNames.validatePrefix(v) { throw ConfigurationError("redis_prefix", problem) }

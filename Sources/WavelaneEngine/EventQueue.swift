@@ -6,6 +6,9 @@ import Musl
 import Darwin
 #endif
 import NIOCore
+#if os(Linux) && canImport(CNIOLinux)
+import CNIOLinux  // eventfd (sys/eventfd.h is not in the Glibc module)
+#endif
 
 /// One inbound event for the application (docs/python-api.md, "Events").
 public struct InboundEvent: Sendable {
@@ -56,6 +59,15 @@ public final class EventQueue: @unchecked Sendable {
     private var paused: [ObjectIdentifier: Channel] = [:]
     private var wakeups = 0
     private var open = true
+    /// Readiness descriptor for event loops (`notificationFD`): -1 until first asked for.
+    /// Linux: an eventfd; elsewhere the read end of a pipe (`notifyWriteFD` its write end).
+    private var notifyFD: Int32 = -1
+    private var notifyWriteFD: Int32 = -1
+    /// Whether `notifyFD` is currently readable (signalled and not yet cleared). Both the signal
+    /// and the clear happen under `mutex`, so the descriptor is readable exactly while this is
+    /// true; it is set only on an empty→non-empty transition (or wake/close), so a busy queue
+    /// costs no system call per event.
+    private var signalled = false
 
     public let capacity: Int
     public var lowWater: Int { self.capacity / 2 }
@@ -71,6 +83,8 @@ public final class EventQueue: @unchecked Sendable {
     }
 
     deinit {
+        if self.notifyFD >= 0 { close(self.notifyFD) }
+        if self.notifyWriteFD >= 0 && self.notifyWriteFD != self.notifyFD { close(self.notifyWriteFD) }
         pthread_cond_destroy(self.cond)
         pthread_mutex_destroy(self.mutex)
         self.cond.deallocate()
@@ -104,6 +118,7 @@ public final class EventQueue: @unchecked Sendable {
             self.paused[ObjectIdentifier(channel)] = channel
             pause = true
         }
+        if wasEmpty { self.signalLocked() }
         pthread_mutex_unlock(self.mutex)
         if wasEmpty { pthread_cond_signal(self.cond) }
         return pause
@@ -143,6 +158,7 @@ public final class EventQueue: @unchecked Sendable {
                 self.paused.removeAll()
             }
         }
+        if self.events.count == self.head { self.clearLocked() }
         pthread_mutex_unlock(self.mutex)
         for channel in resume {
             channel.eventLoop.execute {
@@ -156,6 +172,7 @@ public final class EventQueue: @unchecked Sendable {
     public func wake() {
         pthread_mutex_lock(self.mutex)
         self.wakeups &+= 1
+        self.signalLocked()
         pthread_mutex_unlock(self.mutex)
         pthread_cond_broadcast(self.cond)
     }
@@ -167,10 +184,57 @@ public final class EventQueue: @unchecked Sendable {
         if open {
             self.events.removeAll()
             self.head = 0
+            self.clearLocked()
+        } else {
+            self.signalLocked()  // a consumer watching the descriptor sees the stop
         }
         self.paused.removeAll()
         pthread_mutex_unlock(self.mutex)
         pthread_cond_broadcast(self.cond)
+    }
+
+    /// A descriptor that is readable while events wait (and after `wake()` or a stop, until the
+    /// next `drain` finds the queue empty), for event loops such as asyncio's `add_reader`. Never
+    /// read or close it: `drain` clears it. Created on first call (an eventfd on Linux, a pipe
+    /// elsewhere) and closed with the queue. Returns -1 if the system refuses a descriptor.
+    public func notificationFD() -> Int32 {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        if self.notifyFD >= 0 { return self.notifyFD }
+        #if os(Linux) && canImport(CNIOLinux)
+        let fd = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        guard fd >= 0 else { return -1 }
+        self.notifyFD = fd
+        self.notifyWriteFD = fd
+        #else
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return -1 }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.notifyFD = fds[0]
+        self.notifyWriteFD = fds[1]
+        #endif
+        self.signalled = false
+        if self.events.count > self.head || !self.open { self.signalLocked() }
+        return self.notifyFD
+    }
+
+    /// Makes the descriptor readable (at most one write between two clears). Caller holds mutex.
+    private func signalLocked() {
+        guard self.notifyWriteFD >= 0, !self.signalled else { return }
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { write(self.notifyWriteFD, $0.baseAddress, $0.count) }
+        self.signalled = true
+    }
+
+    /// Makes the descriptor unreadable again. Caller holds mutex.
+    private func clearLocked() {
+        guard self.notifyFD >= 0, self.signalled else { return }
+        var buf: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &buf) { read(self.notifyFD, $0.baseAddress, $0.count) }
+        self.signalled = false
     }
 
     public var isOpen: Bool {

@@ -219,6 +219,25 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         JSONWriter.appendString(String(path), to: &body)
         body.append(contentsOf: #","subprotocol":"#.utf8)
         if let subprotocol { JSONWriter.appendString(subprotocol, to: &body) } else { body.append(contentsOf: "null".utf8) }
+        body.append(contentsOf: #","query":"#.utf8)
+        JSONWriter.appendString(Handshake.applicationQuery(query, removing: config.jwtQueryParam,
+                                                           maxBytes: Self.maxQueryBytes), to: &body)
+        body.append(contentsOf: #","headers":{"#.utf8)
+        do {
+            var first = true
+            for name in config.connectHeaders {
+                let values = request.headers[name]
+                guard !values.isEmpty else { continue }
+                if !first { body.append(UInt8(ascii: ",")) }
+                first = false
+                JSONWriter.appendString(name, to: &body)
+                body.append(UInt8(ascii: ":"))
+                let joined = values.joined(separator: ", ")
+                let capped = FrameEncoder.truncatedUTF8(joined, maxBytes: EngineConfiguration.connectHeaderMaxBytes)
+                JSONWriter.appendString(String(decoding: capped, as: UTF8.self), to: &body)
+            }
+            body.append(UInt8(ascii: "}"))
+        }
         body.append(contentsOf: #","claims":"#.utf8)
         body.append(contentsOf: claimsJSON.utf8)
         body.append(UInt8(ascii: "}"))
@@ -228,6 +247,9 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.accepted = (id, user, payload, deflate, exp)
         return .success(keys[0].trimmingSpaces)
     }
+
+    /// The connect event's `query` keeps at most this many bytes of parameters.
+    static let maxQueryBytes = 4096
 
     enum TokenSource {
         case none

@@ -161,6 +161,10 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: lifecycle
 
+    /// SO_REUSEPORT (NIO has no name for it).
+    private static let reusePortOption = ChannelOptions.Types.SocketOption(
+        level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
+
     public func start() throws(StartError) {
         self.lifecycleLock.lock()
         defer { self.lifecycleLock.unlock() }
@@ -197,6 +201,7 @@ public final class ServerCore: @unchecked Sendable {
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.backlog, value: 4096)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
@@ -204,17 +209,19 @@ public final class ServerCore: @unchecked Sendable {
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
             do {
-                let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
-                bound = listener
-                if let adminPort = self.config.adminPort {
-                    address = "\(self.config.adminHost):\(adminPort) (admin_host, admin_port)"
-                    self.adminListener = try ServerBootstrap(group: group)
-                        .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                        .childChannelInitializer { [unowned self] channel in self.initializeAdminChild(channel) }
-                        .bind(host: self.config.adminHost, port: adminPort).wait()
+                if self.config.listen {  // else publisher only: the broker, no listener
+                    let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
+                    bound = listener
+                    if let adminPort = self.config.adminPort {
+                        address = "\(self.config.adminHost):\(adminPort) (admin_host, admin_port)"
+                        self.adminListener = try ServerBootstrap(group: group)
+                            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                            .childChannelInitializer { [unowned self] channel in self.initializeAdminChild(channel) }
+                            .bind(host: self.config.adminHost, port: adminPort).wait()
+                    }
+                    self.listener = listener
+                    self.boundPort = listener.localAddress?.port ?? self.config.port
                 }
-                self.listener = listener
-                self.boundPort = listener.localAddress?.port ?? self.config.port
             } catch {
                 try? bound?.close().wait()
                 self.acceptingFlag.store(false, ordering: .relaxed)
@@ -240,7 +247,7 @@ public final class ServerCore: @unchecked Sendable {
                     ])
                 }
             }
-            self.logger.info("listening", metadata: [
+            self.logger.info(self.config.listen ? "listening" : "publisher only (listen=false)", metadata: [
                 "host": "\(self.config.host)", "port": "\(self.boundPort)", "threads": "\(threads)",
                 "tls": "\(self.tlsContext != nil)",
             ])

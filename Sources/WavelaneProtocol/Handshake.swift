@@ -57,6 +57,25 @@ public enum Handshake {
         return (uri[...], nil)
     }
 
+    /// The query string for the application: every `&`-separated parameter except those named
+    /// `tokenParameter` (nil: none removed), kept as sent (still percent-encoded), and at most
+    /// `maxBytes` long — parameters that would go beyond are left out whole, never cut.
+    public static func applicationQuery(_ query: Substring?, removing tokenParameter: String?, maxBytes: Int) -> String {
+        guard let query, !query.isEmpty else { return "" }
+        var out = ""
+        for pair in query.split(separator: "&") {
+            if let tokenParameter {
+                let name = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                if percentDecode(name) == tokenParameter { continue }
+            }
+            let extra = pair.utf8.count + (out.isEmpty ? 0 : 1)
+            guard out.utf8.count + extra <= maxBytes else { break }
+            if !out.isEmpty { out.append("&") }
+            out.append(contentsOf: pair)
+        }
+        return out
+    }
+
     /// The percent-decoded value of query parameter `name` (the first occurrence).
     public static func queryParameter(named name: String, in query: Substring) -> String? {
         for pair in query.split(separator: "&") {

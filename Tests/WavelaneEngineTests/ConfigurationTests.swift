@@ -24,6 +24,20 @@ private func configError(_ json: String) -> ConfigurationError? {
 
 @Suite("EngineConfiguration")
 struct ConfigurationTests {
+    @Test func workerAndRequestKeys() throws {
+        let d = EngineConfiguration()
+        #expect(d.reusePort == false && d.listen == true && d.connectHeaders.isEmpty)
+        let c = try config(#"{"reuse_port":true,"connect_headers":["x-request-id","user-agent","x-request-id"],"listen":false,"redis_url":"redis://127.0.0.1:6379"}"#)
+        #expect(c.reusePort && !c.listen)
+        #expect(c.connectHeaders == ["user-agent", "x-request-id"])
+        #expect(configError(#"{"listen":false}"#)?.key == "listen")
+        #expect(configError(#"{"reuse_port":1}"#)?.key == "reuse_port")
+        #expect(configError(#"{"connect_headers":["User-Agent"]}"#)?.key == "connect_headers")
+        #expect(configError(#"{"connect_headers":["a b"]}"#)?.key == "connect_headers")
+        #expect(configError(#"{"connect_headers":[""]}"#)?.key == "connect_headers")
+        #expect(configError(#"{"connect_headers":"user-agent"}"#)?.key == "connect_headers")
+    }
+
     @Test func defaults() throws {
         for c in [EngineConfiguration(), try config("{}")] {
             #expect(c.host == "127.0.0.1")

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import Testing
 @testable import WavelaneEngine
@@ -22,5 +25,36 @@ import Testing
         let start = NIODeadline.now()
         #expect(q.drain(max: 10, timeoutMs: 30).isEmpty)
         #expect(NIODeadline.now() - start >= .milliseconds(25))
+    }
+
+    private func readable(_ fd: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 1 && (p.revents & Int16(POLLIN)) != 0
+    }
+
+    @Test func notificationDescriptorIsReadableExactlyWhileEventsWait() {
+        let q = EventQueue(capacity: 100)
+        q.push(event(1), from: nil)
+        let fd = q.notificationFD()
+        #expect(fd >= 0)
+        #expect(q.notificationFD() == fd)
+        #expect(readable(fd), "events already waiting when it was created")
+        for i in 2...5 { q.push(event(UInt64(i)), from: nil) }
+        #expect(q.drain(max: 2, timeoutMs: 0).count == 2)
+        #expect(readable(fd), "three still wait")
+        #expect(q.drain(max: 10, timeoutMs: 0).count == 3)
+        #expect(!readable(fd), "cleared once empty")
+        q.push(event(6), from: nil)
+        #expect(readable(fd))
+        #expect(q.drain(max: 10, timeoutMs: 0).count == 1)
+        #expect(!readable(fd))
+        q.wake()
+        #expect(readable(fd), "wake() makes it readable")
+        #expect(q.drain(max: 10, timeoutMs: 0).isEmpty)
+        #expect(!readable(fd))
+        q.setOpen(false)
+        #expect(readable(fd), "a stop makes it readable")
+        q.setOpen(true)
+        #expect(!readable(fd))
     }
 }

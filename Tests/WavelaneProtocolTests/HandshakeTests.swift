@@ -126,6 +126,21 @@ struct HandshakeTests {
         #expect(Handshake.queryParameter(named: "a b", in: "a+b=1") == "1")
     }
 
+    @Test func applicationQueryDropsTheTokenParameterAndKeepsTheRestAsSent() {
+        #expect(Handshake.applicationQuery("a=1&token=xyz&b=%20c&a=2", removing: "token", maxBytes: 4096) == "a=1&b=%20c&a=2")
+        #expect(Handshake.applicationQuery("tok%65n=xyz&x", removing: "token", maxBytes: 4096) == "x", "encoded name")
+        #expect(Handshake.applicationQuery("token=xyz&x=1", removing: nil, maxBytes: 4096) == "token=xyz&x=1")
+        #expect(Handshake.applicationQuery(nil, removing: "token", maxBytes: 4096) == "")
+        #expect(Handshake.applicationQuery("token=only", removing: "token", maxBytes: 4096) == "")
+        #expect(Handshake.applicationQuery("&&a=1&", removing: "token", maxBytes: 4096) == "a=1")
+    }
+
+    @Test func applicationQueryLeavesOutParametersBeyondTheCapWhole() {
+        #expect(Handshake.applicationQuery("aaaa=1&bb=2&c=3", removing: "token", maxBytes: 11) == "aaaa=1&bb=2")
+        #expect(Handshake.applicationQuery("aaaa=1&bb=2&c=3", removing: "token", maxBytes: 10) == "aaaa=1")
+        #expect(Handshake.applicationQuery(Substring(String(repeating: "x", count: 5000)), removing: nil, maxBytes: 4096) == "")
+    }
+
     @Test func queryParameterMalformedPercent() {
         #expect(Handshake.queryParameter(named: "q", in: "q=%zz") == nil)
         #expect(Handshake.queryParameter(named: "q", in: "q=%2") == nil)

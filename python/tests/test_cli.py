@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 
 import pytest
@@ -193,3 +194,86 @@ def test_cli_reports_port_in_use(capsys):
         assert "cannot start" in capsys.readouterr().err
     finally:
         blocker.close()
+
+
+@pytest.mark.parametrize("command, path", [("demo", "/ws"), ("echo", "/")])
+def test_sigterm_closes_clients_with_1001_not_1006(command, path):
+    proc, port = _spawn(command, "--host", "127.0.0.1", "--port", "0")
+    try:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        async def main_():
+            async with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=5) as ws:
+                await ws.send("hello")
+                await asyncio.sleep(0.2)
+                proc.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1001, ws.close_code
+
+        run(main_())
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def _cli(*args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVELANE_")}
+    env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "wavelane", *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_gentoken_prints_a_token_the_server_accepts():
+    secret = "gentoken-secret-0123456789abcdef0123"
+    done = _cli("gentoken", "--secret", secret, "--sub", "alice", "--exp", "120")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    import jwt as pyjwt
+
+    claims = pyjwt.decode(token, secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and 110 <= claims["exp"] - time.time() <= 121
+    srv = wavelane.Server(port=0, jwt_secret=secret).start()
+    other = wavelane.Server(port=0, jwt_secret="another-secret-0123456789abcdef012").start()
+    try:
+        async def main_():
+            ws, ready = await open_client(srv, f"/?token={token}")
+            assert ready["user"] == "alice"
+            await ws.close()
+            from websockets.exceptions import InvalidStatus
+            with pytest.raises(InvalidStatus) as info:
+                await open_client(other, f"/?token={token}")
+            assert info.value.response.status_code == 401
+
+        run(main_())
+    finally:
+        srv.stop(1.0)
+        other.stop(1.0)
+    short = _cli("gentoken", "--secret", "short", "--sub", "bob")
+    assert short.returncode == 0 and "warning" in short.stderr
+
+
+def test_check_config_exits_1_naming_the_bad_key(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"port": 9000, "jwt_secret": "x" * 40, "reuse_port": True}))
+    done = _cli("check-config", str(good))
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+    for content, key in (
+        ({"port": 9000, "max_mesage_size": 10}, "max_mesage_size"),  # unknown key
+        ({"port": "9000"}, "port"),  # bad type (Python check)
+        ({"max_message_size": 1}, "max_message_size"),  # bad value (engine check)
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(content))
+        done = _cli("check-config", str(bad))
+        assert done.returncode == 1, (content, done.stdout, done.stderr)
+        assert key in done.stderr and f"key: {key}" in done.stderr, done.stderr
+    done = _cli("check-config", str(tmp_path / "missing.toml"))
+    assert done.returncode == 1 and "cannot read" in done.stderr

@@ -14,14 +14,30 @@ SwiftNIO event loops inside ``libwavelane.so``; Python drains events and publish
 See ``docs/python-api.md`` for the whole API.
 """
 
-from ._server import CONFIG_DEFAULTS, PRIORITIES, Event, Server
+from typing import Any
+
+from ._server import (
+    CONFIG_DEFAULTS,
+    PRIORITIES,
+    ClusterData,
+    ConnectData,
+    DroppedData,
+    Event,
+    EventKind,
+    Priority,
+    RefreshData,
+    RpcData,
+    Server,
+    SubscribeRequestData,
+)
 from .config import load_config
+from .publisher import Publisher
 from .errors import ConfigError, StartError, WavelaneError
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # wavelane.Client needs the optional `websockets` package: imported on first use only.
     if name == "Client":
         from .client import Client
@@ -39,7 +55,16 @@ def engine_version() -> str:
 
 __all__ = [
     "Server",
+    "Publisher",
     "Event",
+    "EventKind",
+    "Priority",
+    "ConnectData",
+    "SubscribeRequestData",
+    "DroppedData",
+    "ClusterData",
+    "RefreshData",
+    "RpcData",
     "CONFIG_DEFAULTS",
     "PRIORITIES",
     "WavelaneError",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m wavelane demo|echo [--host H] [--port P]``.
+"""Command line: ``python -m wavelane demo|echo|gentoken|check-config``.
 
 * ``demo`` serves a small chat page at ``/`` (built on the browser client ``/wavelane.js``) and
   the WebSocket endpoint at ``/ws`` on the same port. A page logs in with an RPC
@@ -10,19 +10,53 @@
 * ``echo`` (no auth, any path) sends every message back to its sender exactly as received:
   text as text, binary as binary. Used by the Autobahn conformance suite.
 
-Ctrl-C stops either cleanly.
+* ``gentoken --secret S --sub alice [--exp 3600]`` prints an HS256 token the server accepts.
+* ``check-config FILE`` validates a configuration file (and ``WAVELANE_*`` variables); exit 1
+  naming the bad key.
+
+SIGTERM or SIGINT (Ctrl-C) stop ``demo`` and ``echo`` gracefully (``drain_and_stop``): new
+upgrades get 503, each client is closed with 1001 once its queued messages went out.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
+import signal
 import sys
 import time
 from importlib import resources
 from typing import Any, Dict, List, Optional
 
-from . import Server, StartError, __version__
+from . import ConfigError, Server, StartError, __version__
+
+#: Seconds a graceful stop (SIGTERM / SIGINT) waits for clients before closing the rest.
+DRAIN_TIMEOUT = 10.0
+
+
+class _Terminate(Exception):
+    """Raised in the main thread by the SIGTERM handler (like KeyboardInterrupt for SIGINT)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminate()
+
+
+def _serve_until_signal(server: Server, loop: Any) -> None:
+    """Run ``loop()`` until SIGTERM or SIGINT, then stop gracefully (clients get 1001)."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        loop()
+    except (KeyboardInterrupt, _Terminate):
+        pass
+    finally:
+        try:
+            server.drain_and_stop(DRAIN_TIMEOUT)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 MAX_TEXT = 2000
 MAX_NICK = 32
@@ -30,7 +64,7 @@ MAX_ROOM = 64
 
 
 def _chat_page() -> bytes:
-    return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined]
+    return resources.files("wavelane").joinpath("static/chat.html").read_bytes()  # type: ignore[attr-defined,unused-ignore]
 
 
 def make_demo_server(host: str = "127.0.0.1", port: int = 8765, redis_url: Optional[str] = None) -> Server:
@@ -137,13 +171,12 @@ def run_demo(host: str, port: int, redis_url: Optional[str] = None) -> None:
     shared = f", rooms shared through {redis_url}" if redis_url else ""
     print(f"wavelane {__version__} chat demo: http://{host}:{server.port}/{shared}  (Ctrl-C to stop)", flush=True)
     state = DemoState()
-    try:
+
+    def loop() -> None:
         while True:
             handle_demo_events(server, server.drain(timeout=0.5), state)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    _serve_until_signal(server, loop)
     print("stopped", flush=True)
 
 
@@ -152,16 +185,45 @@ def run_echo(host: str, port: int) -> None:
     server.start()
     print(f"wavelane {__version__} echo server: ws://{host}:{server.port}/  (Ctrl-C to stop)", flush=True)
     send = server.send
-    try:
+
+    def loop() -> None:
         while True:
             for kind, conn, data in server.drain(max_events=4096, timeout=1.0):
                 if kind == "message":
                     send(conn, data)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    _serve_until_signal(server, loop)
     print("stopped", flush=True)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def make_token(secret: str, sub: str, exp: Optional[float] = 3600, now: Optional[float] = None,
+               claims: Optional[Dict[str, Any]] = None) -> str:
+    """An HS256 JWT for ``sub`` signed with ``secret`` (what ``jwt_secret`` verifies), expiring
+    ``exp`` seconds from now (``None``: no ``exp``)."""
+    issued = int(time.time() if now is None else now)
+    payload: Dict[str, Any] = {"sub": sub, "iat": issued}
+    if exp is not None:
+        payload["exp"] = issued + int(exp)
+    payload.update(claims or {})
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = _b64url(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    signing_input = f"{header}.{body}".encode("ascii")
+    sig = hmac.new(secret.encode("utf-8"), signing_input, hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64url(sig)}"
+
+
+def check_config(path: str) -> Dict[str, Any]:
+    """Load ``path`` (plus ``WAVELANE_*`` variables) and validate it as the engine would, binding
+    nothing. Raises :class:`ConfigError` naming the bad key."""
+    from .config import load_config
+
+    cfg = load_config(path)
+    Server(**cfg)  # type and value checks (Python, then the engine); nothing is bound
+    return cfg
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -178,7 +240,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name == "demo":
             p.add_argument("--redis-url", default=None,
                            help="share rooms with other demo servers through this Redis (redis://host:port/db)")
+    p = sub.add_parser("gentoken", help="print an HS256 token the server accepts (for tests and tools)")
+    p.add_argument("--secret", required=True, help="the server's jwt_secret")
+    p.add_argument("--sub", required=True, help="the user (JWT sub claim)")
+    p.add_argument("--exp", type=float, default=3600, help="seconds until it expires (default 3600; 0 = no exp)")
+    p = sub.add_parser("check-config", help="validate a configuration file (.toml, .yaml, .json); exit 1 naming the bad key")
+    p.add_argument("file")
     args = parser.parse_args(argv)
+    if args.command == "gentoken":
+        if args.exp < 0:
+            parser.error("--exp must be >= 0")
+        if len(args.secret.encode("utf-8")) < 32:
+            print("warning: a secret shorter than 32 bytes can be brute-forced offline", file=sys.stderr)
+        print(make_token(args.secret, args.sub, args.exp or None))
+        return 0
+    if args.command == "check-config":
+        try:
+            cfg = check_config(args.file)
+        except ConfigError as exc:
+            where = f" (key: {exc.key})" if exc.key else ""
+            print(f"error: {exc}{where}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: ok ({len(cfg)} settings)")
+        return 0
     try:
         if args.command == "demo":
             run_demo(args.host, args.port, args.redis_url)

@@ -515,6 +515,14 @@ static PyObject *Engine_wake(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_fileno(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
+    ENGINE_CHECK(self);
+    const int fd = wl_event_fd(self->srv);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
+
 static PyObject *Engine_pending(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     ENGINE_CHECK(self);
     return PyLong_FromLongLong((long long)wl_pending(self->srv));
@@ -887,6 +895,8 @@ static PyMethodDef Engine_methods[] = {
      "Take up to max_events events, waiting at most timeout seconds for the first (GIL released)."},
     {"wake", (PyCFunction)Engine_wake, METH_NOARGS,
      "wake()\n--\n\nMake a thread waiting in drain() return an empty list."},
+    {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS,
+     "fileno()\n--\n\nA descriptor readable while inbound events wait (cleared by drain()); never read or close it."},
     {"pending", (PyCFunction)Engine_pending, METH_NOARGS,
      "pending()\n--\n\nNumber of queued inbound events."},
     {"publish", (PyCFunction)Engine_publish, METH_VARARGS,

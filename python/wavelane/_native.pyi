@@ -1,16 +1,18 @@
 """Type stubs for wavelane._native, the binding of libwavelane.so (see include/wavelane.h)."""
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Literal, Optional, Tuple, Union
+
+from ._server import EventKind
 
 ABI_VERSION: int
 PAYLOAD_TEXT: int
 PAYLOAD_JSON: int
 PAYLOAD_BINARY: int
-PRIORITY_CRITICAL: int
-PRIORITY_HIGH: int
-PRIORITY_NORMAL: int
-PRIORITY_LOW: int
-PRIORITY_BACKGROUND: int
+PRIORITY_CRITICAL: Literal[0]
+PRIORITY_HIGH: Literal[1]
+PRIORITY_NORMAL: Literal[2]
+PRIORITY_LOW: Literal[3]
+PRIORITY_BACKGROUND: Literal[4]
 
 def version() -> str: ...
 
@@ -29,11 +31,12 @@ class Engine:
     def close_engine(self) -> None: ...
     def drain(
         self, max_events: int = 1024, timeout: float = 0.0, parse_json: bool = False
-    ) -> List[Tuple[str, int, Any]]: ...
+    ) -> List[Tuple[EventKind, int, Any]]: ...
     def wake(self) -> None: ...
     def presence(self, topic: str, timeout_ms: int = 2000) -> List[Any]: ...
     def set_presence_info(self, conn: int, info_json: str) -> bool: ...
     def node(self) -> str: ...
+    def fileno(self) -> int: ...
     def pending(self) -> int: ...
     def publish(
         self, topic: str, data: Union[str, bytes, bytearray], kind: int, priority: int = 2, key: Optional[str] = None

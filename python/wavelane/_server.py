@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import collections
 import json
 import logging
 import os
 import re
 import threading
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
 
 from . import _native
 from .errors import ConfigError, StartError
@@ -17,12 +19,74 @@ from .errors import ConfigError, StartError
 try:  # orjson is optional: faster, same output for what we serialize
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment,unused-ignore]
 
-__all__ = ["Server", "Event", "CONFIG_DEFAULTS", "PRIORITIES"]
+__all__ = [
+    "Server", "Event", "EventKind", "Priority", "CONFIG_DEFAULTS", "PRIORITIES",
+    "ConnectData", "SubscribeRequestData", "DroppedData", "ClusterData", "RefreshData", "RpcData",
+]
 
-#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`.
-Event = Tuple[str, int, Any]
+#: The kinds of event :meth:`Server.drain` returns (a typo such as ``"conect"`` fails
+#: ``mypy --strict``: comparing it with an ``EventKind`` is a non-overlapping equality check).
+EventKind = Literal["connect", "message", "disconnect", "subscribe_request", "dropped", "cluster", "refresh", "rpc"]
+
+#: Outbound priorities (see :data:`PRIORITIES`).
+Priority = Literal["critical", "high", "normal", "low", "background"]
+
+#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`. ``data`` is ``Any``: its
+#: type depends on ``kind`` (the ``*Data`` TypedDicts below; ``str | bytes`` for ``"message"``
+#: (or a JSON value with ``parse_json``), the close code ``int`` for ``"disconnect"``), so
+#: annotate it where you branch: ``info: ConnectData = data``.
+Event = Tuple[EventKind, int, Any]
+
+
+class ConnectData(TypedDict):
+    """``data`` of a ``"connect"`` event."""
+
+    user: Optional[str]
+    addr: str
+    claims: Dict[str, Any]
+    path: str
+    subprotocol: Optional[str]
+    query: str
+    headers: Dict[str, str]
+
+
+class SubscribeRequestData(TypedDict):
+    """``data`` of a ``"subscribe_request"`` event (answer with allow() or deny())."""
+
+    topics: List[str]
+    id: Any
+
+
+class DroppedData(TypedDict):
+    """``data`` of a ``"dropped"`` event."""
+
+    count: int
+    bytes: int
+    priority: Dict[str, int]
+
+
+class ClusterData(TypedDict):
+    """``data`` of a ``"cluster"`` event (conn 0)."""
+
+    redis: Literal["connected", "disconnected"]
+    reason: Optional[str]
+    undelivered: int
+
+
+class RefreshData(TypedDict):
+    """``data`` of a ``"refresh"`` event."""
+
+    claims: Dict[str, Any]
+
+
+class RpcData(TypedDict):
+    """``data`` of an ``"rpc"`` event (answer with reply())."""
+
+    method: str
+    params: Any
+    id: Any
 
 Payload = Union[str, bytes, bytearray, memoryview]
 
@@ -34,7 +98,7 @@ _PAYLOAD_BINARY = _native.PAYLOAD_BINARY
 #: bytes) is full, queued messages are dropped lowest priority first; ``"critical"`` ones never
 #: (the connection is closed with 1008 instead). Every drop is counted and reported as a
 #: ``("dropped", conn, {...})`` event.
-PRIORITIES: Dict[str, int] = {
+PRIORITIES: Dict[Priority, int] = {
     "critical": _native.PRIORITY_CRITICAL,
     "high": _native.PRIORITY_HIGH,
     "normal": _native.PRIORITY_NORMAL,
@@ -43,7 +107,7 @@ PRIORITIES: Dict[str, int] = {
 }
 
 
-def _priority(priority: str) -> int:
+def _priority(priority: Priority) -> int:
     try:
         return PRIORITIES[priority]
     except (KeyError, TypeError):
@@ -55,6 +119,9 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "port": 8765,
     "threads": 0,
     "ws_path": None,
+    "reuse_port": False,
+    "listen": True,
+    "connect_headers": [],
     "jwt_secret": None,
     "jwt_previous_secret": None,
     "jwt_public_key": None,
@@ -198,6 +265,8 @@ _NUMBER_KEYS = frozenset(
 )
 _BOOL_KEYS = frozenset(
     {
+        "reuse_port",
+        "listen",
         "jwt_header",
         "jwt_require_exp",
         "jwt_reject_high_s",
@@ -216,7 +285,7 @@ _BOOL_KEYS = frozenset(
     }
 )
 _STR_LIST_KEYS = frozenset(
-    {"jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies", "client_topics"}
+    {"connect_headers", "jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies", "client_topics"}
 )
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
@@ -333,7 +402,7 @@ def _stop_all_at_exit() -> None:
 def _client_js() -> bytes:
     from importlib import resources
 
-    return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined]
+    return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined,unused-ignore]
 
 
 # The close codes an application may send (the engine's CloseCode.isValidForApplication).
@@ -409,6 +478,10 @@ class Server:
             self._engine.add_route("/wavelane.js", "text/javascript; charset=utf-8", _client_js())
         self._running = False
         self._lock = threading.Lock()
+        # Events taken from the engine by events() but not yet yielded (its consumer was cancelled
+        # or stopped iterating between two events): handed out first by the next drain.
+        self._held: Deque[Event] = collections.deque()
+        self._wake_async = False  # set by wake(): a waiting drain_async() returns
 
     @classmethod
     def from_config(
@@ -540,13 +613,88 @@ class Server:
         about 100 ms. Returns ``[]`` at once when the server is stopped and nothing is queued,
         and early when :meth:`wake` is called. Call from one thread at a time.
         """
+        if self._held:
+            return self._take_held(max_events)
         events = self._engine.drain(max_events, timeout, self._parse_json)
         if self._engine.log_pending():
             _forward_logs(self._engine)
         return events
 
+    def _take_held(self, max_events: int) -> List[Event]:
+        held = self._held
+        n = min(max_events, len(held))
+        return [held.popleft() for _ in range(n)]
+
+    def fileno(self) -> int:
+        """A file descriptor that is readable while inbound events wait (an eventfd on Linux).
+
+        Any event loop can watch it (``select``, ``selectors``, asyncio's ``loop.add_reader``);
+        :meth:`drain` clears it once the queue is empty. It also becomes readable when the server
+        stops and after :meth:`wake`. Never read, write or close it; it stays valid for the
+        server's lifetime (also across stop/start). :meth:`drain_async` and :meth:`events` are
+        built on it.
+        """
+        return self._engine.fileno()
+
+    async def drain_async(self, max_events: int = 1024) -> List[Event]:
+        """Await inbound events without a thread: like :meth:`drain`, but the waiting is done by
+        the running asyncio loop watching :meth:`fileno`.
+
+        Returns a non-empty list of ``(kind, conn, data)`` as soon as events wait, or ``[]`` once
+        the server is stopped and nothing is queued (also after :meth:`wake`). Cancelling it
+        returns at once and loses nothing: events are only taken from the engine when they are
+        returned. One consumer at a time (``drain``, ``drain_async`` or ``events``).
+        """
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events <= 0:
+            raise ValueError("max_events must be a positive int")
+        if self._held:
+            return self._take_held(max_events)
+        self._wake_async = False
+        loop = asyncio.get_running_loop()
+        fd = self._engine.fileno()
+        while True:
+            events = self.drain(max_events, 0)
+            if events or not self._running:
+                return events
+            waiter = loop.create_future()
+
+            def ready(w: "asyncio.Future[None]" = waiter) -> None:
+                if not w.done():
+                    w.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await waiter
+            finally:
+                loop.remove_reader(fd)
+            if self._wake_async:
+                self._wake_async = False
+                return self.drain(max_events, 0)
+
+    async def events(self, max_events: int = 1024) -> AsyncIterator[Event]:
+        """``async for kind, conn, data in server.events():`` — every inbound event, in arrival
+        order per connection, until the server is stopped and its queue is empty.
+
+        Built on :meth:`drain_async` (no thread). If the consumer is cancelled, or leaves the loop,
+        in the middle of a batch, the events of that batch not yet yielded are kept and come first
+        from the next ``events()``, :meth:`drain_async` or :meth:`drain`. One consumer at a time.
+        """
+        held = self._held
+        while True:
+            if not held:
+                batch = await self.drain_async(max_events)
+                if not batch:
+                    if not self._running:
+                        return
+                    continue
+                held.extend(batch)
+            while held:
+                yield held.popleft()
+
     def wake(self) -> None:
-        """Make a thread waiting in :meth:`drain` return (an empty list) promptly."""
+        """Make a thread waiting in :meth:`drain`, or a coroutine in :meth:`drain_async`, return
+        (an empty list) promptly."""
+        self._wake_async = True
         self._engine.wake()
 
     def pending(self) -> int:
@@ -555,7 +703,7 @@ class Server:
 
     # -- outbound --------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: Any, *, priority: str = "normal", key: Optional[str] = None) -> int:
+    def publish(self, topic: str, data: Any, *, priority: Priority = "normal", key: Optional[str] = None) -> int:
         """Publish ``data`` to every subscriber of ``topic``; returns the topic offset (>= 1).
 
         With ``redis_url`` the publication goes through Redis to the subscribers of every
@@ -601,7 +749,7 @@ class Server:
         conn: int,
         data: Payload,
         *,
-        priority: str = "normal",
+        priority: Priority = "normal",
         key: Optional[str] = None,
         node: Optional[str] = None,
     ) -> bool:
@@ -622,7 +770,7 @@ class Server:
             return self._engine.send(conn, data, p, key)
         return self._engine.send(conn, data, p, key, node)
 
-    def send_user(self, user: str, data: Payload, *, priority: str = "normal", key: Optional[str] = None) -> int:
+    def send_user(self, user: str, data: Payload, *, priority: Priority = "normal", key: Optional[str] = None) -> int:
         """Send one frame to every connection of ``user`` (the JWT ``sub``); returns how many.
 
         With ``redis_url`` it also reaches the user's connections on the other instances; the
@@ -751,7 +899,8 @@ class Server:
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters (connections, messages, bytes, queue depths...) as a dict."""
-        return json.loads(self._engine.stats())
+        stats: Dict[str, Any] = json.loads(self._engine.stats())
+        return stats
 
     def __repr__(self) -> str:
         state = f"running on {self._config.get('host')}:{self.port}" if self._running else "stopped"

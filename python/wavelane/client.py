@@ -27,7 +27,7 @@ import random
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional, Union
 
 from .errors import WavelaneError
 
@@ -174,8 +174,8 @@ class Client:
         self._inbox: "asyncio.Queue[Union[Message, ConnectionClosed]]" = asyncio.Queue(max_buffered)
         self._outbox: Deque[Union[str, bytes]] = collections.deque()
         self._connected = asyncio.Event()
-        self._runner: Optional[asyncio.Task] = None
-        self._refresher: Optional[asyncio.Task] = None
+        self._runner: "Optional[asyncio.Task[Any]]" = None
+        self._refresher: "Optional[asyncio.Task[Any]]" = None
         self._closed: Optional[ConnectionClosed] = None
         self._first: "Optional[asyncio.Future[None]]" = None
 
@@ -281,7 +281,7 @@ class Client:
             raise item
         return item
 
-    async def messages(self):
+    async def messages(self) -> "AsyncIterator[Message]":
         """``async for msg in client.messages():`` until the client is closed."""
         while True:
             try:
@@ -305,7 +305,8 @@ class Client:
             raise self._closed
         if self.state != "connected":
             waiter = asyncio.ensure_future(self._connected.wait())
-            done, _ = await asyncio.wait({waiter, self._runner}, timeout=self.request_timeout,
+            waited: "set[asyncio.Future[Any]]" = {waiter} if self._runner is None else {waiter, self._runner}
+            done, _ = await asyncio.wait(waited, timeout=self.request_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if self._closed is not None:
@@ -352,7 +353,7 @@ class Client:
         except asyncio.QueueFull:
             asyncio.ensure_future(self._inbox.put(msg))
 
-    async def _open(self):
+    async def _open(self) -> Any:
         from websockets.asyncio.client import connect
 
         headers = dict(self.headers)
@@ -413,7 +414,7 @@ class Client:
         delay = min(self.max_backoff, self.min_backoff * (2 ** min(attempt - 1, 16)))
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _serve(self, ws: Any):
+    async def _serve(self, ws: Any) -> Any:
         """One connection: read ready, resubscribe with recover, flush the offline queue, then
         read until it ends. Returns (close code, reason)."""
         from websockets.exceptions import ConnectionClosed as WSClosed
@@ -488,7 +489,7 @@ class Client:
                     msg = _decode_binary(frame)
                     if msg is None:
                         await self._put(Message("direct", None, frame))
-                    elif self._accept(msg.topic, msg.offset):
+                    elif msg.topic is not None and self._accept(msg.topic, msg.offset):
                         await self._put(msg)
                     continue
                 try:

@@ -61,7 +61,7 @@ def _read_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     try:
         if suffix == ".toml":
             try:
-                import tomllib as toml  # type: ignore[import-not-found]
+                import tomllib as toml  # type: ignore[import-not-found,unused-ignore]
             except ImportError:  # Python < 3.11
                 try:
                     import tomli as toml  # type: ignore[import-not-found,no-redef]

@@ -103,6 +103,20 @@ void wl_batch_free(void *batch);
 /* Wake a thread blocked in wl_drain (it returns 0 events). */
 void wl_wake(wl_server *s);
 
+/* A descriptor that is readable while events wait in the inbound queue (and after wl_wake or a
+ * stop), for event loops (select/poll/epoll, asyncio's add_reader): an eventfd on Linux, a pipe's
+ * read end elsewhere. wl_drain clears it when it leaves the queue empty; it is signalled only when
+ * the queue goes from empty to non-empty, so a busy queue costs no system call per event. Never
+ * read or close it. Created on the first call, valid until wl_server_free; -1 on failure. */
+int wl_event_fd(wl_server *s);
+
+/* A descriptor that is readable while events wait in the inbound queue (and after wl_wake or a
+ * stop), for event loops (select/poll/epoll, asyncio's add_reader): an eventfd on Linux, a pipe's
+ * read end elsewhere. wl_drain clears it when it leaves the queue empty; it is signalled only when
+ * the queue goes from empty to non-empty, so a busy queue costs no system call per event. Never
+ * read or close it. Created on the first call, valid until wl_server_free; -1 on failure. */
+int wl_event_fd(wl_server *s);
+
 /* Number of events waiting in the inbound queue. */
 int64_t wl_pending(const wl_server *s);
 
