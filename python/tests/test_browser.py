@@ -230,6 +230,9 @@ def test_demo_page_chat_presence_and_counters(browser):
 
     driver = threading.Thread(target=loop, daemon=True)
     driver.start()
+    for i in range(60):  # the room's past: a newcomer sees the last 50 (history) of them
+        server.publish("room:lobby", {"type": "chat", "room": "lobby", "nick": "old", "conn": "0",
+                                      "text": f"old line {i}", "ts": time.time()})
     pages = []
     try:
         for nick in ("ann", "bob"):
@@ -241,6 +244,10 @@ def test_demo_page_chat_presence_and_counters(browser):
             _wait(page, "document.getElementById('status').textContent.includes('connected as')")
             pages.append((page, errors))
         ann, bob = pages[0][0], pages[1][0]
+        _wait(ann, "document.getElementById('log').innerText.includes('old line 59')")
+        old = ann.evaluate("[...document.querySelectorAll('#log li')].map(li => li.childNodes[1]?.textContent || '')"
+                           ".filter(t => t.startsWith('old line ')).map(t => t.slice(9) * 1)")
+        assert old == list(range(10, 60))  # the last 50, in order, once
         _wait(ann, "document.getElementById('here').textContent.includes('bob')")
         assert "bob joined" in ann.inner_text("#log")
         ann.fill("#text", "hello from ann")

@@ -549,5 +549,9 @@ class Client:
                     self._deliver(Message("resync", topic, errors.get(topic, "recovery impossible")))
                 if recovered.get(topic) is not True and isinstance(pos, dict):
                     # a fresh subscription, or a failed recovery: continue from the current position
-                    sub.epoch, sub.offset = pos.get("epoch"), int(pos.get("offset") or 0)
+                    # (a first subscription with `history` gets the backlog before it: accept that)
+                    offset = int(pos.get("offset") or 0)
+                    if sub.epoch is None and sub.history:
+                        offset = max(0, offset - sub.history)
+                    sub.epoch, sub.offset = pos.get("epoch"), offset
         p.future.set_result(obj)

@@ -248,7 +248,12 @@ export class Wavelane {
           this._emit("resync", s.topic, errors[s.topic]);
         }
         const pos = positions[s.topic];
-        if (recovered[s.topic] !== true && pos) { s.epoch = pos.epoch; s.offset = pos.offset; }
+        if (recovered[s.topic] !== true && pos) {
+          // a fresh subscription, or a failed recovery: continue from the current position (a first
+          // subscription with `history` gets the backlog before it: accept that)
+          const backlog = s.epoch === null && s.options.history ? s.options.history : 0;
+          s.epoch = pos.epoch; s.offset = Math.max(0, pos.offset - backlog);
+        }
         s._resolve(reply);
       }
     }, (err) => {
