@@ -1,0 +1,169 @@
+"""The framework examples in docs/examples/, run for real: each app in its own process (uvicorn,
+Django's runserver, a Celery worker) on loopback ports, a real ``wavelane.Client`` on the other end.
+
+The frameworks are optional dependencies of these tests only. A missing one skips the test
+locally; CI (``.ci/run``) sets ``WAVELANE_REQUIRE_EXAMPLES=1``, which turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+
+import wavelane
+from cluster import free_port, make_redis, redis_server  # noqa: F401  (fixtures by name)
+from wavelane.client import Message, SubscribeError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "docs", "examples")
+SECRET = "examples-test-secret-0123456789abcdef"
+
+
+def require(*modules: str) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            msg = f"{name} is not installed ({exc}); pip install {name}"
+            if os.environ.get("WAVELANE_REQUIRE_EXAMPLES") == "1":
+                pytest.fail(msg)
+            pytest.skip(msg)
+
+
+def app_env(**extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), EXAMPLES, env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class App:
+    """A subprocess with its output in a file (shown when a test fails); always killed at the end."""
+
+    def __init__(self, args: List[str], env: Dict[str, str], cwd: str, tmp_path: Any, name: str):
+        self.log_path = tmp_path / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+                return None
+        self.log.close()
+        return self.proc.returncode
+
+
+def wait_http(app: App, url: str, timeout: float = 20.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert app.proc.poll() is None, f"app exited with {app.proc.returncode}:\n{app.output()}"
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout}s:\n{app.output()}")
+            time.sleep(0.1)
+
+
+def wait_port(app: App, port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert app.proc.poll() is None, f"app exited with {app.proc.returncode}:\n{app.output()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"port {port} not open within {timeout}s:\n{app.output()}")
+            time.sleep(0.1)
+
+
+async def recv_where(client: wavelane.Client, pred: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+    """The first item of the client's stream matching ``pred`` (skipping heartbeats and the like)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "no matching message in time"
+        msg = await client.recv(timeout=left)
+        if pred(msg):
+            return msg
+
+
+def run(coro: Any, timeout: float) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# ------------------------------------------------------------------------------------ FastAPI
+
+
+def test_fastapi_app_publishes_over_http_and_consumes_client_messages(tmp_path):
+    require("fastapi", "uvicorn", "httpx", "jwt")
+    import httpx
+
+    http_port, ws_port = free_port(), free_port()
+    app = App([sys.executable, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1", "--port", str(http_port)],
+              app_env(WAVELANE_PORT=str(ws_port), WAVELANE_JWT_SECRET=SECRET), EXAMPLES, tmp_path, "uvicorn")
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_http(app, f"{base}/stats")
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=5.0) as http:
+                minted = (await http.post("/token/alice")).json()
+                assert minted["url"] == f"ws://127.0.0.1:{ws_port}/"
+                async with wavelane.Client(minted["url"], token=minted["token"], reconnect=False) as client:
+                    assert client.ready is not None
+                    await client.subscribe("news:sport")
+                    with pytest.raises(SubscribeError):  # client_topics: deny by default
+                        await client.subscribe("admin:audit")
+
+                    r = await http.post("/publish/news:sport", json={"score": [2, 1]})
+                    assert r.status_code == 200 and r.json() == {"offset": 1}
+                    msg = await recv_where(client, lambda m: m.kind == "message")
+                    assert (msg.topic, msg.data, msg.offset) == ("news:sport", {"score": [2, 1]}, 1)
+
+                    await client.send({"hello": "app"})
+                    echo = await recv_where(client, lambda m: m.kind == "direct" and isinstance(m.data, dict)
+                                            and m.data.get("type") == "echo")
+                    assert echo.data == {"type": "echo", "data": {"hello": "app"}}
+                    stats = (await http.get("/stats")).json()
+                    assert stats["messages"] == 1 and stats["connected"] == 1
+
+                # a token signed with another secret is refused before the upgrade
+                bad = (await http.post("/token/mallory")).json()["token"][:-2] + "xx"
+                with pytest.raises(wavelane.client.ConnectionClosed):
+                    async with wavelane.Client(minted["url"], token=bad, reconnect=False):
+                        pass
+
+        run(main(), 25)
+        code = app.stop(signal.SIGTERM, 10)
+        # uvicorn re-raises SIGTERM after a clean shutdown (exit -15); either way the lifespan ran to its end
+        assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in app.output(), app.output()  # lifespan shutdown: drain_and_stop, consumer ends
+    finally:
+        app.stop(signal.SIGKILL, 5)
