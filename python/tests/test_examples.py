@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 
 import wavelane
-from cluster import free_port, make_redis, redis_server  # noqa: F401  (fixtures by name)
+from cluster import free_port, make_redis, redis_server, topic_channel  # noqa: F401  (fixtures by name)
 from wavelane.client import Message, SubscribeError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,3 +167,63 @@ def test_fastapi_app_publishes_over_http_and_consumes_client_messages(tmp_path):
         assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in app.output(), app.output()  # lifespan shutdown: drain_and_stop, consumer ends
     finally:
         app.stop(signal.SIGKILL, 5)
+
+
+async def wait_numsub(redis: Any, topic: str, timeout: float = 10.0) -> None:
+    """Until a server's Redis subscription to ``topic`` is live (a publication before it is not
+    for that server: Redis pub/sub keeps nothing for absent subscribers)."""
+    deadline = time.monotonic() + timeout
+    while redis.numsub(topic_channel(topic)) < 1:
+        assert time.monotonic() < deadline, f"no server subscribed to {topic}'s channel"
+        await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------ Django
+
+DJANGO = os.path.join(EXAMPLES, "django_example")
+
+
+def test_django_views_mint_tokens_and_publish_through_redis_to_runwavelane(tmp_path, redis_server):
+    require("django", "httpx", "jwt")
+    import httpx
+
+    http_port, ws_port = free_port(), free_port()
+    env = app_env(WAVELANE_PORT=str(ws_port), WAVELANE_JWT_SECRET=SECRET, WAVELANE_REDIS_URL=redis_server.url,
+                  DJANGO_SETTINGS_MODULE="settings")
+    ws = App([sys.executable, "manage.py", "runwavelane"], env, DJANGO, tmp_path, "runwavelane")
+    web = App([sys.executable, "manage.py", "runserver", f"127.0.0.1:{http_port}", "--noreload"],
+              env, DJANGO, tmp_path, "runserver")
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_port(ws, ws_port)
+        wait_http(web, f"{base}/token/probe")
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+                minted = (await http.get("/token/alice")).json()
+                assert minted["url"] == f"ws://127.0.0.1:{ws_port}/"
+                async with wavelane.Client(minted["url"], token=minted["token"], reconnect=False) as client:
+                    assert client.ready is not None
+                    await client.subscribe("news:django")
+                    await wait_numsub(redis_server, "news:django")
+                    # the view's Publisher is another process than runwavelane: only Redis links them
+                    r = await http.post("/publish/news:django", json={"headline": "hi"})
+                    assert r.status_code == 200, r.text
+                    msg = await recv_where(client, lambda m: m.kind == "message")
+                    assert (msg.topic, msg.data, msg.offset) == ("news:django", {"headline": "hi"}, 1)
+                    r = await http.post("/publish/news:django", json={"headline": "again"})
+                    msg = await recv_where(client, lambda m: m.kind == "message")
+                    assert (msg.data, msg.offset) == ({"headline": "again"}, 2)  # the same Publisher, next offset
+
+                    await client.send({"ping": 1})  # the management command's loop echoes
+                    echo = await recv_where(client, lambda m: m.kind == "direct" and isinstance(m.data, dict)
+                                            and m.data.get("type") == "echo")
+                    assert echo.data["data"] == {"ping": 1}
+                    assert (await http.post("/publish/news:django", content=b"not json")).status_code == 400
+
+        run(main(), 25)
+        assert ws.stop(signal.SIGTERM, 10) == 0, ws.output()  # drain_and_stop, then a clean exit
+        assert "wavelane stopped" in ws.output()
+    finally:
+        ws.stop(signal.SIGKILL, 5)
+        web.stop(signal.SIGKILL, 5)
