@@ -227,3 +227,63 @@ def test_django_views_mint_tokens_and_publish_through_redis_to_runwavelane(tmp_p
     finally:
         ws.stop(signal.SIGKILL, 5)
         web.stop(signal.SIGKILL, 5)
+
+
+# ------------------------------------------------------------------------------------ Celery
+
+
+def test_celery_worker_task_publishes_to_a_servers_client(tmp_path, redis_server):
+    require("celery", "redis", "jwt")
+    import jwt
+
+    broker = f"{redis_server.url}/1"
+    env = app_env(CELERY_BROKER_URL=broker, WAVELANE_REDIS_URL=redis_server.url)
+    # a real worker: prefork pool, so the task's Publisher is created in a forked child
+    worker = App([sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--pool=prefork",
+                  "--concurrency=1", "--loglevel=info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                 env, EXAMPLES, tmp_path, "celery")
+    server = wavelane.Server(port=0, threads=2, jwt_secret=SECRET, redis_url=redis_server.url,
+                             client_topics=["news:*"])
+    server.start()
+    old_broker = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = broker
+    sys.path.insert(0, EXAMPLES)
+    try:
+        sys.modules.pop("celery_tasks", None)
+        celery_tasks = importlib.import_module("celery_tasks")  # the caller's side: only sends to the broker
+        assert server.wait_for_redis(10)
+
+        async def main() -> None:
+            drainer = asyncio.ensure_future(_consume(server))
+            token = jwt.encode({"sub": "bob"}, SECRET, algorithm="HS256")
+            try:
+                async with wavelane.Client(f"ws://127.0.0.1:{server.port}/", token=token, reconnect=False) as client:
+                    await client.subscribe("news:celery")
+                    await wait_numsub(redis_server, "news:celery")
+                    await asyncio.to_thread(celery_tasks.notify.delay, "news:celery", {"job": 1})
+                    await asyncio.to_thread(celery_tasks.notify_user.delay, "bob", "done")
+                    msg = await recv_where(client, lambda m: m.kind == "message", timeout=20)
+                    assert (msg.topic, msg.data, msg.offset) == ("news:celery", {"job": 1}, 1)
+                    direct = await recv_where(client, lambda m: m.kind == "direct" and m.data == "done", timeout=10)
+                    assert direct.data == "done"
+            finally:
+                drainer.cancel()
+
+        run(main(), 28)
+        assert "celery_tasks.notify" in worker.output() and "succeeded" in worker.output(), worker.output()
+    finally:
+        sys.path.remove(EXAMPLES)
+        sys.modules.pop("celery_tasks", None)
+        if old_broker is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = old_broker
+        server.stop(1.0)
+        worker.stop(signal.SIGTERM, 10)
+        worker.stop(signal.SIGKILL, 5)
+
+
+async def _consume(server: wavelane.Server) -> None:
+    """The test server's application side (events are only taken, nothing to answer)."""
+    async for _ in server.events():
+        pass
