@@ -9,7 +9,8 @@ Run:  WAVELANE_JWT_SECRET=$(openssl rand -hex 32) WAVELANE_PORT=8765 \
 * ``POST /token/{user}`` mints an HS256 token for ``user`` (pyjwt). A real app would mint it for the
   user its own session authenticated — never for whoever asks; it is open here to keep the
   example short.
-* ``POST /publish/{topic}`` publishes the JSON body to ``topic``.
+* ``POST /publish/{topic}`` publishes the JSON body to ``topic`` (with ``WAVELANE_REDIS_URL``: to
+  the subscribers of every worker and instance).
 * Every client message is counted (``GET /stats``) and echoed to its sender as
   ``{"type": "echo", "data": ...}``.
 
@@ -34,6 +35,7 @@ import wavelane
 JWT_SECRET = os.environ.get("WAVELANE_JWT_SECRET", "")
 WS_PORT = int(os.environ.get("WAVELANE_PORT", "8765"))
 WS_HOST = os.environ.get("WAVELANE_HOST", "127.0.0.1")
+REDIS_URL = os.environ.get("WAVELANE_REDIS_URL") or None  # set it to run several workers / instances
 TOKEN_TTL = 3600
 
 state: Dict[str, Any] = {"messages": 0, "connected": 0}
@@ -55,8 +57,11 @@ async def consume(server: wavelane.Server) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if len(JWT_SECRET.encode()) < 32:
         raise RuntimeError("set WAVELANE_JWT_SECRET (at least 32 bytes)")
+    # with redis_url, every uvicorn worker (`--workers N`) starts its own server on the shared port
+    # (reuse_port, after the fork) and they behave as one; see docs/deployment.md
     server = wavelane.Server(host=WS_HOST, port=WS_PORT, jwt_secret=JWT_SECRET, parse_json=True,
-                             client_topics=["news:*", "room:*"])
+                             client_topics=["news:*", "room:*"],
+                             redis_url=REDIS_URL, reuse_port=REDIS_URL is not None)
     server.start()
     consumer = asyncio.create_task(consume(server))
     app.state.wavelane = server
