@@ -12,7 +12,7 @@ Run:  WAVELANE_JWT_SECRET=$(openssl rand -hex 32) WAVELANE_PORT=8765 \
 * ``POST /publish/{topic}`` publishes the JSON body to ``topic`` (with ``WAVELANE_REDIS_URL``: to
   the subscribers of every worker and instance).
 * Every client message is counted (``GET /stats``) and echoed to its sender as
-  ``{"type": "echo", "data": ...}``.
+  ``{"type": "echo", "data": ..., "node": <this server's node_id>}``.
 
 Clients may subscribe to ``news:*`` and ``room:*`` themselves (``client_topics``) and to their own
 ``user:<sub>:…`` space; everything else is refused.
@@ -50,7 +50,7 @@ async def consume(server: wavelane.Server) -> None:
             state["connected"] -= 1
         elif kind == "message":
             state["messages"] += 1
-            server.send(conn, json.dumps({"type": "echo", "data": data}))
+            server.send(conn, json.dumps({"type": "echo", "data": data, "node": server.node_id}))
 
 
 @contextlib.asynccontextmanager
@@ -96,5 +96,5 @@ def publish(topic: str, payload: Any = Body(...)) -> Dict[str, int]:
 @app.get("/stats")
 def stats() -> Dict[str, Any]:
     server: wavelane.Server = app.state.wavelane
-    return {"messages": state["messages"], "connected": state["connected"],
+    return {"messages": state["messages"], "connected": state["connected"], "node": server.node_id,
             "engine": server.stats()}

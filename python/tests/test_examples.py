@@ -151,7 +151,7 @@ def test_fastapi_app_publishes_over_http_and_consumes_client_messages(tmp_path):
                     await client.send({"hello": "app"})
                     echo = await recv_where(client, lambda m: m.kind == "direct" and isinstance(m.data, dict)
                                             and m.data.get("type") == "echo")
-                    assert echo.data == {"type": "echo", "data": {"hello": "app"}}
+                    assert echo.data["data"] == {"hello": "app"}
                     stats = (await http.get("/stats")).json()
                     assert stats["messages"] == 1 and stats["connected"] == 1
 
@@ -176,6 +176,67 @@ async def wait_numsub(redis: Any, topic: str, timeout: float = 10.0) -> None:
     while redis.numsub(topic_channel(topic)) < 1:
         assert time.monotonic() < deadline, f"no server subscribed to {topic}'s channel"
         await asyncio.sleep(0.02)
+
+
+def test_fastapi_app_under_two_uvicorn_workers_is_one_server_through_redis(tmp_path, redis_server):
+    """``uvicorn --workers 2``: each worker's lifespan starts a server on the same port (reuse_port);
+    with redis_url a POST handled by either worker reaches the clients of both."""
+    require("fastapi", "uvicorn", "httpx", "jwt")
+    import httpx
+
+    http_port, ws_port = free_port(), free_port()
+    app = App([sys.executable, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1", "--port", str(http_port),
+               "--workers", "2"],
+              app_env(WAVELANE_PORT=str(ws_port), WAVELANE_JWT_SECRET=SECRET, WAVELANE_REDIS_URL=redis_server.url),
+              EXAMPLES, tmp_path, "uvicorn-workers")
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_http(app, f"{base}/stats")
+        http_nodes = set()
+        deadline = time.monotonic() + 15
+        while len(http_nodes) < 2:  # both workers' lifespans ran (a new TCP connection per request)
+            assert time.monotonic() < deadline, f"one worker only: {http_nodes}\n{app.output()}"
+            http_nodes.add(httpx.get(f"{base}/stats", timeout=2).json()["node"])
+            time.sleep(0.05)
+
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=5.0) as http:
+                minted = (await http.post("/token/carol")).json()
+                clients = []
+                try:
+                    for _ in range(12):
+                        c = wavelane.Client(minted["url"], token=minted["token"], reconnect=False)
+                        await c.connect()
+                        clients.append(c)
+                        await c.subscribe("news:workers")
+                    ws_nodes = set()
+                    for c in clients:
+                        await c.send("which")
+                        echo = await recv_where(c, lambda m: m.kind == "direct" and isinstance(m.data, dict)
+                                                and m.data.get("type") == "echo")
+                        ws_nodes.add(echo.data["node"])
+                    assert ws_nodes == http_nodes, (ws_nodes, http_nodes)  # clients on both workers
+                    deadline = time.monotonic() + 10
+                    while redis_server.numsub(topic_channel("news:workers")) < 2:
+                        assert time.monotonic() < deadline, "a worker never subscribed to the topic"
+                        await asyncio.sleep(0.02)
+                    for i in range(1, 6):  # each POST on a new HTTP connection: either worker handles it
+                        r = httpx.post(f"{base}/publish/news:workers", json={"n": i}, timeout=5)
+                        assert r.status_code == 200 and r.json() == {"offset": 0}  # Redis assigns offsets
+                    for c in clients:
+                        got = []
+                        while len(got) < 5:
+                            m = await recv_where(c, lambda m: m.kind == "message")
+                            got.append((m.offset, m.data["n"]))
+                        assert got == [(i, i) for i in range(1, 6)]  # every one, once, in order
+                finally:
+                    for c in clients:
+                        await c.close()
+
+        run(main(), 25)
+    finally:
+        app.stop(signal.SIGTERM, 10)
+        app.stop(signal.SIGKILL, 5)
 
 
 # ------------------------------------------------------------------------------------ Django
