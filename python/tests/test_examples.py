@@ -330,7 +330,10 @@ def test_celery_worker_task_publishes_to_a_servers_client(tmp_path, redis_server
             finally:
                 drainer.cancel()
 
-        run(main(), 28)
+        try:
+            run(main(), 28)
+        finally:
+            celery_tasks.app.close()  # the caller's broker connections
         assert "celery_tasks.notify" in worker.output() and "succeeded" in worker.output(), worker.output()
     finally:
         sys.path.remove(EXAMPLES)
