@@ -43,6 +43,9 @@ def test_env_parsing():
             "WAVELANE_BUILD_TTY": "0",
             "WAVELANE_WHEEL_SKIP_SWIFT_BUILD": "1",
             "WAVELANE_WHEEL_TOOLS": "/tmp/tools",
+            "WAVELANE_REQUIRE_BROWSER": "1",  # test-suite switches (.ci/run exports them)
+            "WAVELANE_REQUIRE_EXAMPLES": "1",
+            "WAVELANE_BENCH_CACHE": "/tmp/bench",
             "OTHER": "x",
         }
     )
@@ -100,3 +103,12 @@ def test_from_config_starts_a_working_server(tmp_path):
         assert server.stats()["connections_active"] == 0
     finally:
         server.stop()
+
+
+def test_python_layer_keys_come_from_every_source(tmp_path):
+    j = tmp_path / "settings.json"
+    j.write_text(json.dumps({"client_js": False, "parse_json": True}))
+    cfg = load_config(j, env={})
+    assert cfg == {"client_js": False, "parse_json": True}
+    server = wavelane.Server(**cfg, port=0)  # accepted by Server, not sent to the engine
+    assert server is not None

@@ -36,9 +36,12 @@ _RESERVED_ENV = frozenset({
     # setup.py and .ci/wheel (the build), not settings:
     "WAVELANE_SKIP_SWIFT_BUILD", "WAVELANE_LIB", "WAVELANE_KEEP_DEBUG_INFO", "WAVELANE_STATIC_DEPS",
     "WAVELANE_BUILD_TTY", "WAVELANE_WHEEL_SKIP_SWIFT_BUILD", "WAVELANE_WHEEL_TOOLS",
+    # the test suite and the benchmark harness, not settings:
+    "WAVELANE_REQUIRE_BROWSER", "WAVELANE_REQUIRE_EXAMPLES", "WAVELANE_DEMO_SCREENSHOT",
+    "WAVELANE_BENCH_CACHE", "WAVELANE_BENCH_PYTHON", "WAVELANE_BENCH_PYTHONPATH",
 })
 #: Keys handled by the Python layer rather than the engine.
-PYTHON_KEYS = frozenset({"parse_json"})
+PYTHON_KEYS = frozenset({"parse_json", "client_js"})
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
