@@ -31,31 +31,36 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                                    rsv3: flags & 0x10 != 0, opcode: WebSocketOpcode(encodedWebSocketOpcode: flags & 0x0F)!,
                                    maskKey: mask, data: payload)
         let action = assembler.receive(frame)
-        if failed { precondition(action == .none, "an action after a failure") }
-        precondition(assembler.bufferedBytes <= maxSize, "held more than the message limit")
+        if failed { check(action == .none, "an action after a failure") }
+        check(assembler.bufferedBytes <= maxSize, "held more than the message limit")
         switch action {
         case .message(let kind, let buffer):
-            precondition(buffer.readableBytes <= maxSize, "message over the limit")
+            check(buffer.readableBytes <= maxSize, "message over the limit")
             if kind == .text {
-                precondition(buffer.withUnsafeReadableBytes { UTF8Validator.isValid($0) }, "invalid UTF-8 text delivered")
+                check(buffer.withUnsafeReadableBytes { UTF8Validator.isValid($0) }, "invalid UTF-8 text delivered")
             }
         case .compressedMessage(_, let buffer):
-            precondition(compression, "compressed message without permessage-deflate")
-            precondition(buffer.readableBytes <= maxSize, "compressed message over the limit")
+            check(compression, "compressed message without permessage-deflate")
+            check(buffer.readableBytes <= maxSize, "compressed message over the limit")
             if let out = try? inflater.decompress(buffer, limit: maxSize, allocator: allocator) {
-                precondition(out.readableBytes <= maxSize, "inflated past the limit")
+                check(out.readableBytes <= maxSize, "inflated past the limit")
             }
         case .fail(let code, _):
-            precondition([1002, 1007, 1009].contains(code), "unexpected close code \(code)")
+            check([1002, 1007, 1009].contains(code), "unexpected close code \(code)")
             failed = true
         case .close(let code, _):
-            if let code { precondition(CloseCode.isValidOnWire(code), "invalid close code accepted") }
+            if let code { check(CloseCode.isValidOnWire(code), "invalid close code accepted") }
         case .ping(let p):
-            precondition(p.readableBytes <= 125, "ping payload over 125")
+            check(p.readableBytes <= 125, "ping payload over 125")
         case .none, .pong:
             break
         }
         if flags == 0xFF { assembler.discardData() }
     }
     return 0
+}
+
+/// A failed invariant: fatalError keeps its message in optimized builds (precondition's is dropped).
+func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError(message()) }
 }

@@ -11,8 +11,8 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var buffer = ByteBuffer()
     buffer.writeBytes(bytes)
     if let message = try? ClusterMessage.parse(buffer) {
-        precondition(message.epoch.utf8.count <= 64, "epoch over 64 bytes")
-        precondition(message.payload.readableBytes <= size, "payload larger than the input")
+        check(message.epoch.utf8.count <= 64, "epoch over 64 bytes")
+        check(message.payload.readableBytes <= size, "payload larger than the input")
     }
     _ = ClusterMessage.parseCommand(buffer)
     let channel = String(decoding: bytes, as: UTF8.self)
@@ -41,7 +41,7 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if epochLength > 0 {
         guard let parsed = try? ClusterMessage.parse(wire) else { fatalError("an encoded message does not parse") }
         let expectedKey = (key?.isEmpty ?? true) ? nil : key
-        precondition(parsed.offset == offset && parsed.epoch == epoch && parsed.kind == kind && parsed.priority == priority
+        check(parsed.offset == offset && parsed.epoch == epoch && parsed.kind == kind && parsed.priority == priority
                      && parsed.key == expectedKey && Array(parsed.payload.readableBytesView) == payload,
                      "parse(encode(fields)) != fields")
     }
@@ -49,7 +49,12 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let reason = String(decoding: rest.dropFirst(keyLength).prefix(100), as: UTF8.self)
     let code = UInt16(truncatingIfNeeded: offset)
     let command = ClusterMessage.disconnectCommand(node: node, code: code, reason: reason, allocator: ByteBufferAllocator())
-    precondition(ClusterMessage.parseCommand(command) == .disconnect(node: node, code: code, reason: reason),
+    check(ClusterMessage.parseCommand(command) == .disconnect(node: node, code: code, reason: reason),
                  "parseCommand(disconnectCommand(...)) differs")
     return 0
+}
+
+/// A failed invariant: fatalError keeps its message in optimized builds (precondition's is dropped).
+func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError(message()) }
 }

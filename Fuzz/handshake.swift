@@ -1,9 +1,9 @@
 // The upgrade request's hand-written parsing (Handshake.swift): Sec-WebSocket-Key checks and the
 // accept value, Authorization bearer tokens, Cookie headers, the request target's path and query with
 // percent-decoding, and the permessage-deflate offer negotiation. The input is split at 0x00 into
-// header values. Checks: no crash; a found cookie/parameter/token is a substring-derived value with
-// no separator left in it; a negotiated offer has window bits in range.
-import WavelaneProtocol
+// header values. Checks: no crash; a found token is trimmed and non-empty, a found cookie value
+// has no ';' in it; a negotiated offer has window bits in range.
+@testable import WavelaneProtocol
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -12,25 +12,30 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let a = fields[0], b = fields.count > 1 ? fields[1] : "token"
     if Handshake.isValidKey(a) {
         let accept = Handshake.acceptValue(forKey: a)
-        precondition(accept.utf8.count == 28, "accept value is not 28 base64 characters")
+        check(accept.utf8.count == 28, "accept value is not 28 base64 characters")
     }
     if let token = Handshake.bearerToken(fromAuthorization: a) {
-        precondition(!token.isEmpty && !token.contains(" "), "bearer token with a space: \(token)")
+        check(!token.isEmpty && token.first != " " && token.last != " ", "bearer token not trimmed: \(token)")
     }
     if let cookie = Handshake.cookie(named: b, in: a) {
-        precondition(!cookie.contains(";"), "cookie value contains ';'")
+        check(!cookie.contains(";"), "cookie value contains ';'")
     }
     let (path, query) = Handshake.splitTarget(a)
-    precondition(!path.contains("?"), "path contains '?'")
+    check(!path.contains("?"), "path contains '?'")
     if let query { _ = Handshake.queryParameter(named: b, in: query) }
     _ = Handshake.percentDecode(Substring(a))
     _ = Base64.encode(bytes)
     var policy = PerMessageDeflate.ServerPolicy()
     policy.maxWindowBits = 9 + size % 7
     if let params = PerMessageDeflate.negotiate(offers: fields, policy: policy) {
-        precondition((8...15).contains(params.serverWindowBits), "server window bits out of range")
-        if let c = params.clientMaxWindowBits { precondition((8...15).contains(c), "client window bits out of range") }
+        check((8...15).contains(params.serverWindowBits), "server window bits out of range")
+        if let c = params.clientMaxWindowBits { check((8...15).contains(c), "client window bits out of range") }
         _ = params.responseHeader
     }
     return 0
+}
+
+/// A failed invariant: fatalError keeps its message in optimized builds (precondition's is dropped).
+func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError(message()) }
 }
