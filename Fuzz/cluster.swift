@@ -49,7 +49,10 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let reason = String(decoding: rest.dropFirst(keyLength).prefix(100), as: UTF8.self)
     let code = UInt16(truncatingIfNeeded: offset)
     let command = ClusterMessage.disconnectCommand(node: node, code: code, reason: reason, allocator: ByteBufferAllocator())
-    check(ClusterMessage.parseCommand(command) == .disconnect(node: node, code: code, reason: reason),
+    // node and reason are cut (on a character) to 255 and 123 bytes
+    let expected = ClusterMessage.Command.disconnect(node: String(decoding: FrameEncoder.truncatedUTF8(node, maxBytes: 255), as: UTF8.self),
+                                                     code: code, reason: String(decoding: FrameEncoder.truncatedUTF8(reason, maxBytes: 123), as: UTF8.self))
+    check(ClusterMessage.parseCommand(command) == expected,
                  "parseCommand(disconnectCommand(...)) differs")
     return 0
 }
