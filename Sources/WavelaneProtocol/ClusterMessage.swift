@@ -69,8 +69,9 @@ public struct ClusterMessage: Equatable, Sendable {
     public static let commandVersion: UInt8 = 2
 
     public static func disconnectCommand(node: String, code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let nodeBytes = Array(node.utf8.prefix(255))
-        let reasonBytes = Array(reason.utf8.prefix(123))
+        // Cut on a character boundary: parseCommand refuses a reason or node that is not UTF-8.
+        let nodeBytes = FrameEncoder.truncatedUTF8(node, maxBytes: 255)
+        let reasonBytes = FrameEncoder.truncatedUTF8(reason, maxBytes: 123)
         var out = allocator.buffer(capacity: 8 + nodeBytes.count + reasonBytes.count)
         out.writeString("0::")
         out.writeMultipleIntegers(Self.commandVersion, UInt8(1), code, UInt8(nodeBytes.count))

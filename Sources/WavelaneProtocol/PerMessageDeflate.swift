@@ -77,7 +77,8 @@ public enum PerMessageDeflate {
         var serverBits = policy.maxWindowBits
         var clientBits: Int? = nil
         for param in params where !param.isEmpty {
-            let kv = param.split(separator: "=", maxSplits: 1).map { String($0).trimmingWhitespace() }
+            // Keep empty pieces: "=" or "=15" must give a (then unknown, empty) name, not an empty array.
+            let kv = param.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { String($0).trimmingWhitespace() }
             let name = kv[0].lowercased()
             var value: String? = kv.count > 1 ? kv[1] : nil
             if let v = value, v.count >= 2, v.hasPrefix("\""), v.hasSuffix("\"") { value = String(v.dropFirst().dropLast()) }

@@ -378,7 +378,9 @@ private struct Walker {
             case UInt8(ascii: "$"): return .bulkString(body)
             case UInt8(ascii: "!"): return .bulkError(body)
             default:
-                guard body.getInteger(at: body.readerIndex + 3, as: UInt8.self) == UInt8(ascii: ":") else {
+                // The format is three printable ASCII characters ("txt", "mkd"), then ':'.
+                guard body.getInteger(at: body.readerIndex + 3, as: UInt8.self) == UInt8(ascii: ":"),
+                      body.readableBytesView.prefix(3).allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
                     throw self.error(.invalidVerbatim, "verbatim string without \"xxx:\" format prefix", at: typeAt)
                 }
                 let format = body.readString(length: 3)!

@@ -193,6 +193,16 @@ struct ClusterCommandTests {
         #expect(throws: ClusterMessage.ParseError.unknownVersion(2)) { try ClusterMessage.parse(m) }
     }
 
+    /// Found by fuzzing (Fuzz/cluster.swift): a reason longer than 123 bytes was cut inside a
+    /// character, so parseCommand refused the command and other instances ignored disconnect_user.
+    @Test func longNonASCIIReasonIsCutOnACharacter() throws {
+        let reason = String(repeating: "é", count: 100)  // 200 bytes of UTF-8
+        let node = String(repeating: "ü", count: 200)    // 400 bytes
+        let m = ClusterMessage.disconnectCommand(node: node, code: 4001, reason: reason, allocator: allocator)
+        let parsed = try #require(ClusterMessage.parseCommand(m))
+        #expect(parsed == .disconnect(node: String(repeating: "ü", count: 127), code: 4001, reason: String(repeating: "é", count: 61)))
+    }
+
     @Test func userMessagesAreNotCommands() {
         let message = [UInt8]("hello".utf8).withUnsafeBytes {
             ClusterMessage.unsequenced(kind: .text, priority: .normal, key: nil, payload: $0, allocator: allocator)

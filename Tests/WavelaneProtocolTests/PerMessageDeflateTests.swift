@@ -39,6 +39,11 @@ import Testing
         "permessage-deflate; foo",
         "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
         "x-webkit-deflate-frame",
+        // found by fuzzing (Fuzz/handshake.swift): a parameter without a name ("=") trapped on an
+        // empty array index, taking the whole server down from one upgrade request
+        "permessage-deflate;=",
+        "permessage-deflate; =15",
+        "permessage-deflate; = ; server_no_context_takeover",
     ])
     func declined(_ offer: String) {
         #expect(PerMessageDeflate.negotiate(offers: [offer], policy: policy) == nil)

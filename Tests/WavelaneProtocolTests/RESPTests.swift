@@ -208,6 +208,11 @@ private func expectError(_ wire: String, _ kind: RESPError.Kind, parser: RESPPar
         // verbatim
         expectError("=3\r\ntxt\r\n", .invalidVerbatim)
         expectError("=5\r\ntxtxy\r\n", .invalidVerbatim)
+        // found by fuzzing (Fuzz/resp.swift): a format that is not three printable ASCII characters was
+        // decoded lossily (U+FFFD) and re-encoded to other bytes; it is refused now
+        expectError("=7\r\ntä:abc\r\n", .invalidVerbatim)
+        expectError("=7\r\nt\tx:abc\r\n", .invalidVerbatim)
+        expectError("=7\r\n t :abc\r\n", .invalidVerbatim)
         // streamed RESP3
         expectError("$?\r\n", .unsupported)
         expectError("*?\r\n", .unsupported)

@@ -165,6 +165,9 @@ def test_rsv1_without_negotiation_is_a_protocol_error(make_server):
         ("permessage-deflate; server_max_window_bits=7", None),
         ("permessage-deflate; server_no_context_takeover; server_no_context_takeover", None),
         ("permessage-deflate; server_max_window_bits=7, permessage-deflate", "permessage-deflate"),
+        # found by fuzzing: a nameless parameter crashed the server process (index out of range)
+        ("permessage-deflate;=", None),
+        ("permessage-deflate; =15, permessage-deflate", "permessage-deflate"),
     ],
 )
 def test_offer_negotiation(server, offer, expect):
