@@ -277,3 +277,74 @@ def test_check_config_exits_1_naming_the_bad_key(tmp_path):
         assert key in done.stderr and f"key: {key}" in done.stderr, done.stderr
     done = _cli("check-config", str(tmp_path / "missing.toml"))
     assert done.returncode == 1 and "cannot read" in done.stderr
+
+
+SYNC_APP = '''
+import json
+def handle(server, kind, conn, data):
+    if kind == "message":
+        if data == "boom":
+            raise RuntimeError("an app bug")  # logged; the server goes on
+        server.send(conn, json.dumps({"echo": data, "kind": kind}))
+'''
+
+ASYNC_APP = '''
+import asyncio, json
+async def handle(server, kind, conn, data):
+    if kind == "message":
+        if data == "boom":
+            raise RuntimeError("an app bug")
+        await asyncio.sleep(0)
+        server.send(conn, json.dumps({"echo": data, "async": True}))
+'''
+
+
+@pytest.mark.parametrize("source, marker", [(SYNC_APP, "kind"), (ASYNC_APP, "async")])
+def test_serve_runs_an_app_from_a_config_file_and_drains_on_sigterm(tmp_path, source, marker):
+    (tmp_path / "myapp.py").write_text(source)
+    (tmp_path / "wavelane.json").write_text(json.dumps({"port": 0, "ws_path": "/ws", "client_topics": ["room:*"]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVELANE_")}
+    env["PYTHONPATH"] = PYTHON_DIR
+    proc = subprocess.Popen([sys.executable, "-m", "wavelane", "serve", "--config", "wavelane.json",
+                             "--app", "myapp:handle"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r":(\d+)/", line)
+        assert m and "myapp:handle" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(m.group(1))
+        from websockets.asyncio.client import connect
+
+        async def main_():
+            async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+                assert json.loads(await recv(ws))["type"] == "ready"
+                await ws.send("boom")
+                await ws.send("hi")
+                reply = json.loads(await recv(ws))
+                assert reply["echo"] == "hi" and marker in reply
+                proc.send_signal(signal.SIGTERM)
+                with pytest.raises(Exception):
+                    await recv(ws)
+                return ws.close_code
+
+        assert run(main_()) == 1001
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+        assert "an app bug" in err  # the app's exception was logged, not fatal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_a_bad_app_or_config(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"portt": 1}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVELANE_")}
+    env["PYTHONPATH"] = PYTHON_DIR
+    for args, needle in ((["--app", "nosuchmodule:f"], "cannot load the app"),
+                         (["--app", "nocolon"], "module:function"),
+                         (["--config", "bad.json", "--app", "json:dumps"], "portt")):
+        r = subprocess.run([sys.executable, "-m", "wavelane", "serve", *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and needle in r.stderr, (args, r.stderr)

@@ -196,6 +196,65 @@ def run_echo(host: str, port: int) -> None:
     print("stopped", flush=True)
 
 
+def load_app(spec: str) -> Any:
+    """``module:function`` (the module importable from the current directory or ``sys.path``)."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--app must be module:function, not {spec!r}")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory's modules
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"{spec} is not callable")
+    return target
+
+
+def run_serve(config_path: Optional[str], app_spec: str, overrides: Dict[str, Any]) -> None:
+    """Run a server from a config file (+ WAVELANE_* variables + overrides) whose events go to
+    ``app(server, kind, conn, data)``: called on the drain thread for a plain function, awaited
+    on an asyncio loop fed by ``server.events()`` for an ``async def``. An exception in the app is
+    logged and the next event goes on. SIGTERM/SIGINT: ``drain_and_stop`` (clients get 1001,
+    /health answers 503 meanwhile)."""
+    import asyncio
+    import inspect
+    import logging
+
+    from .config import load_config
+
+    app = load_app(app_spec)
+    server = Server(**load_config(config_path, **overrides))
+    server.start()
+    log = logging.getLogger("wavelane.serve")
+    print(f"wavelane {__version__} serving ws://{server.config.get('host', '127.0.0.1')}:{server.port}/ "
+          f"with {app_spec}  (Ctrl-C or SIGTERM to stop)", flush=True)
+
+    if inspect.iscoroutinefunction(app):
+        async def consume() -> None:
+            async for kind, conn, data in server.events():
+                try:
+                    await app(server, kind, conn, data)
+                except Exception:
+                    log.exception("the app failed on a %s event of connection %s", kind, conn)
+
+        def loop() -> None:
+            asyncio.run(consume())
+    else:
+        def loop() -> None:
+            while True:
+                for kind, conn, data in server.drain(timeout=0.5):
+                    try:
+                        app(server, kind, conn, data)
+                    except Exception:
+                        log.exception("the app failed on a %s event of connection %s", kind, conn)
+
+    _serve_until_signal(server, loop)
+    print("stopped", flush=True)
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -240,6 +299,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name == "demo":
             p.add_argument("--redis-url", default=None,
                            help="share rooms with other demo servers through this Redis (redis://host:port/db)")
+    p = sub.add_parser("serve", help="run a server from a config file; its events go to an app function")
+    p.add_argument("--config", default=None, help="config file (.toml, .yaml, .json; default: $WAVELANE_CONFIG)")
+    p.add_argument("--app", required=True, help="module:function called as function(server, kind, conn, data)")
+    p.add_argument("--host", default=None, help="overrides the config's host")
+    p.add_argument("--port", type=int, default=None, help="overrides the config's port")
     p = sub.add_parser("gentoken", help="print an HS256 token the server accepts (for tests and tools)")
     p.add_argument("--secret", required=True, help="the server's jwt_secret")
     p.add_argument("--sub", required=True, help="the user (JWT sub claim)")
@@ -266,6 +330,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args.host, args.port, args.redis_url)
+        elif args.command == "serve":
+            overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+            try:
+                run_serve(args.config, args.app, overrides)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            except (ImportError, AttributeError, ValueError) as exc:
+                print(f"error: cannot load the app {args.app}: {exc}", file=sys.stderr)
+                return 1
         else:
             run_echo(args.host, args.port)
     except StartError as exc:
