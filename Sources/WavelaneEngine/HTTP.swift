@@ -445,6 +445,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return refuse(.payloadTooLarge, "body of \(length) bytes is over max_message_size (\(config.maxMessageSize))")
         }
         self.apiRequest = (head, length, context.channel.allocator.buffer(capacity: length))
+        // A client that waits for the go-ahead before sending its body (curl does above 1 KiB).
+        if head.version == .http1_1, head.headers["expect"].contains(where: { $0.trimmingSpaces.lowercased() == "100-continue" }) {
+            context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
     }
 
     private func apiRequestPart(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {

@@ -148,6 +148,31 @@ def test_body_over_max_message_size_is_413_without_reading_it(make_server):
     assert post(server.port, body)[:3:2] == (200, {"offset": 1})
 
 
+def test_expect_100_continue(make_server):
+    server, _ = make_server(api_key=KEY)
+    body = json.dumps({"topic": "t", "data": {"big": "y" * 2000}}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(
+            b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+            + b"\r\nExpect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = s.recv(1)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert answer.endswith(b'{"offset":1}')
+
+
 def test_length_required(make_server):
     server, _ = make_server(api_key=KEY)
     auth = b"Authorization: Bearer " + KEY.encode() + b"\r\n"
