@@ -108,6 +108,10 @@ public struct EngineConfiguration: Sendable {
     /// (the subscription stands, without presence) and counted. One `presence` reply lists them all:
     /// 10,000 members of ~100 bytes is about the default `max_message_size`.
     public var maxPresenceMembers = 10_000
+    /// The bearer key of the HTTP publish API (`POST /api/publish` on the server's port); `nil`: no API
+    /// (the route answers 404). At least `minAPIKeyBytes` bytes.
+    public var apiKey: [UInt8]? = nil
+    public static let minAPIKeyBytes = 32
 
     public init() {}
 
@@ -131,7 +135,7 @@ public struct EngineConfiguration: Sendable {
         "compression_server_context_takeover", "compression_client_context_takeover",
         "tls_cert", "tls_key", "tls_client_ca", "log_level", "metrics", "health", "admin_host", "admin_port",
         "redis_url", "redis_prefix", "history_size", "history_ttl", "history_max_bytes", "presence", "presence_ttl",
-        "max_presence_members",
+        "max_presence_members", "api_key",
     ]
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
@@ -296,6 +300,12 @@ public struct EngineConfiguration: Sendable {
             self.presenceTTL = v
         }
         if let v = try r.int("max_presence_members", 1...10_000_000) { self.maxPresenceMembers = v }
+        if let v = try r.string("api_key") {
+            guard v.utf8.count >= Self.minAPIKeyBytes else {
+                throw ConfigurationError("api_key", "must be at least \(Self.minAPIKeyBytes) bytes (a random secret), got \(v.utf8.count)")
+            }
+            self.apiKey = Array(v.utf8)
+        }
     }
 
     struct Reader {

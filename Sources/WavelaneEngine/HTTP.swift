@@ -335,8 +335,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.admin = admin
     }
 
+    /// A `POST /api/publish` whose body is being read: its head, the announced length, the bytes so far.
+    private var apiRequest: (head: HTTPRequestHead, length: Int, body: ByteBuffer)?
+
+    /// The HTTP publish API's path (served on the server's port when `api_key` is set).
+    static let apiPublishPath = "/api/publish"
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let head) = self.unwrapInboundIn(data), !self.responded else { return }
+        let part = self.unwrapInboundIn(data)
+        if self.apiRequest != nil {
+            self.apiRequestPart(context: context, part)
+            return
+        }
+        guard case .head(let head) = part, !self.responded else { return }
         self.responded = true
         if let rejection = self.state.rejection {
             var extra: [(String, String)] = []
@@ -351,6 +362,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.server.stats.add(.rejectedBadRequest)
             self.respond(context: context, status: .badRequest, contentType: "text/plain; charset=utf-8",
                          body: Array("bad websocket upgrade request".utf8), head: head)
+            return
+        }
+        if !self.admin && Handshake.splitTarget(head.uri).path == Substring(Self.apiPublishPath) {
+            self.apiRequestHead(context: context, head)
             return
         }
         guard head.method == .GET || head.method == .HEAD else {
@@ -384,6 +399,140 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.respond(context: context, status: .notFound, contentType: "text/plain; charset=utf-8",
                          body: Array("not found".utf8), head: head)
         }
+    }
+
+    // MARK: HTTP publish API
+
+    /// `POST /api/publish` (docs/protocol.md): checked on the head — the route exists only with
+    /// `api_key`; the method; the failed-key limiter; the bearer key; a Content-Length within
+    /// `max_message_size` — before any of the body is kept. Every answer closes the connection.
+    private func apiRequestHead(context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        let config = self.server.config
+        func refuse(_ status: HTTPResponseStatus, _ reason: String, _ extra: [(String, String)] = []) {
+            self.respondJSON(context: context, status: status, error: reason, head: head, extraHeaders: extra)
+        }
+        guard let apiKey = config.apiKey else {
+            self.respond(context: context, status: .notFound, contentType: "text/plain; charset=utf-8",
+                         body: Array("not found".utf8), head: head)
+            return
+        }
+        guard head.method == .POST else {
+            return refuse(.methodNotAllowed, "use POST", [("Allow", "POST")])
+        }
+        let policy = config.policies
+        let clientIP = IPKey(policy.clientAddress(peer: context.channel.remoteAddress,
+                                                  forwardedFor: head.headers["x-forwarded-for"], realIP: head.headers["x-real-ip"]))
+        let failures = self.server.failedHandshakes
+        if let retryAfter = failures.check(clientIP, now: .now()) {
+            self.server.stats.add(.rejectedRate)
+            return refuse(.tooManyRequests, "too many failed requests from this address", [("Retry-After", String(retryAfter))])
+        }
+        let presented = head.headers["authorization"].lazy.compactMap(Handshake.bearerToken(fromAuthorization:)).first
+        guard let presented, Self.constantTimeEquals(apiKey, Array(presented.utf8)) else {
+            self.server.stats.add(.rejectedAuth)
+            failures.recordFailure(clientIP, now: .now())
+            return refuse(.unauthorized, presented == nil ? "missing bearer key" : "bad key", [("WWW-Authenticate", "Bearer")])
+        }
+        if head.headers.contains(name: "transfer-encoding") {
+            return refuse(.lengthRequired, "the body needs a Content-Length (no Transfer-Encoding)")
+        }
+        let lengths = head.headers["content-length"]
+        guard !lengths.isEmpty else { return refuse(.lengthRequired, "the body needs a Content-Length") }
+        guard lengths.count == 1, let length = Int(lengths[0].trimmingSpaces), length >= 0 else {
+            return refuse(.badRequest, "bad Content-Length")
+        }
+        guard length <= config.maxMessageSize else {
+            return refuse(.payloadTooLarge, "body of \(length) bytes is over max_message_size (\(config.maxMessageSize))")
+        }
+        self.apiRequest = (head, length, context.channel.allocator.buffer(capacity: length))
+        // A client that waits for the go-ahead before sending its body (curl does above 1 KiB).
+        if head.version == .http1_1, head.headers["expect"].contains(where: { $0.trimmingSpaces.lowercased() == "100-continue" }) {
+            context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
+    }
+
+    private func apiRequestPart(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+        guard var request = self.apiRequest else { return }
+        switch part {
+        case .head:
+            return
+        case .body(var bytes):
+            // The decoder stops at Content-Length; the check keeps the buffer bounded regardless.
+            guard request.body.readableBytes + bytes.readableBytes <= request.length else {
+                self.apiRequest = nil
+                return self.respondJSON(context: context, status: .badRequest, error: "body longer than Content-Length", head: request.head)
+            }
+            self.apiRequest = nil  // no copy-on-write of the buffer while it grows
+            request.body.writeBuffer(&bytes)
+            self.apiRequest = request
+        case .end:
+            self.apiRequest = nil
+            self.apiPublish(context: context, head: request.head, body: request.body)
+        }
+    }
+
+    private func apiPublish(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
+        func bad(_ reason: String) {
+            self.respondJSON(context: context, status: .badRequest, error: reason, head: head)
+        }
+        let parsed: JSONValue
+        do {
+            parsed = try body.withUnsafeReadableBytes { bytes in try JSONParser.parse(bytes, maxDepth: 512) }
+        } catch {
+            return bad("body is not valid JSON: \(error)")
+        }
+        guard let object = parsed.objectValue else { return bad("body must be a JSON object") }
+        for key in object.keys.sorted() where !["topic", "data", "priority", "key"].contains(key) {
+            return bad("unknown field \"\(key)\"")
+        }
+        guard let topicValue = object["topic"] else { return bad("missing \"topic\"") }
+        guard let topic = topicValue.stringValue else { return bad("\"topic\" must be a string") }
+        guard let data = object["data"] else { return bad("missing \"data\"") }
+        var priority = Priority.normal
+        if let value = object["priority"], value != .null {
+            guard let name = value.stringValue, let p = Priority.allCases.first(where: { $0.name == name }) else {
+                return bad("\"priority\" must be one of \(Priority.allCases.map(\.name).joined(separator: ", "))")
+            }
+            priority = p
+        }
+        var key: String? = nil
+        if let value = object["key"], value != .null {
+            guard let k = value.stringValue else { return bad("\"key\" must be a string") }
+            key = k.isEmpty ? nil : k
+        }
+        var payload: [UInt8] = []
+        data.write(into: &payload)
+        // The same path as Python's Server.publish (wl_publish): validation, offsets, history, Redis.
+        let offset: UInt64
+        do {
+            offset = try payload.withUnsafeBytes { bytes in
+                try self.server.publish(topic: topic, kind: .json, payload: bytes, priority: priority, key: key)
+            }
+        } catch {
+            return bad("\(error)")
+        }
+        self.respond(context: context, status: .ok, contentType: "application/json",
+                     body: Array(#"{"offset":\#(offset)}"#.utf8), head: head)
+    }
+
+    private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, error: String,
+                             head: HTTPRequestHead, extraHeaders: [(String, String)] = []) {
+        var body: [UInt8] = Array(#"{"error":"#.utf8)
+        JSONWriter.appendString(error, to: &body)
+        body.append(UInt8(ascii: "}"))
+        self.respond(context: context, status: status, contentType: "application/json", body: body, head: head,
+                     extraHeaders: extraHeaders)
+    }
+
+    /// Compares a presented key with the configured one in time that depends only on the presented
+    /// key's length, never on where the two differ.
+    static func constantTimeEquals(_ expected: [UInt8], _ presented: [UInt8]) -> Bool {
+        guard !expected.isEmpty else { return false }
+        var diff = UInt8(truncatingIfNeeded: expected.count ^ presented.count) | UInt8(expected.count == presented.count ? 0 : 1)
+        for i in 0..<presented.count {
+            diff |= presented[i] ^ expected[i % expected.count]
+        }
+        return diff == 0
     }
 
     private func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String,

@@ -333,6 +333,32 @@ struct ConfigurationTests {
         }
     }
 
+    @Test func apiKey() throws {
+        #expect(EngineConfiguration().apiKey == nil)
+        let key = String(repeating: "k", count: 32)
+        #expect(try config(#"{"api_key":"\#(key)"}"#).apiKey == Array(key.utf8))
+        #expect(try config(#"{"api_key":null}"#).apiKey == nil)
+        let short = configError(#"{"api_key":"\#(String(repeating: "k", count: 31))"}"#)
+        #expect(short?.key == "api_key")
+        #expect(short?.message.contains("at least 32 bytes") == true)
+        #expect(configError(#"{"api_key":""}"#)?.key == "api_key")
+        #expect(configError(#"{"api_key":12345}"#)?.key == "api_key")
+    }
+
+    @Test func apiKeyComparison() {
+        let key = Array("0123456789abcdef0123456789abcdef".utf8)
+        #expect(HTTPHandler.constantTimeEquals(key, key))
+        #expect(!HTTPHandler.constantTimeEquals(key, Array(key.dropLast())))
+        #expect(!HTTPHandler.constantTimeEquals(key, key + key))  // the key twice: wraps, same bytes, other length
+        #expect(!HTTPHandler.constantTimeEquals(key, []))
+        #expect(!HTTPHandler.constantTimeEquals([], []))
+        var other = key
+        other[31] ^= 1
+        #expect(!HTTPHandler.constantTimeEquals(key, other))
+        // A length difference that is a multiple of 256 does not hide in the low byte.
+        #expect(!HTTPHandler.constantTimeEquals(Array(repeating: 7, count: 32), Array(repeating: 7, count: 288)))
+    }
+
     @Test func errorDescription() {
         let e = ConfigurationError("port", "must be in 0...65535, got 70000")
         #expect(e.message == "port: must be in 0...65535, got 70000")

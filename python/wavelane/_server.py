@@ -196,6 +196,8 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "presence": False,
     "presence_ttl": 30,
     "max_presence_members": 10000,
+    # HTTP publish API, POST /api/publish (docs/protocol.md); unset: no API
+    "api_key": None,
 }
 
 _STR_KEYS = frozenset(
@@ -212,6 +214,7 @@ _STR_KEYS = frozenset(
         "log_level",
         "redis_prefix",
         "admin_host",
+        "api_key",
     }
 )
 _NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param", "redis_url"})
