@@ -237,6 +237,8 @@ def run_serve(config_path: Optional[str], app_spec: str, overrides: Dict[str, An
             async for kind, conn, data in server.events():
                 try:
                     await app(server, kind, conn, data)
+                except _Terminate:  # SIGTERM arrived while the app ran: stop, not an app failure
+                    raise
                 except Exception:
                     log.exception("the app failed on a %s event of connection %s", kind, conn)
 
@@ -248,6 +250,8 @@ def run_serve(config_path: Optional[str], app_spec: str, overrides: Dict[str, An
                 for kind, conn, data in server.drain(timeout=0.5):
                     try:
                         app(server, kind, conn, data)
+                    except _Terminate:
+                        raise
                     except Exception:
                         log.exception("the app failed on a %s event of connection %s", kind, conn)
 
