@@ -162,7 +162,7 @@ def test_fastapi_app_publishes_over_http_and_consumes_client_messages(tmp_path):
                         pass
 
         run(main(), 25)
-        code = app.stop(signal.SIGTERM, 10)
+        code = app.stop(signal.SIGTERM, 20)
         # uvicorn re-raises SIGTERM after a clean shutdown (exit -15); either way the lifespan ran to its end
         assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in app.output(), app.output()  # lifespan shutdown: drain_and_stop, consumer ends
     finally:
