@@ -184,3 +184,29 @@ def test_events_ends_when_server_stops(aserver):
         assert await aserver.drain_async() == []
 
     run(main())
+
+
+def test_events_ends_after_drain_and_stop_from_another_thread(make_server):
+    """The FastAPI pattern: drain_and_stop in a worker thread while events() waits; the consumer
+    must end (the engine's stop signal can come before the Python side marks the server stopped)."""
+    async def main():
+        for _ in range(5):
+            import wavelane
+
+            server = wavelane.Server(port=0, threads=2)
+            server.start()
+            ws, _ = await open_client(server)
+            kinds = []
+
+            async def consume():
+                async for kind, conn, data in server.events():
+                    kinds.append(kind)
+
+            task = asyncio.ensure_future(consume())
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.drain_and_stop, 2.0)
+            await asyncio.wait_for(task, 3)  # hung before the fix, now and then
+            assert kinds[0] == "connect" and "disconnect" in kinds
+            await ws.close()
+
+    run(main(), timeout=60)

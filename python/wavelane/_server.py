@@ -547,6 +547,9 @@ class Server:
             if self._running:
                 self._engine.drain_and_stop(float(timeout))
             self._running = False
+        # A coroutine in drain_async()/events() may have been woken by the engine's stop before
+        # _running turned False, found nothing and gone back to waiting: wake it to see the stop.
+        self._engine.wake()
         with _running_lock:
             _running.discard(self)
 
