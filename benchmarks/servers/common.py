@@ -22,6 +22,19 @@ import time
 JWT_SECRET = "wavelane-bench-secret-0123456789abcdef"  # >= 32 bytes (HS256)
 
 
+def bearer_sub(auth: str):
+    """The `sub` of an `Authorization: Bearer <HS256 JWT>` header value, or None (the peers'
+    handshake check; Wavelane and wse-server verify natively)."""
+    import jwt
+
+    if not auth.startswith("Bearer "):
+        return None
+    try:
+        return jwt.decode(auth[7:], JWT_SECRET, algorithms=["HS256"]).get("sub")
+    except jwt.PyJWTError:
+        return None
+
+
 def envelope(topic: str, offset: int, payload: str) -> str:
     # identical bytes to Wavelane's native envelope for a str payload without escapes
     return '{"type":"message","topic":"%s","offset":%d,"data":"%s"}' % (topic, offset, payload)

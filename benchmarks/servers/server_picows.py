@@ -9,12 +9,11 @@ import json
 import signal
 import time
 
-import jwt
 import uvloop
 from picows import (WSListener, WSMsgType, WSUpgradeResponse, WSUpgradeResponseWithListener,
                     ws_create_server)
 
-from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload, raise_nofile
+from common import Bench, bearer_sub, announce, cpu_seconds, envelope, payload, raise_nofile
 
 TEXT = WSMsgType.TEXT
 bench = Bench()
@@ -23,13 +22,7 @@ ids = itertools.count(1)
 
 
 def check_jwt(request) -> str | None:
-    auth = request.headers.get("authorization") or request.headers.get("Authorization") or ""
-    if not auth.startswith("Bearer "):
-        return None
-    try:
-        return jwt.decode(auth[7:], JWT_SECRET, algorithms=["HS256"]).get("sub")
-    except jwt.PyJWTError:
-        return None
+    return bearer_sub(request.headers.get("authorization") or request.headers.get("Authorization") or "")
 
 
 async def publish(transport, topic: str, count: int, size: int) -> None:

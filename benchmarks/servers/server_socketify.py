@@ -19,23 +19,13 @@ import json
 import signal
 import time
 
-import jwt
 from socketify import App, CompressOptions, OpCode
 
-from common import JWT_SECRET, Bench, announce, cpu_seconds, envelope, payload, raise_nofile
+from common import Bench, bearer_sub, announce, cpu_seconds, envelope, payload, raise_nofile
 
 bench = Bench()
 ids = itertools.count(1)
 SLICE = 64  # publications per loop turn
-
-
-def check_jwt(auth: str):
-    if not auth.startswith("Bearer "):
-        return None
-    try:
-        return jwt.decode(auth[7:], JWT_SECRET, algorithms=["HS256"]).get("sub")
-    except jwt.PyJWTError:
-        return None
 
 
 def main() -> None:
@@ -68,7 +58,7 @@ def main() -> None:
         aloop.call_soon(step)
 
     def upgrade(res, req, socket_context) -> None:
-        user = check_jwt(req.get_header("authorization") or "")
+        user = bearer_sub(req.get_header("authorization") or "")
         if user is None:
             res.write_status(401).end("invalid token")
             return
