@@ -16,13 +16,6 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
-    enum State {
-        case open
-        /// We sent a close frame and wait for the peer's.
-        case closing
-        case closed
-    }
-
     let id: UInt64
     let user: String?
     let eventLoop: EventLoop
@@ -41,7 +34,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     private var assembler: MessageAssembler
     /// What this connection adds to `server.partialBytes` (its assembler's fragments).
     private var partialBytes = 0
-    private(set) var state = State.open
+    /// The lifecycle and close handshake (WavelaneProtocol/ConnectionStateMachine.swift).
+    private var machine = ConnectionStateMachine()
+    var state: ConnectionStateMachine.State { self.machine.state }
     /// Topic-keyed state compares names as UTF-8 bytes (`ByteString`), never Unicode equivalence.
     private(set) var subscriptions = Set<ByteString>()
     /// How many of `subscriptions` are glob patterns (each holds one reference in `server.globBudget`).
@@ -51,16 +46,12 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity)
     var lastPing: NIODeadline
     var dirty = false
-    private var closeCode: UInt16?
-    private var closeReason = ""
     private var closeTimer: Scheduled<Void>?
     var unwritableSince: NIODeadline?
     /// Messages waiting while the socket cannot take more (bounded, by priority).
     private var sendQueue: SendQueue
     /// Drops not yet reported to the application (reported by the shard's sweep).
     private var unreportedDrops = SendQueue.Dropped()
-    /// Set by a graceful stop: close with this once the send queue is empty.
-    private var closeWhenDrained: (code: UInt16, reason: String)?
 
     // Multi-instance mode (docs/delivery.md).
     /// Topics whose `subscribed` reply waits for the stream position from Redis: publications that
@@ -156,7 +147,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     private func teardown(context: ChannelHandlerContext) {
         guard self.context != nil else { return }
-        self.state = .closed
+        let (closeCode, closeReason) = self.machine.closed()
         self.closeTimer?.cancel()
         self.closeTimer = nil
         for topic in self.subscriptions {
@@ -184,9 +175,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.sendQueue.removeAll()
         self.outBuffer = nil
         self.server.stats.add(.connectionsClosed)
-        var reason = context.channel.allocator.buffer(capacity: self.closeReason.utf8.count)
-        reason.writeString(self.closeReason)
-        let code = UInt32(self.closeCode ?? CloseCode.abnormal)
+        var reason = context.channel.allocator.buffer(capacity: closeReason.utf8.count)
+        reason.writeString(closeReason)
+        let code = UInt32(closeCode)
         self.handshake?.releaseHolds(self.server.stats)
         // Messages of the last read burst first, then the disconnect. Never refused: the queue's
         // bound is enforced by pausing reads.
@@ -325,10 +316,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
             self.spill(context)
             context.flush()
         }
-        if self.sendQueue.isEmpty, let close = self.closeWhenDrained {
-            self.closeWhenDrained = nil
-            self.initiateClose(code: close.code, reason: close.reason)
-        }
+        if self.sendQueue.isEmpty { self.perform(self.machine.queueDrained()) }
     }
 
     /// Events of the current read burst, handed to the queue together at `channelReadComplete`:
@@ -758,7 +746,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// with a coalescing `key` replaces the queued one with the same key.
     func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil) {
         guard self.state == .open, let context = self.context else { return }
-        if self.sendQueue.isEmpty && context.channel.isWritable && self.closeWhenDrained == nil {
+        if self.sendQueue.isEmpty && context.channel.isWritable && !self.machine.isDraining {
             self.write(frame, context: context)
             if !self.dirty {
                 self.dirty = true
@@ -840,13 +828,9 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Graceful stop: close with `code` once everything queued has been handed to the socket.
     func closeAfterDrain(code: UInt16, reason: String) {
-        guard self.state == .open, let context = self.context else { return }
-        if self.sendQueue.isEmpty {
-            self.initiateClose(code: code, reason: reason)
-        } else {
-            self.closeWhenDrained = (code, reason)
-            if context.channel.isWritable { self.drainSendQueue(context: context) }
-        }
+        guard let context = self.context else { return }
+        self.perform(self.machine.closeAfterDrain(code: code, reason: reason, queueEmpty: self.sendQueue.isEmpty))
+        if self.machine.isDraining && context.channel.isWritable { self.drainSendQueue(context: context) }
     }
 
     /// Queues one application message (send / send_user), compressed when negotiated and large enough.
@@ -917,31 +901,14 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Starts the close handshake (server side): close frame now, TCP close when the peer answers or
     /// after close_timeout.
     func initiateClose(code: UInt16, reason: String) {
-        guard self.state == .open, let context = self.context else { return }
-        self.closeCode = code
-        self.closeReason = reason
-        self.spill(context)
-        context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)), promise: nil)
-        context.flush()
-        self.state = .closing
-        let channel = context.channel
-        self.closeTimer = self.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.server.config.closeTimeout * 1e9))) {
-            channel.close(promise: nil)
-        }
+        guard self.context != nil else { return }
+        self.perform(self.machine.close(code: code, reason: reason))
     }
 
     /// Closes the TCP connection at once (the close frame is attempted but not awaited).
     func abort(code: UInt16, reason: String) {
-        guard let context = self.context, self.state != .closed else { return }
-        if self.state == .open {
-            self.closeCode = code
-            self.closeReason = reason
-            self.spill(context)
-            context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)), promise: nil)
-            context.flush()
-        }
-        self.state = .closed
-        context.close(promise: nil)
+        guard self.context != nil else { return }
+        self.perform(self.machine.abort(code: code, reason: reason))
     }
 
     private func closeSlowConsumer() {
@@ -960,37 +927,44 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func peerClosed(code: UInt16?, reason: String, context: ChannelHandlerContext) {
-        switch self.state {
-        case .open:
-            self.closeCode = code ?? CloseCode.noStatus
-            self.closeReason = reason
-            self.state = .closed
-            let echo = code.map { FrameEncoder.close(code: $0, reason: "", allocator: context.channel.allocator) }
-                ?? FrameEncoder.emptyClose(allocator: context.channel.allocator)
-            self.spill(context)
-            context.writeAndFlush(self.wrapOutboundOut(echo)).whenComplete { _ in context.close(promise: nil) }
-        case .closing:
-            self.state = .closed
-            context.close(promise: nil)
-        case .closed:
-            break
-        }
+        self.perform(self.machine.receivedClose(code: code, reason: reason))
     }
 
     private func fail(code: UInt16, reason: String, context: ChannelHandlerContext) {
-        guard self.state != .closed else { return }
-        self.server.logger.debug("closing on protocol error", metadata: [
-            "conn": "\(self.id)", "code": "\(code)", "reason": "\(reason)",
-        ])
-        let wasOpen = self.state == .open
-        self.state = .closed
-        if wasOpen {
-            self.closeCode = code
-            self.closeReason = reason
-            let frame = FrameEncoder.close(code: code, reason: reason, allocator: context.channel.allocator)
+        if self.state != .closed {
+            self.server.logger.debug("closing on protocol error", metadata: [
+                "conn": "\(self.id)", "code": "\(code)", "reason": "\(reason)",
+            ])
+        }
+        self.perform(self.machine.fail(code: code, reason: reason))
+    }
+
+    /// Performs what the state machine decided.
+    private func perform(_ action: ConnectionStateMachine.CloseAction) {
+        guard let context = self.context else { return }
+        let allocator = context.channel.allocator
+        switch action {
+        case .none:
+            break
+        case .sendClose(let code, let reason):
+            self.spill(context)
+            context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: allocator)), promise: nil)
+            context.flush()
+            let channel = context.channel
+            self.closeTimer = self.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.server.config.closeTimeout * 1e9))) {
+                channel.close(promise: nil)
+            }
+        case .sendCloseThenClose(let code, let reason):
+            let frame = code.map { FrameEncoder.close(code: $0, reason: reason, allocator: allocator) }
+                ?? FrameEncoder.emptyClose(allocator: allocator)
             self.spill(context)
             context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
-        } else {
+        case .sendCloseAndAbort(let code, let reason):
+            self.spill(context)
+            context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: allocator)), promise: nil)
+            context.flush()
+            context.close(promise: nil)
+        case .closeChannel:
             context.close(promise: nil)
         }
     }
