@@ -105,7 +105,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.server.registry.add(self)
         self.server.stats.add(.connectionsAccepted)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingAdd(1, ordering: .relaxed) }
-        if let user = self.user { self.server.broker?.need(user: user) }
+        if let user = self.user { self.server.delivery.need(user: user) }
         if self.server.config.readyMessage {
             self.sendJSON(ServerMessage.ready(
                 conn: self.id, user: self.user, server: "wavelane/\(wavelaneVersion)",
@@ -141,7 +141,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         for topic in held.watched { self.shard.unwatchPresence(self.id, topic.string) }
         self.assembler.discardData()
         self.accountPartial()
-        if let user = self.user { self.server.broker?.release(user: user) }
+        if let user = self.user { self.server.delivery.release(user: user) }
         self.shard.connections[self.id] = nil
         self.server.registry.remove(self)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }

@@ -66,16 +66,10 @@ extension Connection {
         let positioned = topics.filter { !Topic.isPattern($0) }
         let history = self.server.config.historySize > 0 && !positioned.isEmpty
         if history { self.session.hold(positioned) }  // hold their publications from now on, until the positions are known
-        if let broker = self.server.broker {
-            let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
-            if !waitFor.isEmpty {
-                broker.whenRouted(waitFor).hop(to: self.eventLoop).whenComplete { _ in
-                    self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
-                }
-                return
-            }
+        let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
+        self.server.delivery.whenRouted(waitFor, on: self.eventLoop) { [options] in
+            self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
         }
-        self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
     }
 
     private func answerSubscribe(_ topics: [String], positioned: [String], history: Bool, ack: JSONValue?,
