@@ -55,7 +55,7 @@ public struct Outbox {
 
     /// Decides where one complete frame goes. `writable`: the channel takes more; `draining`: a
     /// graceful stop waits for the queue, so new frames queue behind it.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?,
                               writable: Bool, draining: Bool) -> Decision {
         if self.queue.isEmpty && writable && !draining { return .writeNow }
@@ -78,7 +78,7 @@ public struct Outbox {
 
     /// Takes a frame for the channel: small frames are coalesced (handed over when the buffer is
     /// full), a large one is handed over after whatever was coalesced before it.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func write(_ frame: ByteBuffer) -> Writes {
         if frame.readableBytes <= Self.coalesceMaxFrame {
             if self.coalesced == nil { self.coalesced = self.allocator.buffer(capacity: 4096) }
@@ -92,7 +92,7 @@ public struct Outbox {
     }
 
     /// The coalesced small frames, to hand to the channel now (before a flush or a close frame).
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func spill() -> ByteBuffer? {
         guard let buffer = self.coalesced else { return nil }
         self.coalesced = nil

@@ -35,6 +35,7 @@ extension Connection {
         self.server.sendQueueBytes.wrappingAdd(self.outbox.queuedBytes - before, ordering: .relaxed)
     }
 
+    @inline(__always)
     func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         self.shard.framesOut += 1
         self.shard.bytesOut += frame.readableBytes
@@ -79,6 +80,7 @@ extension Connection {
 
     /// A live topic publication: written unless the subscription session holds it (its topic waits
     /// for a position) or it was sent already (below the topic's floor).
+    @inline(__always)
     func writePublication(_ publication: Publication) {
         guard self.session.admit(publication) else { return }
         self.deliver(publication)

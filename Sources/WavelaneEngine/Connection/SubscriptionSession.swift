@@ -198,6 +198,7 @@ struct SubscriptionSession {
 
     /// Whether a live publication goes out now: false when it is held (its topic waits for a
     /// position) or was sent already (at or below the topic's floor, same epoch).
+    @inline(__always)
     mutating func admit(_ publication: Publication) -> Bool {
         if !self.pendingPositions.isEmpty, self.pendingPositions[ByteString(publication.topic)] != nil {
             let key = ByteString(publication.topic)
