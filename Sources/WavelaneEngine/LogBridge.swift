@@ -47,15 +47,13 @@ public final class LogSink: @unchecked Sendable {
     public var pending: Int { self.lock.withLock { self.records.count - self.head } }
 
     /// Takes records as JSON lines (`{"level":..,"message":..,"time":..,"metadata":{..}}\n`) until
-    /// `maxBytes` would be passed. When the first waiting record alone is larger than `maxBytes`
-    /// it is returned but NOT taken (the result is then longer than `maxBytes`).
+    /// `maxBytes` would be passed; the first waiting record is taken however long it is.
     public func take(maxBytes: Int) -> [UInt8] {
         self.lock.withLock {
             var out: [UInt8] = []
             while self.head < self.records.count {
                 let line = Self.encode(self.records[self.head])
-                if out.isEmpty && line.count > maxBytes { return line }  // too big alone: not taken; the caller asks again with room
-                if out.count + line.count > maxBytes { break }
+                if !out.isEmpty && out.count + line.count > maxBytes { break }
                 out.append(contentsOf: line)
                 self.head += 1
             }

@@ -171,30 +171,20 @@ public struct PolicyConfiguration: Sendable {
 }
 
 extension EngineConfiguration {
-    /// Configuration keys owned by the policies in this file.
-    static let policyKeys: Set<String> = [
-        "rate_limit_messages", "rate_limit_burst_messages", "rate_limit_bytes", "rate_limit_burst_bytes",
-        "rate_limit_strikes",
-        "max_connections_per_ip_rate", "max_connections_per_ip_rate_burst", "max_connections_per_ip",
-        "max_connections_per_user", "max_tracked_ips",
-        "max_failed_handshakes_per_ip_rate", "max_failed_handshakes_per_ip_burst", "trusted_proxies",
-        "allowed_origins", "require_origin", "subprotocols", "subprotocol_required",
-    ]
-
     mutating func readPolicies(_ r: Reader) throws(ConfigurationError) {
         var p = PolicyConfiguration()
-        if let v = try r.rate("rate_limit_messages", max: 1e9) { p.rateLimitMessages = v }
-        if let v = try r.int("rate_limit_burst_messages", 0...1_000_000_000) { p.rateLimitBurstMessages = v }
-        if let v = try r.int("rate_limit_bytes", 0...(1 << 40)) { p.rateLimitBytes = v }
-        if let v = try r.int("rate_limit_burst_bytes", 0...(1 << 40)) { p.rateLimitBurstBytes = v }
-        if let v = try r.int("rate_limit_strikes", 0...1_000_000) { p.rateLimitStrikes = v }
-        if let v = try r.rate("max_connections_per_ip_rate", max: 1e6) { p.maxConnectionsPerIPRate = v }
-        if let v = try r.int("max_connections_per_ip_rate_burst", 0...1_000_000) { p.maxConnectionsPerIPRateBurst = v }
-        if let v = try r.int("max_connections_per_ip", 0...10_000_000) { p.maxConnectionsPerIP = v }
-        if let v = try r.int("max_connections_per_user", 0...10_000_000) { p.maxConnectionsPerUser = v }
-        if let v = try r.int("max_tracked_ips", 1...10_000_000) { p.maxTrackedIPs = v }
-        if let v = try r.rate("max_failed_handshakes_per_ip_rate", max: 1e6) { p.maxFailedHandshakesPerIPRate = v }
-        if let v = try r.int("max_failed_handshakes_per_ip_burst", 1...1_000_000) { p.maxFailedHandshakesPerIPBurst = v }
+        if let v = try r.rate("rate_limit_messages") { p.rateLimitMessages = v }
+        if let v = try r.int("rate_limit_burst_messages") { p.rateLimitBurstMessages = v }
+        if let v = try r.int("rate_limit_bytes") { p.rateLimitBytes = v }
+        if let v = try r.int("rate_limit_burst_bytes") { p.rateLimitBurstBytes = v }
+        if let v = try r.int("rate_limit_strikes") { p.rateLimitStrikes = v }
+        if let v = try r.rate("max_connections_per_ip_rate") { p.maxConnectionsPerIPRate = v }
+        if let v = try r.int("max_connections_per_ip_rate_burst") { p.maxConnectionsPerIPRateBurst = v }
+        if let v = try r.int("max_connections_per_ip") { p.maxConnectionsPerIP = v }
+        if let v = try r.int("max_connections_per_user") { p.maxConnectionsPerUser = v }
+        if let v = try r.int("max_tracked_ips") { p.maxTrackedIPs = v }
+        if let v = try r.rate("max_failed_handshakes_per_ip_rate") { p.maxFailedHandshakesPerIPRate = v }
+        if let v = try r.int("max_failed_handshakes_per_ip_burst") { p.maxFailedHandshakesPerIPBurst = v }
         if let list = try r.stringList("trusted_proxies") {
             for entry in list {
                 guard let range = IPRange(entry) else {
@@ -230,17 +220,6 @@ extension EngineConfiguration {
             throw ConfigurationError(burstKey, "needs \(rateKey)")
         }
         self.policies = p
-    }
-}
-
-extension EngineConfiguration.Reader {
-    /// A non-negative number (a rate per second); 0 switches the limit off.
-    func rate(_ key: String, max: Double) throws(ConfigurationError) -> Double? {
-        guard let v = self.object[key], v != .null else { return nil }
-        if case .bool = v { throw ConfigurationError(key, "must be a number (per second)") }
-        guard let d = v.doubleValue, d.isFinite else { throw ConfigurationError(key, "must be a number (per second)") }
-        guard d >= 0, d <= max else { throw ConfigurationError(key, "must be in 0...\(Int(max)), got \(d)") }
-        return d
     }
 }
 

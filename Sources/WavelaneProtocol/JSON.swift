@@ -544,6 +544,18 @@ private func hex2(_ c: UInt8) -> String {
 // MARK: - Writer
 
 public enum JSONWriter {
+    /// A JSON array of values that are each already serialized JSON.
+    public static func array(ofSerialized elements: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        out.reserveCapacity(elements.reduce(2) { $0 + $1.count + 1 })
+        for (i, element) in elements.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: element)
+        }
+        out.append(UInt8(ascii: "]"))
+        return out
+    }
+
     /// Appends `s` as a quoted, escaped JSON string ("\"", "\\", control chars as \u00XX, \n \r \t \b \f short forms;
     /// non-ASCII passed through as UTF-8).
     public static func appendString(_ s: String, to bytes: inout [UInt8]) {
