@@ -66,23 +66,8 @@ public final class LogSink: @unchecked Sendable {
     }
 
     static func encode(_ r: Record) -> [UInt8] {
-        var out: [UInt8] = Array(#"{"level":""#.utf8)
-        out.append(contentsOf: r.level.rawValue.utf8)
-        out.append(contentsOf: #"","time":"#.utf8)
-        out.append(contentsOf: String(r.time).utf8)
-        out.append(contentsOf: #","message":"#.utf8)
-        JSONWriter.appendString(r.message, to: &out)
-        out.append(contentsOf: #","metadata":{"#.utf8)
-        var first = true
-        for (key, value) in r.metadata.sorted(by: { $0.key < $1.key }) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            JSONWriter.appendString(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            JSONWriter.appendString(value.description, to: &out)
-        }
-        out.append(contentsOf: "}}\n".utf8)
-        return out
+        EventJSON.logRecord(level: r.level.rawValue, time: r.time, message: r.message,
+                            metadata: r.metadata.map { (key: $0.key, value: $0.value.description) })
     }
 }
 
