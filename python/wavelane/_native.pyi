@@ -2,7 +2,7 @@
 
 from typing import Any, List, Literal, Optional, Tuple, Union
 
-from ._server import EventKind
+from ._types import EventKind
 
 ABI_VERSION: int
 PAYLOAD_TEXT: int

@@ -8,176 +8,38 @@ import collections
 import json
 import logging
 import os
-import re
 import threading
 import weakref
-from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _native
+from ._json import _dumps, _topics_json
+from ._logging import _forward_logs, logger
 from ._schema import CONFIG_DEFAULTS, check_types
+from ._types import (
+    PRIORITIES,
+    ClusterData,
+    ConnectData,
+    DroppedData,
+    Event,
+    EventKind,
+    Payload,
+    Priority,
+    RefreshData,
+    RpcData,
+    SubscribeRequestData,
+    _priority,
+    _PAYLOAD_BINARY,
+    _PAYLOAD_JSON,
+    _PAYLOAD_TEXT,
+)
 from .config import load_config
-from .errors import ConfigError, StartError
-
-try:  # orjson is optional: faster, same output for what we serialize
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment,unused-ignore]
+from .errors import StartError, config_error_from_engine
 
 __all__ = [
     "Server", "Event", "EventKind", "Priority", "CONFIG_DEFAULTS", "PRIORITIES",
     "ConnectData", "SubscribeRequestData", "DroppedData", "ClusterData", "RefreshData", "RpcData",
 ]
-
-#: The kinds of event :meth:`Server.drain` returns (a typo such as ``"conect"`` fails
-#: ``mypy --strict``: comparing it with an ``EventKind`` is a non-overlapping equality check).
-EventKind = Literal["connect", "message", "disconnect", "subscribe_request", "dropped", "cluster", "refresh", "rpc"]
-
-#: Outbound priorities (see :data:`PRIORITIES`).
-Priority = Literal["critical", "high", "normal", "low", "background"]
-
-#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`. ``data`` is ``Any``: its
-#: type depends on ``kind`` (the ``*Data`` TypedDicts below; ``str | bytes`` for ``"message"``
-#: (or a JSON value with ``parse_json``), the close code ``int`` for ``"disconnect"``), so
-#: annotate it where you branch: ``info: ConnectData = data``.
-Event = Tuple[EventKind, int, Any]
-
-
-class ConnectData(TypedDict):
-    """``data`` of a ``"connect"`` event."""
-
-    user: Optional[str]
-    addr: str
-    claims: Dict[str, Any]
-    path: str
-    subprotocol: Optional[str]
-    query: str
-    headers: Dict[str, str]
-
-
-class SubscribeRequestData(TypedDict):
-    """``data`` of a ``"subscribe_request"`` event (answer with allow() or deny())."""
-
-    topics: List[str]
-    id: Any
-
-
-class DroppedData(TypedDict):
-    """``data`` of a ``"dropped"`` event."""
-
-    count: int
-    bytes: int
-    priority: Dict[str, int]
-
-
-class ClusterData(TypedDict):
-    """``data`` of a ``"cluster"`` event (conn 0)."""
-
-    redis: Literal["connected", "disconnected"]
-    reason: Optional[str]
-    undelivered: int
-
-
-class RefreshData(TypedDict):
-    """``data`` of a ``"refresh"`` event."""
-
-    claims: Dict[str, Any]
-
-
-class RpcData(TypedDict):
-    """``data`` of an ``"rpc"`` event (answer with reply())."""
-
-    method: str
-    params: Any
-    id: Any
-
-Payload = Union[str, bytes, bytearray, memoryview]
-
-_PAYLOAD_TEXT = _native.PAYLOAD_TEXT
-_PAYLOAD_JSON = _native.PAYLOAD_JSON
-_PAYLOAD_BINARY = _native.PAYLOAD_BINARY
-
-#: Outbound priorities, most urgent first. When a slow client's send queue (``max_send_queue``
-#: bytes) is full, queued messages are dropped lowest priority first; ``"critical"`` ones never
-#: (the connection is closed with 1008 instead). Every drop is counted and reported as a
-#: ``("dropped", conn, {...})`` event.
-PRIORITIES: Dict[Priority, int] = {
-    "critical": _native.PRIORITY_CRITICAL,
-    "high": _native.PRIORITY_HIGH,
-    "normal": _native.PRIORITY_NORMAL,
-    "low": _native.PRIORITY_LOW,
-    "background": _native.PRIORITY_BACKGROUND,
-}
-
-
-def _priority(priority: Priority) -> int:
-    """The engine's number for ``priority``; -1 for a name it does not know (the engine refuses it)."""
-    try:
-        return PRIORITIES[priority]
-    except (KeyError, TypeError):
-        return -1
-
-_KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
-
-
-def _config_error(message: str) -> ConfigError:
-    m = _KEY_PREFIX.match(message)
-    return ConfigError(message, m.group(1) if m else None)
-
-
-def _dumps(obj: Any, argname: str) -> str:
-    """Serialize ``obj`` to compact JSON (orjson when available)."""
-    try:
-        if _orjson is not None:
-            return _orjson.dumps(obj, option=_orjson.OPT_NON_STR_KEYS).decode("utf-8")
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"{argname} is not JSON-serializable: {exc}") from None
-
-
-def _topics_json(topics: Union[str, Iterable[str]], argname: str = "topics") -> str:
-    if isinstance(topics, str):
-        items = [topics]
-    else:
-        try:
-            items = list(topics)
-        except TypeError:
-            raise TypeError(
-                f"{argname} must be a str or an iterable of str, not {type(topics).__name__}"
-            ) from None
-        for t in items:
-            if not isinstance(t, str):
-                raise TypeError(f"{argname} must contain only str, found {type(t).__name__}")
-    return json.dumps(items, ensure_ascii=False)
-
-
-#: The engine's records go to this logger (swift-log levels mapped onto logging's).
-logger = logging.getLogger("wavelane")
-_LEVELS = {
-    "trace": 5,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "notice": 25,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-
-def _forward_logs(engine: Any) -> None:
-    """Hand the engine's waiting log records to :data:`logger` (structured fields kept)."""
-    text = engine.logs()
-    while text:
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # pragma: no cover - the engine writes valid JSON
-                continue
-            level = _LEVELS.get(rec.get("level"), logging.INFO)
-            if logger.isEnabledFor(level):
-                fields = rec.get("metadata") or {}
-                logger.log(level, "%s", rec.get("message", ""), extra={"wavelane": fields, "wavelane_time": rec.get("time")})
-        text = engine.logs()
-
 
 # Servers that are running: stopped at interpreter exit so that native threads end before the
 # interpreter is torn down.
@@ -270,7 +132,7 @@ class Server:
         try:
             self._engine = _native.Engine(json.dumps(cfg))
         except ValueError as exc:
-            raise _config_error(str(exc)) from None
+            raise config_error_from_engine(str(exc)) from None
         self._config = cfg
         self._parse_json = parse_json
         if client_js:  # the browser client, a public static file (docs/clients.md)
