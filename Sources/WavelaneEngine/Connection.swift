@@ -129,7 +129,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.server.registry.add(self)
         self.server.stats.add(.connectionsAccepted)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingAdd(1, ordering: .relaxed) }
-        if let user = self.user { self.server.broker?.need(user: user) }
+        if let user = self.user { self.server.delivery.need(user: user) }
         if self.server.config.readyMessage {
             self.sendReady(context: context)
         }
@@ -174,7 +174,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.floors.removeAll()
         self.assembler.discardData()
         self.accountPartial()
-        if let user = self.user { self.server.broker?.release(user: user) }
+        if let user = self.user { self.server.delivery.release(user: user) }
         self.shard.connections[self.id] = nil
         self.server.registry.remove(self)
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
@@ -518,16 +518,10 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         if history {  // hold their publications from now on, until the positions are known
             for topic in positioned where self.pendingPositions[ByteString(topic)] == nil { self.pendingPositions[ByteString(topic)] = [] }
         }
-        if let broker = self.server.broker {
-            let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
-            if !waitFor.isEmpty {
-                broker.whenRouted(waitFor).hop(to: self.eventLoop).whenComplete { _ in
-                    self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
-                }
-                return
-            }
+        let waitFor = history ? topics.filter { Topic.isPattern($0) } : topics
+        self.server.delivery.whenRouted(waitFor, on: self.eventLoop) { [options] in
+            self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
         }
-        self.answerSubscribe(topics, positioned: positioned, history: history, ack: ack, options: options)
     }
 
     private func answerSubscribe(_ topics: [String], positioned: [String], history: Bool, ack: JSONValue?,
