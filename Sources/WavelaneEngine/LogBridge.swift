@@ -66,7 +66,7 @@ public final class LogSink: @unchecked Sendable {
     }
 
     static func encode(_ r: Record) -> [UInt8] {
-        EventJSON.logRecord(level: r.level.rawValue, time: r.time, message: r.message,
+        ServerMessage.logRecord(level: r.level.rawValue, time: r.time, message: r.message,
                             metadata: r.metadata.map { (key: $0.key, value: $0.value.description) })
     }
 }

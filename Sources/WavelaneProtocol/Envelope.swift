@@ -289,16 +289,6 @@ public enum ServerMessage {
         return out
     }
 
-    /// A subscription stands but the topic's presence is full (`max_presence_members`).
-    public static func presenceFull(topic: String, message: String) -> [UInt8] {
-        var out: [UInt8] = Array(#"{"type":"error","code":"presence_full","topic":"#.utf8)
-        JSONWriter.appendString(topic, to: &out)
-        out.append(contentsOf: #","message":"#.utf8)
-        JSONWriter.appendString(message, to: &out)
-        out.append(UInt8(ascii: "}"))
-        return out
-    }
-
     public static func pong(id: JSONValue?) -> [UInt8] {
         var out: [UInt8] = Array(#"{"type":"pong""#.utf8)
         appendID(id, to: &out)
