@@ -246,6 +246,7 @@ class Soak:
         self.faults: List[Dict[str, Any]] = []  # {"kind","start","end","recovered_s",...}
         self.windows: List[Tuple[str, float, float]] = []  # (kind, start, end) with grace
         self.open_windows: Dict[str, float] = {}
+        self.rtt_mark: Dict[str, int] = {}
         self.c: Dict[str, int] = {}  # client-side counters
         self.per_inst: Dict[Tuple[str, int], Dict[str, int]] = {}  # (instance, generation) -> counters
         self.silent_close_times: List[float] = []
@@ -299,7 +300,12 @@ class Soak:
     def fault_begin(self, kind: str) -> float:
         t = self.now()
         self.open_windows[kind] = t
+        self.rtt_mark = {n: len(v) for n, v in self.rtts.items()}
         return t
+
+    def probe_during(self) -> Dict[str, float]:
+        """The probe's worst round trip (ms) per instance since the fault began."""
+        return {n: round(max(v[self.rtt_mark.get(n, 0):], default=0) * 1000, 1) for n, v in self.rtts.items()}
 
     def fault_end(self, kind: str, grace: float) -> None:
         start = self.open_windows.pop(kind)
@@ -1138,7 +1144,7 @@ class Soak:
             self.violation("instances did not reconnect to Redis within 30 s")
         self.fault_end("redis", grace=8.0)
         f = {"kind": "redis", "t": round(start, 1), "down_s": round(t_up - start, 2),
-             "reconnected_s": None if back is None else round(back, 2)}
+             "reconnected_s": None if back is None else round(back, 2), "probe_max_ms": self.probe_during()}
         self.faults.append(f)
         self.log(f"fault: redis back, instances reconnected {f['reconnected_s']} s after the restart")
 
@@ -1163,7 +1169,8 @@ class Soak:
         self.pending_kill_recovery = None
         self.fault_end("kill", grace=5.0)
         f = {"kind": "kill", "instance": victim.name, "t": round(start, 1), "restart_s": round(restart_s, 2),
-             "subscribers_reconnected": rec["recovered"], "all_recovered_after_s": rec_s}
+             "subscribers_reconnected": rec["recovered"], "all_recovered_after_s": rec_s,
+             "probe_max_ms": self.probe_during()}
         self.faults.append(f)
         self.log(f"fault: {victim.name} restarted; {rec['recovered']} subscribers recovered, last {rec_s} s after the kill")
 
@@ -1197,7 +1204,7 @@ class Soak:
         self.fault_end("stall", grace=3.0)
         self.faults.append({"kind": "stall", "instance": inst.name, "t": round(start, 1), "seconds": secs,
                             "inbound_queue_peak": peak,
-                            "caught_up_s": None if caught is None else round(caught, 2)})
+                            "caught_up_s": None if caught is None else round(caught, 2), "probe_max_ms": self.probe_during()})
 
     # -- sampling
 

@@ -72,7 +72,7 @@ def main() -> int:
         if title:
             ax.set_title(title, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         path = os.path.join(args.out, fname)
         fig.savefig(path, dpi=args.dpi)
@@ -101,7 +101,7 @@ def main() -> int:
     ax.set_ylabel("deliveries/s")
     ax.set_title("Delivery rate", fontsize=9, loc="left")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = os.path.join(args.out, "soak-delivery.png")
     fig.savefig(path, dpi=args.dpi)
