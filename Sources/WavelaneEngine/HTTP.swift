@@ -383,10 +383,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let accepting = self.server.accepting
             var status = accepting ? "ok" : "draining"
             var redis = ""
-            if let broker = self.server.broker {
-                if accepting && !broker.isConnected { status = "degraded" }
+            let delivery = self.server.delivery!
+            if let state = delivery.redisState {
+                if accepting && !delivery.redisConnected { status = "degraded" }
                 var text: [UInt8] = Array(#","redis":"#.utf8)
-                JSONWriter.appendString(broker.stateDescription, to: &text)
+                JSONWriter.appendString(state, to: &text)
                 redis = String(decoding: text, as: UTF8.self)
             }
             let body = #"{"status":"\#(status)","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)\#(redis)}"#

@@ -134,7 +134,7 @@ final class MetricsExporter: @unchecked Sendable {
             self.inboundPaused.set(Int64(server.queue.pausedCount))
             self.topicsWithOffsets.set(Int64(server.offsets.count))
             self.sendQueueBytes.set(Int64(server.sendQueueBytes.load(ordering: .relaxed)))
-            self.redisConnected.set(Int64(server.broker?.isConnected == true ? 1 : 0))
+            self.redisConnected.set(Int64(server.delivery.redisConnected ? 1 : 0))
             self.historyBytes.set(Int64(server.offsets.historyBytes))
             return self.registry.emitToBuffer()
         }

@@ -32,7 +32,7 @@ public struct ArgumentError: Error, CustomStringConvertible, Sendable {
 
 /// The engine: owns the event loops, the listening socket, the connection registry and the inbound
 /// queue. Its methods are thread-safe; Python calls them through the C ABI from any thread.
-public final class ServerCore: @unchecked Sendable {
+public final class ServerCore: DeliveryHost, @unchecked Sendable {
     public let config: EngineConfiguration
     let verifier: JWTVerifier?
     private let tlsContext: NIOSSLContext?
@@ -50,10 +50,9 @@ public final class ServerCore: @unchecked Sendable {
     let offsets = TopicOffsets()
     /// Distinct glob patterns held by clients (`max_globs`).
     let globBudget: GlobBudget
-    /// Multi-instance mode (Cluster/Broker.swift): set while running with a `redis_url`.
-    private(set) var broker: Broker?
-    /// Presence without Redis (Streams.swift).
-    let localPresence = LocalPresence()
+    /// How publications, messages and presence travel (Delivery/): chosen at `start()`, Redis with
+    /// a `redis_url`, else local. Set once `init` is done, never nil afterwards.
+    private(set) var delivery: (any Delivery)!
     /// Bytes of fragmented inbound messages being assembled, all connections together (bounded by
     /// `max_partial_bytes`); changed only when a connection's fragments grow or are released.
     let partialBytes = Atomic<Int>(0)
@@ -104,6 +103,7 @@ public final class ServerCore: @unchecked Sendable {
         self.logger = Logger(label: "wavelane", factory: { _ in SinkLogHandler(sink: sink, logLevel: level) })
         self.queue = EventQueue(capacity: configuration.inboundQueueSize)
         self.globBudget = GlobBudget(limit: configuration.maxGlobs)
+        self.delivery = LocalDelivery(host: self)
     }
 
     private static func makeTLSContext(_ config: EngineConfiguration) throws(ConfigurationError) -> NIOSSLContext? {
@@ -182,18 +182,19 @@ public final class ServerCore: @unchecked Sendable {
             let localHistory = self.config.redisURL == nil && self.config.historySize > 0
             self.offsets.reset(epoch: self.epoch, history: localHistory
                 ? (self.config.historySize, self.config.historyMaxBytes, self.config.historyTTL) : nil)
-            self.localPresence.removeAll()
             if let url = self.config.redisURL {
                 do {
-                    let broker = try Broker(server: self, url: url, eventLoop: group.next())
-                    self.broker = broker
-                    broker.start()
+                    let redis = try RedisDelivery(host: self, url: url, eventLoop: group.next())
+                    self.delivery = redis
+                    redis.start()
                 } catch {
                     self.shardsBox.withLockedValue { $0 = [] }
                     try? group.syncShutdownGracefully()
                     self.queue.setOpen(false)
                     throw StartError(message: "redis_url: \(error.message)")
                 }
+            } else {
+                self.delivery = LocalDelivery(host: self)
             }
             self.acceptingFlag.store(true, ordering: .relaxed)
 
@@ -209,7 +210,7 @@ public final class ServerCore: @unchecked Sendable {
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
             do {
-                if self.config.listen {  // else publisher only: the broker, no listener
+                if self.config.listen {  // else publisher only: the delivery, no listener
                     let listener = try bootstrap.bind(host: self.config.host, port: self.config.port).wait()
                     bound = listener
                     if let adminPort = self.config.adminPort {
@@ -226,8 +227,8 @@ public final class ServerCore: @unchecked Sendable {
                 try? bound?.close().wait()
                 self.acceptingFlag.store(false, ordering: .relaxed)
                 self.shardsBox.withLockedValue { $0 = [] }
-                self.broker?.stop(timeout: .zero)
-                self.broker = nil
+                self.delivery.stop(timeout: .zero)
+                self.delivery = LocalDelivery(host: self)
                 try? group.syncShutdownGracefully()
                 self.queue.setOpen(false)
                 let message = "cannot listen on \(address): \(Self.describe(error))"
@@ -289,10 +290,9 @@ public final class ServerCore: @unchecked Sendable {
         }
         let closeDeadline = NIODeadline.now() + .seconds(1)
         while self.registry.count > 0 && NIODeadline.now() < closeDeadline { usleep(1000) }
-        if let broker = self.lifecycleLock.withLock({ self.broker }) {
-            broker.stop(timeout: .seconds(1))
-            self.lifecycleLock.withLock { self.broker = nil }
-        }
+        let delivery: any Delivery = self.lifecycleLock.withLock { self.delivery }
+        delivery.stop(timeout: .seconds(1))
+        self.lifecycleLock.withLock { self.delivery = LocalDelivery(host: self) }
         try? group.syncShutdownGracefully()
         self.shardsBox.withLockedValue { $0 = [] }
         self.logger.info("stopped")
@@ -400,10 +400,12 @@ public final class ServerCore: @unchecked Sendable {
         self.stats.add(.publications)
         let started = NIODeadline.now()
         defer { self.metrics.publishSeconds.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
-        if let broker = self.broker {
-            broker.publish(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
-            return 0
-        }
+        return self.delivery.publish(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
+    }
+
+    /// Single instance: numbers the publication, records it in the history, hands it to every loop.
+    func deliverNumbered(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) -> UInt64 {
+        let shards = self.shardsBox.withLockedValue { $0 }
         return self.offsets.lock.withLock {
             let offset = self.offsets.nextLocked(topic)
             let publication = self.makePublicationLocked(topic: topic, offset: offset, epoch: nil, kind: kind, payload: payload,
@@ -448,7 +450,7 @@ public final class ServerCore: @unchecked Sendable {
     }
 
     /// Multi-instance mode: a publication arrived from Redis; hand it to every loop (in order: the
-    /// broker's loop calls this for one message after the other).
+    /// Redis delivery calls this for one message after the other).
     func deliver(topic: String, message: ClusterMessage) {
         let publication = self.makePublication(topic: topic, message: message)
         for shard in self.shardsBox.withLockedValue({ $0 }) {
@@ -468,6 +470,11 @@ public final class ServerCore: @unchecked Sendable {
         }
     }
 
+    /// A `cluster` event for the application.
+    func pushClusterEvent(_ payload: ByteBuffer) {
+        self.queue.push(contentsOf: [InboundEvent(kind: .cluster, conn: 0, payload: payload)], from: nil)
+    }
+
     /// Multi-instance mode: a join/leave event (JSON text) for the watchers of `topic`.
     func deliverPresenceEvent(topic: String, event: ByteBuffer) {
         let frame = event.withUnsafeReadableBytes { FrameEncoder.frame(opcode: .text, payload: $0, allocator: self.allocator) }
@@ -481,11 +488,14 @@ public final class ServerCore: @unchecked Sendable {
                      priority: Priority = .normal, key: String? = nil, node: String? = nil) throws(ArgumentError) -> Bool {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
         if let node, node != self.node {
-            // A connection of another instance (its `node` as in presence members): through Redis.
-            guard let broker = self.broker else { throw ArgumentError("node: another instance's connection needs redis_url") }
-            guard !node.isEmpty, node.utf8.count <= 64 else { throw ArgumentError("node: not an instance id") }
-            return broker.send(node: node, conn: conn, payload: payload, binary: binary, priority: priority, key: key)
+            // A connection of another instance (its `node` as in presence members).
+            return try self.delivery.send(node: node, conn: conn, payload: payload, binary: binary, priority: priority, key: key)
         }
+        return self.sendLocally(conn: conn, payload: payload, binary: binary, priority: priority, key: key)
+    }
+
+    /// One frame to one of this instance's connections; false when it is unknown or closed.
+    func sendLocally(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Bool {
         guard let connection = self.registry.connection(conn) else { return false }
         let opcode: WebSocketOpcode = binary ? .binary : .text
         if connection.deflate != nil && payload.count >= self.config.compression.minSize {
@@ -505,11 +515,11 @@ public final class ServerCore: @unchecked Sendable {
     public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool,
                          priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Int {
         if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
-        if let broker = self.broker {
-            broker.sendUser(user, payload: payload, binary: binary, priority: priority, key: key)
-            return self.registry.connections(ofUser: user).count
-        }
-        return self.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
+        return self.delivery.sendUser(user, payload: payload, binary: binary, priority: priority, key: key)
+    }
+
+    func connectionCount(ofUser user: String) -> Int {
+        self.registry.connections(ofUser: user).count
     }
 
     @discardableResult
@@ -552,68 +562,41 @@ public final class ServerCore: @unchecked Sendable {
             throw ArgumentError("topic: \(problem.message)")
         }
         guard self.config.presence else { throw ArgumentError("presence is off: start the server with presence=True") }
-        guard let broker = self.broker else { return self.localPresence.members(of: topic) }
-        let result = NIOLockedValueBox<Result<[[UInt8]], Error>?>(nil)
-        broker.members(of: topic).whenComplete { r in result.withLockedValue { $0 = r } }
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0.001, timeout) * 1e9))
-        while NIODeadline.now() < deadline {
-            if let r = result.withLockedValue({ $0 }) {
-                switch r {
-                case .success(let members): return members
-                case .failure(let error): throw ArgumentError("presence: \((error as? RedisError)?.message ?? "\(error)")")
-                }
-            }
-            usleep(200)
-        }
-        throw ArgumentError("presence: no answer from Redis within \(timeout) s")
+        return try self.delivery.presenceMembers(topic: topic, timeout: timeout)
     }
 
     // MARK: streams and presence, with or without Redis
 
     /// The id of this instance in presence members.
-    var node: String { self.broker?.node ?? self.epoch }
+    var node: String { self.delivery.node }
 
     /// `node` while running, else "".
     public var nodeID: String { self.isRunning ? self.node : "" }
 
     /// A topic's position and, with `since`, what came after it (Redis or the in-memory history).
     func position(topic: String, since: StreamPosition?, on loop: EventLoop) -> EventLoopFuture<PositionReply> {
-        if let broker = self.broker { return broker.position(topic: topic, since: since) }
-        return loop.makeSucceededFuture(self.offsets.position(topic: topic, since: since))
+        self.delivery.position(topic: topic, since: since, on: loop)
+    }
+
+    func localPosition(topic: String, since: StreamPosition?) -> PositionReply {
+        self.offsets.position(topic: topic, since: since)
     }
 
     /// Adds (or updates) a member of `topic`. A new member beyond `max_presence_members` is not
     /// added: it is counted and `refused` runs (on any thread; with Redis once Redis answered).
     func presenceJoin(topic: String, conn: UInt64, member: [UInt8], refused: @escaping @Sendable () -> Void = {}) {
-        if let broker = self.broker {
-            broker.join(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
-                self.stats.add(.presenceRefused)
-                refused()
-            }
-            return
-        }
-        switch self.localPresence.join(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
-        case .joined:
-            self.deliverPresenceEvent(topic: topic, event: ByteBuffer(bytes: ServerMessage.presenceEvent("join", topic: topic, member: member)))
-        case .updated:
-            break
-        case .full:
+        self.delivery.presenceJoin(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
             self.stats.add(.presenceRefused)
             refused()
         }
     }
 
     func presenceLeave(topic: String, conn: UInt64) {
-        if let broker = self.broker {
-            broker.leave(topic: topic, conn: conn)
-        } else if let member = self.localPresence.leave(topic: topic, conn: conn) {
-            self.deliverPresenceEvent(topic: topic, event: ByteBuffer(bytes: ServerMessage.presenceEvent("leave", topic: topic, member: member)))
-        }
+        self.delivery.presenceLeave(topic: topic, conn: conn)
     }
 
     func presenceMembers(topic: String, on loop: EventLoop) -> EventLoopFuture<[[UInt8]]> {
-        if let broker = self.broker { return broker.members(of: topic) }
-        return loop.makeSucceededFuture(self.localPresence.members(of: topic))
+        self.delivery.presenceMembers(topic: topic, on: loop)
     }
 
     /// Sets the `info` (a small JSON value) shown for a connection in presence; updates the
@@ -646,8 +629,7 @@ public final class ServerCore: @unchecked Sendable {
             throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
         }
         guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
-        self.broker?.disconnectUser(user, code: code, reason: reason)
-        return self.disconnectUserLocally(user, code: code, reason: reason)
+        return self.delivery.disconnectUser(user, code: code, reason: reason)
     }
 
     @discardableResult
@@ -695,7 +677,7 @@ public final class ServerCore: @unchecked Sendable {
         field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
         field("partial_bytes", self.partialBytes.load(ordering: .relaxed))
         field("topics_with_offsets", self.offsets.count)
-        field("redis_connected", self.broker?.isConnected == true ? 1 : 0)
+        field("redis_connected", self.delivery.redisConnected ? 1 : 0)
         field("history_bytes", self.offsets.historyBytes)
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)

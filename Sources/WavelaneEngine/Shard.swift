@@ -94,14 +94,14 @@ final class Shard: @unchecked Sendable {
     func addSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
         let first = !self.topics.hasSubscribers(subscription)
         guard self.topics.subscribe(conn, to: subscription) else { return false }
-        if first { self.server.broker?.need(subscription: subscription) }
+        if first { self.server.delivery.need(subscription: subscription) }
         return true
     }
 
     @discardableResult
     func removeSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
         guard self.topics.unsubscribe(conn, from: subscription) else { return false }
-        if !self.topics.hasSubscribers(subscription) { self.server.broker?.release(subscription: subscription) }
+        if !self.topics.hasSubscribers(subscription) { self.server.delivery.release(subscription: subscription) }
         return true
     }
 
@@ -111,14 +111,14 @@ final class Shard: @unchecked Sendable {
     func watchPresence(_ conn: UInt64, _ topic: String) {
         let first = self.presenceWatchers[ByteString(topic)] == nil
         guard self.presenceWatchers[ByteString(topic), default: []].insert(conn).inserted else { return }
-        if first { self.server.broker?.needPresenceEvents(topic) }
+        if first { self.server.delivery.needPresenceEvents(topic) }
     }
 
     func unwatchPresence(_ conn: UInt64, _ topic: String) {
         guard self.presenceWatchers[ByteString(topic)]?.remove(conn) != nil else { return }
         if self.presenceWatchers[ByteString(topic)]?.isEmpty == true {
             self.presenceWatchers[ByteString(topic)] = nil
-            self.server.broker?.releasePresenceEvents(topic)
+            self.server.delivery.releasePresenceEvents(topic)
         }
     }
 

@@ -18,12 +18,12 @@ import Glibc
 import Musl
 #endif
 
-final class Broker: @unchecked Sendable {
+final class RedisDelivery: Delivery, @unchecked Sendable {
     let names: ClusterNames
     /// This instance's id in presence members and logs (random per start).
     let node: String
     let eventLoop: EventLoop
-    private unowned let server: ServerCore
+    private unowned let host: DeliveryHost
     private let client: RedisClient
     private let pubsub: RedisPubSub
     private let allocator = ByteBufferAllocator()
@@ -79,9 +79,9 @@ final class Broker: @unchecked Sendable {
     /// re-add a member whose leave was sent after the heartbeat's snapshot.
     private let members = NIOLockedValueBox<[ByteString: [String: [UInt8]]]>([:])
 
-    init(server: ServerCore, url: RedisURL, eventLoop: EventLoop) throws(RedisError) {
-        let config = server.config
-        self.server = server
+    init(host: DeliveryHost, url: RedisURL, eventLoop: EventLoop) throws(RedisError) {
+        let config = host.config
+        self.host = host
         self.names = ClusterNames(prefix: config.redisPrefix)
         self.node = ServerCore.makeEpoch()
         self.eventLoop = eventLoop
@@ -92,7 +92,7 @@ final class Broker: @unchecked Sendable {
         clientConfiguration.connection.commandTimeout = .seconds(5)
         // Publications in flight are bounded by `reserve` (which waits); this only backstops the rest.
         clientConfiguration.connection.maxPendingCommands = 1 << 20
-        let weakSelf = WeakBroker()
+        let weakSelf = WeakRedisDelivery()
         self.client = try RedisClient(url: url, eventLoop: eventLoop, configuration: clientConfiguration) { state in
             weakSelf.value?.stateChanged(client: state)
         }
@@ -117,7 +117,7 @@ final class Broker: @unchecked Sendable {
             if let pa = a.string, let pb = b.string, a.errorMessage == nil, b.errorMessage == nil {
                 self.scripts.withLockedValue { $0 = .sha(publish: pa, position: pb) }
             } else {
-                self.server.logger.warning("SCRIPT LOAD refused: sending scripts with EVAL", metadata: [
+                self.host.logger.warning("SCRIPT LOAD refused: sending scripts with EVAL", metadata: [
                     "error": "\(a.errorMessage ?? b.errorMessage ?? "unexpected reply")"])
                 self.scripts.withLockedValue { $0 = .eval }
             }
@@ -141,8 +141,8 @@ final class Broker: @unchecked Sendable {
             self.reporter = self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { [weak self] _ in
                 self?.reportUndelivered()
             }
-            if self.server.config.presence {
-                let period = TimeAmount.nanoseconds(Int64(self.server.config.presenceTTL / 3 * 1e9))
+            if self.host.config.presence {
+                let period = TimeAmount.nanoseconds(Int64(self.host.config.presenceTTL / 3 * 1e9))
                 self.heartbeat = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] _ in
                     self?.refreshPresence()
                 }
@@ -189,6 +189,9 @@ final class Broker: @unchecked Sendable {
             && self.scripts.withLockedValue { $0 != nil }
     }
 
+    var redisConnected: Bool { self.isConnected }
+    var redisState: String? { self.stateDescription }
+
     /// "connected", or "disconnected: <why>" / "connecting".
     var stateDescription: String {
         self.link.withLockedValue { link in
@@ -230,11 +233,11 @@ final class Broker: @unchecked Sendable {
         }
         guard changed else { return }
         if up {
-            self.server.logger.info("redis connected", metadata: ["url": "\(self.client.url)", "node": "\(self.node)"])
+            self.host.logger.info("redis connected", metadata: ["url": "\(self.client.url)", "node": "\(self.node)"])
             // Members joined while Redis was away are written back now, not at the next heartbeat.
-            if self.server.config.presence { self.eventLoop.execute { self.refreshPresence() } }
+            if self.host.config.presence { self.eventLoop.execute { self.refreshPresence() } }
         } else {
-            self.server.logger.warning("redis unavailable: serving local connections only", metadata: [
+            self.host.logger.warning("redis unavailable: serving local connections only", metadata: [
                 "url": "\(self.client.url)", "state": "\(self.stateDescription)"])
         }
         self.pushEvent(up: up)
@@ -257,7 +260,7 @@ final class Broker: @unchecked Sendable {
         out.append(UInt8(ascii: "}"))
         var payload = self.allocator.buffer(capacity: out.count)
         payload.writeBytes(out)
-        self.server.queue.push(contentsOf: [InboundEvent(kind: .cluster, conn: 0, payload: payload)], from: nil)
+        self.host.pushClusterEvent(payload)
     }
 
     private func reportUndelivered() {
@@ -267,7 +270,7 @@ final class Broker: @unchecked Sendable {
 
     private func undelivered(_ n: Int = 1) {
         self.unreported.wrappingAdd(n, ordering: .relaxed)
-        self.server.stats.add(.redisUndelivered, n)
+        self.host.stats.add(.redisUndelivered, n)
     }
 
     // MARK: publishing
@@ -276,36 +279,37 @@ final class Broker: @unchecked Sendable {
     /// instance's subscribers only, with offset 0, and counted as undelivered. If the connection
     /// drops with the command in flight, it may or may not have been published: it is counted as
     /// undelivered and not delivered locally (it may come back through Redis).
-    func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
+    func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) -> UInt64 {
         let body = ClusterMessage.body(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
         let size = body.readableBytes
         guard self.reserve(size), let mode = self.scripts.withLockedValue({ $0 }) else {
             self.undelivered()
-            self.server.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
-            return
+            self.host.deliverLocally(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
+            return 0
         }
         let command: [RESPArgument] = self.scriptCommand(mode, publish: true) + [
             "2", .string(self.names.metaKey(topic)), .string(self.names.historyKey(topic)),
             .string(self.names.topicChannel(topic)), .string(self.candidateEpoch()), .bytes(body),
             .string(String(self.historySize)), .string(self.ttlMilliseconds),
         ]
-        self.server.stats.add(.redisPublished)
+        self.host.stats.add(.redisPublished)
         self.client.send(command).whenComplete { result in
             self.unreserve(size)
             switch result {
             case .success(let reply):
                 if let message = reply.errorMessage {
                     self.undelivered()
-                    self.server.logger.error("redis refused a publication", metadata: ["topic": "\(topic)", "error": "\(message)"])
+                    self.host.logger.error("redis refused a publication", metadata: ["topic": "\(topic)", "error": "\(message)"])
                     if message.hasPrefix("NOSCRIPT"), let connection = self.client.currentConnection {
                         self.loadScripts(on: connection)  // the script cache was flushed
                     }
                 }
             case .failure(let error):
                 self.undelivered()
-                self.server.logger.debug("publication not confirmed by redis", metadata: ["topic": "\(topic)", "error": "\(error)"])
+                self.host.logger.debug("publication not confirmed by redis", metadata: ["topic": "\(topic)", "error": "\(error)"])
             }
         }
+        return 0
     }
 
     /// Makes room for one publication of `size` bytes among those waiting for Redis' replies,
@@ -335,7 +339,9 @@ final class Broker: @unchecked Sendable {
 
     /// Sends a frame to connection `conn` of instance `node` (another one). True when it was handed
     /// to Redis (whether the connection still exists there is not known here).
-    func send(node: String, conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Bool {
+    func send(node: String, conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool,
+              priority: Priority, key: String?) throws(ArgumentError) -> Bool {
+        guard !node.isEmpty, node.utf8.count <= 64 else { throw ArgumentError("node: not an instance id") }
         let message = ClusterMessage.unsequenced(kind: binary ? .binary : .text, priority: priority, key: key, payload: payload,
                                                  allocator: self.allocator, number: conn)
         let size = message.readableBytes
@@ -343,7 +349,7 @@ final class Broker: @unchecked Sendable {
             self.undelivered()
             return false
         }
-        self.server.stats.add(.redisPublished)
+        self.host.stats.add(.redisPublished)
         self.client.publish(channel: self.names.nodeChannel(node), payload: message).whenComplete { result in
             self.unreserve(size)
             if case .failure = result { self.undelivered() }
@@ -353,33 +359,39 @@ final class Broker: @unchecked Sendable {
 
     /// Sends a message to a user's connections on every instance. While Redis is down: this
     /// instance's connections only (counted as undelivered).
-    func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) {
+    func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Int {
         let kind: PayloadKind = binary ? .binary : .text
         let message = ClusterMessage.unsequenced(kind: kind, priority: priority, key: key, payload: payload, allocator: self.allocator)
         let size = message.readableBytes
         guard self.reserve(size) else {
             self.undelivered()
-            self.server.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
-            return
+            self.host.sendUserLocally(user, payload: payload, binary: binary, priority: priority, key: key)
+            return self.host.connectionCount(ofUser: user)
         }
-        self.server.stats.add(.redisPublished)
+        self.host.stats.add(.redisPublished)
         self.client.publish(channel: self.names.userChannel(user), payload: message).whenComplete { result in
             self.unreserve(size)
             if case .failure = result { self.undelivered() }
         }
+        return self.host.connectionCount(ofUser: user)
     }
 
     /// Closes a user's connections on the other instances: a command on the user's channel, which
     /// every instance with a connection of that user listens to (this instance closes its own
     /// directly and skips its command when it comes back).
-    func disconnectUser(_ user: String, code: UInt16, reason: String) {
+    func disconnectUser(_ user: String, code: UInt16, reason: String) -> Int {
+        self.publishDisconnect(user, code: code, reason: reason)
+        return self.host.disconnectUserLocally(user, code: code, reason: reason)
+    }
+
+    private func publishDisconnect(_ user: String, code: UInt16, reason: String) {
         let message = ClusterMessage.disconnectCommand(node: self.node, code: code, reason: reason, allocator: self.allocator)
         let size = message.readableBytes
         guard self.reserve(size) else {
             self.undelivered()
             return
         }
-        self.server.stats.add(.redisPublished)
+        self.host.stats.add(.redisPublished)
         self.client.publish(channel: self.names.userChannel(user), payload: message).whenComplete { result in
             self.unreserve(size)
             if case .failure = result { self.undelivered() }
@@ -411,7 +423,12 @@ final class Broker: @unchecked Sendable {
     /// `subscriptions` (topics and globs), so that everything published to them from then on
     /// arrives; at once while Redis is down (local delivery only), after at most
     /// `recoveryTimeout` otherwise. Never fails.
-    func whenRouted(_ subscriptions: [String]) -> EventLoopFuture<Void> {
+    func whenRouted(_ subscriptions: [String], on loop: EventLoop, _ body: @escaping @Sendable () -> Void) {
+        guard !subscriptions.isEmpty else { return body() }
+        self.whenRouted(subscriptions).hop(to: loop).whenComplete { _ in body() }
+    }
+
+    private func whenRouted(_ subscriptions: [String]) -> EventLoopFuture<Void> {
         guard self.isConnected, !subscriptions.isEmpty else { return self.eventLoop.makeSucceededVoidFuture() }
         let waits = subscriptions.map { s in
             Topic.isPattern(s)
@@ -435,46 +452,48 @@ final class Broker: @unchecked Sendable {
             do {
                 message = try ClusterMessage.parse(payload)
             } catch {
-                self.server.logger.warning("ignoring a malformed message from redis", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                self.host.logger.warning("ignoring a malformed message from redis", metadata: ["channel": "\(channel)", "error": "\(error)"])
                 return
             }
             if let last = self.lastSeen[ByteString(topic)] {
                 if last.epoch == message.epoch {
                     if message.offset <= last.offset { return }  // the same message through a second subscription
-                    if message.offset > last.offset + 1 { self.server.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
+                    if message.offset > last.offset + 1 { self.host.stats.add(.redisMissed, Int(message.offset - last.offset - 1)) }
                 } else if message.offset > 1 {
                     // A new stream (Redis lost the topic) whose first publications never reached us.
-                    self.server.stats.add(.redisMissed, Int(message.offset - 1))
+                    self.host.stats.add(.redisMissed, Int(message.offset - 1))
                 }
             }
             if self.lastSeen.count >= Self.lastSeenLimit && self.lastSeen[ByteString(topic)] == nil { self.lastSeen.removeAll() }
             self.lastSeen[ByteString(topic)] = (message.epoch, message.offset)
-            self.server.stats.add(.redisReceived)
-            self.server.deliver(topic: topic, message: message)
+            self.host.stats.add(.redisReceived)
+            self.host.deliver(topic: topic, message: message)
         case .user(let user):
             if let command = ClusterMessage.parseCommand(payload) {
                 switch command {
                 case .disconnect(let node, let code, let reason):
-                    self.server.stats.add(.redisReceived)
-                    if node != self.node { self.server.disconnectUserLocally(user, code: code, reason: reason) }
+                    self.host.stats.add(.redisReceived)
+                    if node != self.node { self.host.disconnectUserLocally(user, code: code, reason: reason) }
                 }
                 return
             }
             guard let message = try? ClusterMessage.parse(payload) else { return }
-            self.server.stats.add(.redisReceived)
+            self.host.stats.add(.redisReceived)
             _ = message.payload.withUnsafeReadableBytes { bytes in
-                self.server.sendUserLocally(user, payload: bytes, binary: message.kind == .binary,
+                self.host.sendUserLocally(user, payload: bytes, binary: message.kind == .binary,
                                             priority: message.priority, key: message.key)
             }
         case .presence(let topic):
-            self.server.stats.add(.redisReceived)
-            self.server.deliverPresenceEvent(topic: topic, event: payload)
+            self.host.stats.add(.redisReceived)
+            self.host.deliverPresenceEvent(topic: topic, event: payload)
         case .node(let node):
             guard node == self.node, let message = try? ClusterMessage.parse(payload) else { return }
-            self.server.stats.add(.redisReceived)
+            self.host.stats.add(.redisReceived)
             _ = message.payload.withUnsafeReadableBytes { bytes in
-                try? self.server.send(conn: message.offset, payload: bytes, binary: message.kind == .binary,
-                                      priority: message.priority, key: message.key)
+                let binary = message.kind == .binary
+                guard binary || UTF8Validator.isValid(bytes) else { return false }
+                return self.host.sendLocally(conn: message.offset, payload: bytes, binary: binary,
+                                             priority: message.priority, key: message.key)
             }
         case nil:
             break
@@ -486,7 +505,7 @@ final class Broker: @unchecked Sendable {
     /// The topic's current position and, when `since` is given, what came after it. Waits first
     /// for Redis to confirm this instance's subscription to the topic's channel, so that every
     /// publication after the read also arrives live: the caller merges both by offset.
-    func position(topic: String, since: StreamPosition?) -> EventLoopFuture<PositionReply> {
+    func position(topic: String, since: StreamPosition?, on loop: EventLoop) -> EventLoopFuture<PositionReply> {
         let channel = self.names.topicChannel(topic)
         let historySize = self.historySize
         guard self.isConnected else {
@@ -517,7 +536,7 @@ final class Broker: @unchecked Sendable {
                 guard let bytes = entry.bytes, let message = try? ClusterMessage.parse(bytes) else {
                     throw RedisError(.protocolError, "malformed history entry for \(topic)")
                 }
-                if message.offset > since.offset { publications.append(self.server.makePublication(topic: topic, message: message)) }
+                if message.offset > since.offset { publications.append(self.host.makePublication(topic: topic, message: message)) }
             }
             return PositionReply(position: position, recovery: .recovered(publications))
         }
@@ -530,7 +549,7 @@ final class Broker: @unchecked Sendable {
     /// Adds (or updates) a connection as a member of `topic`; a new member's join event goes out.
     /// A new member is refused (`refused` runs, nothing is kept) when the topic has `limit` members:
     /// in Redis (every instance's), or on this instance alone while Redis is away.
-    func join(topic: String, conn: UInt64, member: [UInt8], limit: Int, refused: @escaping @Sendable () -> Void) {
+    func presenceJoin(topic: String, conn: UInt64, member: [UInt8], limit: Int, refused: @escaping @Sendable () -> Void) {
         let field = self.field(conn)
         let key = ByteString(topic)
         let outcome: (admitted: Bool, command: [RESPArgument]?) = self.members.withLockedValue { all in
@@ -559,7 +578,7 @@ final class Broker: @unchecked Sendable {
         }
     }
 
-    func leave(topic: String, conn: UInt64) {
+    func presenceLeave(topic: String, conn: UInt64) {
         let field = self.field(conn)
         self.members.withLockedValue { all in
             guard let member = all[ByteString(topic)]?.removeValue(forKey: field) else { return }
@@ -599,7 +618,27 @@ final class Broker: @unchecked Sendable {
     }
 
     /// The members of `topic` on every instance, as JSON objects.
-    func members(of topic: String) -> EventLoopFuture<[[UInt8]]> {
+    func presenceMembers(topic: String, on loop: EventLoop) -> EventLoopFuture<[[UInt8]]> {
+        self.members(of: topic)
+    }
+
+    func presenceMembers(topic: String, timeout: Double) throws(ArgumentError) -> [[UInt8]] {
+        let result = NIOLockedValueBox<Result<[[UInt8]], Error>?>(nil)
+        self.members(of: topic).whenComplete { r in result.withLockedValue { $0 = r } }
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(0.001, timeout) * 1e9))
+        while NIODeadline.now() < deadline {
+            if let r = result.withLockedValue({ $0 }) {
+                switch r {
+                case .success(let members): return members
+                case .failure(let error): throw ArgumentError("presence: \((error as? RedisError)?.message ?? "\(error)")")
+                }
+            }
+            usleep(200)
+        }
+        throw ArgumentError("presence: no answer from Redis within \(timeout) s")
+    }
+
+    private func members(of topic: String) -> EventLoopFuture<[[UInt8]]> {
         self.client.send(["EVAL", .string(ClusterScripts.members), "1", .string(self.names.presenceKey(topic))]).flatMapThrowing { reply in
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             guard let items = reply.elements else { throw RedisError(.protocolError, "unexpected reply to the members script") }
@@ -609,6 +648,6 @@ final class Broker: @unchecked Sendable {
 }
 
 /// The Redis callbacks reach the broker through this (they are made before the broker exists).
-private final class WeakBroker: @unchecked Sendable {
-    weak var value: Broker?
+private final class WeakRedisDelivery: @unchecked Sendable {
+    weak var value: RedisDelivery?
 }
