@@ -265,6 +265,7 @@ class Soak:
         self.healthy_gap_records: List[Dict[str, Any]] = []
         self.resyncs: List[Dict[str, Any]] = []
         self.tasks: List[asyncio.Task] = []
+        self.probe_procs: List[Any] = []
 
     # -- bookkeeping
 
@@ -390,41 +391,36 @@ class Soak:
     # -- probe: engine ping/pong round trip (never touches Python)
 
     async def probe(self, name: str) -> None:
-        seq = 0
-        while not self.stopping:
-            inst = self.inst(name)
-            if not inst.up:
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                ws, _ = await self.connect(inst, f"probe-{name}")
-            except Exception:
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                while not self.stopping:
-                    seq += 1
-                    t1 = time.perf_counter()
-                    await ws.send(json.dumps({"type": "ping", "id": seq}))
-                    while True:
-                        m = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                        if m.get("type") == "pong" and m.get("id") == seq:
-                            break
-                    rtt = time.perf_counter() - t1
+        """Runs ``soak.py --probe-child PORT`` (its own process, so that the soak's own load does not
+        show up as server latency) and collects its round trips."""
+        inst = self.inst(name)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.abspath(__file__), "--probe-child", str(inst.port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self.probe_procs.append(proc)
+        try:
+            while not self.stopping:
+                line = await proc.stdout.readline()
+                if not line:
+                    if not self.stopping:
+                        self.violation("probe process ended", instance=name)
+                    return
+                kind, _, value = line.decode().strip().partition(" ")
+                if kind == "rtt":
+                    rtt = float(value)
                     self.rtts[name].append(rtt)
                     self.rtt_interval_max[name] = max(self.rtt_interval_max[name], rtt)
                     if rtt > self.args.max_rtt:
                         self.violation("probe round trip over the bound", instance=name, rtt_s=round(rtt, 3))
-                    await asyncio.sleep(0.1)
-            except (ConnectionClosed, OSError, asyncio.TimeoutError) as exc:
-                if inst.up and not self.stopping:
-                    if isinstance(exc, asyncio.TimeoutError):
-                        self.violation("probe got no pong within 30 s", instance=name)
-                    else:
+                elif kind == "lost":
+                    await asyncio.sleep(0.3)  # the kill marks the instance down before the signal
+                    if inst.up and not self.stopping and not self.in_window(self.now(), ("kill",)):
                         self.violation("probe connection lost while its instance was up", instance=name,
-                                       error=repr(exc)[:200])
-            finally:
-                await ws.close()
+                                       error=value[:200])
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
     # -- healthy subscribers: every offset checked, every gap recovered
 
@@ -1497,7 +1493,45 @@ class Soak:
             self.redis.stop()
 
 
+def probe_child(port: int) -> int:
+    """``soak.py --probe-child PORT``: an engine ``ping`` every 100 ms on its own connection, blocking
+    I/O in its own process; prints ``rtt SECONDS`` per pong and ``lost REASON`` when the connection
+    ends (then reconnects). Exits when stdin closes (the soak ended)."""
+    from websockets.sync.client import connect as sync_connect
+
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    seq = 0
+    while True:
+        try:
+            ws = sync_connect(f"ws://127.0.0.1:{port}/", additional_headers={"Authorization": f"Bearer {token('probe', 86400)}"},
+                              open_timeout=5, max_size=None, compression=None)
+        except Exception:
+            time.sleep(0.2)
+            continue
+        try:
+            ws.recv(10)  # ready
+            while True:
+                seq += 1
+                t1 = time.perf_counter()
+                ws.send(json.dumps({"type": "ping", "id": seq}))
+                while True:
+                    m = json.loads(ws.recv(30))
+                    if m.get("type") == "pong" and m.get("id") == seq:
+                        break
+                print(f"rtt {time.perf_counter() - t1:.6f}", flush=True)
+                time.sleep(0.1)
+        except Exception as exc:
+            print(f"lost {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+            try:
+                ws.close()
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe-child":
+        return probe_child(int(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See docs/reliability.md (Soak) for what is asserted and the figures.")
