@@ -467,6 +467,25 @@ class Soak:
                 await ws.send(json.dumps({"type": "unsubscribe", "topics": [t], "id": sub_id}))
 
             retries: set = set()
+            moving = False
+
+            async def go_home() -> None:
+                # after a failover, come back to the home instance once it is up again (a clean close,
+                # then a reconnection that recovers every topic): the next kill finds subscribers there
+                nonlocal moving
+                await asyncio.sleep(random.uniform(15, 30))
+                while not self.stopping:
+                    if self.inst(home).up:
+                        moving = True
+                        self.count("subscriber_went_home")
+                        await ws.close()
+                        return
+                    await asyncio.sleep(1.0)
+
+            if inst.name != home:
+                home_task = asyncio.create_task(go_home())
+                retries.add(home_task)
+                home_task.add_done_callback(retries.discard)
 
             async def retry(t: str) -> None:
                 await asyncio.sleep(0.5)
@@ -577,7 +596,9 @@ class Soak:
                     elif typ == "pong":
                         pass
             except ConnectionClosed as exc:
-                if not inst.up or inst.generation != gen or self.stopping:
+                if moving:
+                    pass
+                elif not inst.up or inst.generation != gen or self.stopping:
                     self.count("subscriber_lost_with_instance")
                     self.note_lost(idx)
                 else:
@@ -1501,32 +1522,30 @@ def probe_child(port: int) -> int:
 
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     seq = 0
+    headers = {"Authorization": f"Bearer {token('probe', 86400)}"}
     while True:
         try:
-            ws = sync_connect(f"ws://127.0.0.1:{port}/", additional_headers={"Authorization": f"Bearer {token('probe', 86400)}"},
-                              open_timeout=5, max_size=None, compression=None)
+            ws = sync_connect(f"ws://127.0.0.1:{port}/", additional_headers=headers, open_timeout=5, max_size=None,
+                              compression=None)
         except Exception:
             time.sleep(0.2)
             continue
-        try:
-            ws.recv(10)  # ready
-            while True:
-                seq += 1
-                t1 = time.perf_counter()
-                ws.send(json.dumps({"type": "ping", "id": seq}))
-                while True:
-                    m = json.loads(ws.recv(30))
-                    if m.get("type") == "pong" and m.get("id") == seq:
-                        break
-                print(f"rtt {time.perf_counter() - t1:.6f}", flush=True)
-                time.sleep(0.1)
-        except Exception as exc:
-            print(f"lost {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+        with ws:
             try:
-                ws.close()
-            except Exception:
-                pass
-            time.sleep(0.2)
+                ws.recv(10)  # ready
+                while True:
+                    seq += 1
+                    t1 = time.perf_counter()
+                    ws.send(json.dumps({"type": "ping", "id": seq}))
+                    while True:
+                        m = json.loads(ws.recv(30))
+                        if m.get("type") == "pong" and m.get("id") == seq:
+                            break
+                    print(f"rtt {time.perf_counter() - t1:.6f}", flush=True)
+                    time.sleep(0.1)
+            except Exception as exc:
+                print(f"lost {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+        time.sleep(0.2)
 
 
 def main() -> int:
