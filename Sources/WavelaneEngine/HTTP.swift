@@ -211,36 +211,17 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.subprotocol = subprotocol
 
         let id = self.server.nextConnectionID(on: channel.eventLoop)
-        var body: [UInt8] = Array(#"{"user":"#.utf8)
-        if let user { JSONWriter.appendString(user, to: &body) } else { body.append(contentsOf: "null".utf8) }
-        body.append(contentsOf: #","addr":"#.utf8)
-        JSONWriter.appendString(Self.describe(client), to: &body)
-        body.append(contentsOf: #","path":"#.utf8)
-        JSONWriter.appendString(String(path), to: &body)
-        body.append(contentsOf: #","subprotocol":"#.utf8)
-        if let subprotocol { JSONWriter.appendString(subprotocol, to: &body) } else { body.append(contentsOf: "null".utf8) }
-        body.append(contentsOf: #","query":"#.utf8)
-        JSONWriter.appendString(Handshake.applicationQuery(query, removing: config.jwtQueryParam,
-                                                           maxBytes: Self.maxQueryBytes), to: &body)
-        body.append(contentsOf: #","headers":{"#.utf8)
-        do {
-            var first = true
-            for name in config.connectHeaders {
-                let values = request.headers[name]
-                guard !values.isEmpty else { continue }
-                if !first { body.append(UInt8(ascii: ",")) }
-                first = false
-                JSONWriter.appendString(name, to: &body)
-                body.append(UInt8(ascii: ":"))
-                let joined = values.joined(separator: ", ")
-                let capped = FrameEncoder.truncatedUTF8(joined, maxBytes: EngineConfiguration.connectHeaderMaxBytes)
-                JSONWriter.appendString(String(decoding: capped, as: UTF8.self), to: &body)
-            }
-            body.append(UInt8(ascii: "}"))
+        var headers: [(name: String, value: String)] = []
+        for name in config.connectHeaders {
+            let values = request.headers[name]
+            guard !values.isEmpty else { continue }
+            let capped = FrameEncoder.truncatedUTF8(values.joined(separator: ", "), maxBytes: EngineConfiguration.connectHeaderMaxBytes)
+            headers.append((name, String(decoding: capped, as: UTF8.self)))
         }
-        body.append(contentsOf: #","claims":"#.utf8)
-        body.append(contentsOf: claimsJSON.utf8)
-        body.append(UInt8(ascii: "}"))
+        let body = ServerMessage.connectEvent(
+            user: user, addr: Self.describe(client), path: String(path), subprotocol: subprotocol,
+            query: Handshake.applicationQuery(query, removing: config.jwtQueryParam, maxBytes: Self.maxQueryBytes),
+            headers: headers, claims: Array(claimsJSON.utf8))
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)

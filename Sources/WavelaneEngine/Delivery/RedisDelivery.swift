@@ -245,19 +245,12 @@ final class RedisDelivery: Delivery, @unchecked Sendable {
 
     private func pushEvent(up: Bool) {
         let undelivered = self.unreported.exchange(0, ordering: .relaxed)
-        var out: [UInt8] = Array(#"{"redis":"#.utf8)
-        JSONWriter.appendString(up ? "connected" : "disconnected", to: &out)
-        out.append(contentsOf: #","reason":"#.utf8)
-        if up {
-            out.append(contentsOf: "null".utf8)
-        } else {
-            var reason = self.stateDescription
-            if reason.hasPrefix("disconnected: ") { reason.removeFirst("disconnected: ".count) }
-            JSONWriter.appendString(reason, to: &out)
+        var reason: String? = nil
+        if !up {
+            reason = self.stateDescription
+            if reason!.hasPrefix("disconnected: ") { reason!.removeFirst("disconnected: ".count) }
         }
-        out.append(contentsOf: #","undelivered":"#.utf8)
-        out.append(contentsOf: String(undelivered).utf8)
-        out.append(UInt8(ascii: "}"))
+        let out = ServerMessage.clusterEvent(connected: up, reason: reason, undelivered: undelivered)
         var payload = self.allocator.buffer(capacity: out.count)
         payload.writeBytes(out)
         self.host.pushClusterEvent(payload)
