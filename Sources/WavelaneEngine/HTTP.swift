@@ -211,36 +211,17 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.subprotocol = subprotocol
 
         let id = self.server.nextConnectionID(on: channel.eventLoop)
-        var body: [UInt8] = Array(#"{"user":"#.utf8)
-        if let user { JSONWriter.appendString(user, to: &body) } else { body.append(contentsOf: "null".utf8) }
-        body.append(contentsOf: #","addr":"#.utf8)
-        JSONWriter.appendString(Self.describe(client), to: &body)
-        body.append(contentsOf: #","path":"#.utf8)
-        JSONWriter.appendString(String(path), to: &body)
-        body.append(contentsOf: #","subprotocol":"#.utf8)
-        if let subprotocol { JSONWriter.appendString(subprotocol, to: &body) } else { body.append(contentsOf: "null".utf8) }
-        body.append(contentsOf: #","query":"#.utf8)
-        JSONWriter.appendString(Handshake.applicationQuery(query, removing: config.jwtQueryParam,
-                                                           maxBytes: Self.maxQueryBytes), to: &body)
-        body.append(contentsOf: #","headers":{"#.utf8)
-        do {
-            var first = true
-            for name in config.connectHeaders {
-                let values = request.headers[name]
-                guard !values.isEmpty else { continue }
-                if !first { body.append(UInt8(ascii: ",")) }
-                first = false
-                JSONWriter.appendString(name, to: &body)
-                body.append(UInt8(ascii: ":"))
-                let joined = values.joined(separator: ", ")
-                let capped = FrameEncoder.truncatedUTF8(joined, maxBytes: EngineConfiguration.connectHeaderMaxBytes)
-                JSONWriter.appendString(String(decoding: capped, as: UTF8.self), to: &body)
-            }
-            body.append(UInt8(ascii: "}"))
+        var headers: [(name: String, value: String)] = []
+        for name in config.connectHeaders {
+            let values = request.headers[name]
+            guard !values.isEmpty else { continue }
+            let capped = FrameEncoder.truncatedUTF8(values.joined(separator: ", "), maxBytes: EngineConfiguration.connectHeaderMaxBytes)
+            headers.append((name, String(decoding: capped, as: UTF8.self)))
         }
-        body.append(contentsOf: #","claims":"#.utf8)
-        body.append(contentsOf: claimsJSON.utf8)
-        body.append(UInt8(ascii: "}"))
+        let body = ServerMessage.connectEvent(
+            user: user, addr: Self.describe(client), path: String(path), subprotocol: subprotocol,
+            query: Handshake.applicationQuery(query, removing: config.jwtQueryParam, maxBytes: Self.maxQueryBytes),
+            headers: headers, claims: claimsJSON)
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
@@ -381,18 +362,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.respond(context: context, status: .ok, contentType: route.contentType, body: route.body, head: head)
         } else if path == "/health" && observable && config.health {
             let accepting = self.server.accepting
-            var status = accepting ? "ok" : "draining"
-            var redis = ""
             let delivery = self.server.delivery!
-            if let state = delivery.redisState {
-                if accepting && !delivery.redisConnected { status = "degraded" }
-                var text: [UInt8] = Array(#","redis":"#.utf8)
-                JSONWriter.appendString(state, to: &text)
-                redis = String(decoding: text, as: UTF8.self)
-            }
-            let body = #"{"status":"\#(status)","connections":\#(self.server.stats.activeConnections),"inbound_queue":\#(self.server.queue.count)\#(redis)}"#
+            let redis = delivery.redisState
+            let status = !accepting ? "draining" : redis != nil && !delivery.redisConnected ? "degraded" : "ok"
+            let body = ServerMessage.health(status: status, connections: self.server.stats.activeConnections,
+                                            inboundQueue: self.server.queue.count, redis: redis)
             self.respond(context: context, status: accepting ? .ok : .serviceUnavailable, contentType: "application/json",
-                         body: Array(body.utf8), head: head)
+                         body: body, head: head)
         } else if path == "/metrics" && observable && config.metrics {
             self.respond(context: context, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                          body: self.server.metrics.render(self.server), head: head)
@@ -513,15 +489,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return bad("\(error)")
         }
         self.respond(context: context, status: .ok, contentType: "application/json",
-                     body: Array(#"{"offset":\#(offset)}"#.utf8), head: head)
+                     body: ServerMessage.published(offset: offset), head: head)
     }
 
     private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, error: String,
                              head: HTTPRequestHead, extraHeaders: [(String, String)] = []) {
-        var body: [UInt8] = Array(#"{"error":"#.utf8)
-        JSONWriter.appendString(error, to: &body)
-        body.append(UInt8(ascii: "}"))
-        self.respond(context: context, status: status, contentType: "application/json", body: body, head: head,
+        self.respond(context: context, status: status, contentType: "application/json", body: ServerMessage.httpError(error), head: head,
                      extraHeaders: extraHeaders)
     }
 

@@ -662,25 +662,19 @@ public final class ServerCore: DeliveryHost, @unchecked Sendable {
 
     /// All counters as one JSON object.
     public func statsJSON() -> String {
-        var out: [UInt8] = Array("{".utf8)
-        func field(_ name: String, _ value: Int) {
-            if out.count > 1 { out.append(UInt8(ascii: ",")) }
-            JSONWriter.appendString(name, to: &out)
-            out.append(UInt8(ascii: ":"))
-            out.append(contentsOf: String(value).utf8)
-        }
-        for counter in EngineStats.Counter.allCases { field(counter.name, self.stats.value(counter)) }
-        field("connections_active", self.registry.count)
-        field("users_active", self.registry.userCount)
-        field("inbound_queue", self.queue.count)
-        field("inbound_paused", self.queue.pausedCount)
-        field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
-        field("partial_bytes", self.partialBytes.load(ordering: .relaxed))
-        field("topics_with_offsets", self.offsets.count)
-        field("redis_connected", self.delivery.redisConnected ? 1 : 0)
-        field("history_bytes", self.offsets.historyBytes)
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
+        var fields = EngineStats.Counter.allCases.map { (name: $0.name, value: self.stats.value($0)) }
+        fields += [
+            ("connections_active", self.registry.count),
+            ("users_active", self.registry.userCount),
+            ("inbound_queue", self.queue.count),
+            ("inbound_paused", self.queue.pausedCount),
+            ("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed)),
+            ("partial_bytes", self.partialBytes.load(ordering: .relaxed)),
+            ("topics_with_offsets", self.offsets.count),
+            ("redis_connected", self.delivery.redisConnected ? 1 : 0),
+            ("history_bytes", self.offsets.historyBytes),
+        ]
+        return String(decoding: ServerMessage.counters(fields), as: UTF8.self)
     }
 
     // MARK: helpers
