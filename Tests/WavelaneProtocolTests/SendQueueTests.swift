@@ -1,0 +1,133 @@
+import NIOCore
+import Testing
+import WavelaneProtocol
+
+private func frame(_ size: Int, _ tag: UInt8 = 0) -> ByteBuffer {
+    ByteBuffer(bytes: [UInt8](repeating: tag, count: size))
+}
+
+private func tags(_ queue: inout SendQueue) -> [UInt8] {
+    var out: [UInt8] = []
+    while let item = queue.dequeue() { out.append(item.frame.getInteger(at: item.frame.readerIndex)!) }
+    return out
+}
+
+struct SendQueueTests {
+    @Test func priorityOrderAndNames() {
+        #expect(Priority.critical < Priority.high)
+        #expect(Priority.high < Priority.normal)
+        #expect(Priority.normal < Priority.low)
+        #expect(Priority.low < Priority.background)
+        #expect(Priority.allCases.map(\.name) == ["critical", "high", "normal", "low", "background"])
+    }
+
+    @Test func dequeuesHighestPriorityFirstFIFOWithin() {
+        var queue = SendQueue(maxBytes: 1000)
+        #expect(queue.enqueue(frame(10, 1), priority: .low) == .queued(SendQueue.Dropped()))
+        _ = queue.enqueue(frame(10, 2), priority: .normal)
+        _ = queue.enqueue(frame(10, 3), priority: .critical)
+        _ = queue.enqueue(frame(10, 4), priority: .normal)
+        _ = queue.enqueue(frame(10, 5), priority: .background)
+        _ = queue.enqueue(frame(10, 6), priority: .high)
+        #expect(queue.count == 6)
+        #expect(queue.bytes == 60)
+        #expect(tags(&queue) == [3, 6, 2, 4, 1, 5])
+        #expect(queue.isEmpty)
+        #expect(queue.bytes == 0)
+        #expect(queue.dequeue() == nil)
+    }
+
+    @Test func fullQueueDropsLowestPriorityOldestFirst() {
+        var queue = SendQueue(maxBytes: 30)
+        _ = queue.enqueue(frame(10, 1), priority: .low)
+        _ = queue.enqueue(frame(10, 2), priority: .background)
+        _ = queue.enqueue(frame(10, 3), priority: .low)
+        let outcome = queue.enqueue(frame(10, 4), priority: .normal)
+        var expected = SendQueue.Dropped()
+        expected.count = 1
+        expected.bytes = 10
+        expected.byPriority[Int(Priority.background.rawValue)] = 1
+        #expect(outcome == .queued(expected))
+        let next = queue.enqueue(frame(10, 5), priority: .high)
+        var expectedLow = SendQueue.Dropped()
+        expectedLow.count = 1
+        expectedLow.bytes = 10
+        expectedLow.byPriority[Int(Priority.low.rawValue)] = 1
+        #expect(next == .queued(expectedLow))  // the older low one (tag 1)
+        #expect(queue.bytes == 30)
+        #expect(tags(&queue) == [5, 4, 3])
+    }
+
+    @Test func aMessageBelowEverythingQueuedDropsItself() {
+        var queue = SendQueue(maxBytes: 20)
+        _ = queue.enqueue(frame(10, 1), priority: .high)
+        _ = queue.enqueue(frame(10, 2), priority: .high)
+        guard case .queued(let dropped) = queue.enqueue(frame(10, 3), priority: .background) else {
+            Issue.record("expected queued")
+            return
+        }
+        #expect(dropped.count == 1)
+        #expect(dropped.byPriority[Int(Priority.background.rawValue)] == 1)
+        #expect(tags(&queue) == [1, 2])
+    }
+
+    @Test func criticalIsNeverDroppedOverflowInstead() {
+        var queue = SendQueue(maxBytes: 20)
+        _ = queue.enqueue(frame(10, 1), priority: .normal)
+        _ = queue.enqueue(frame(10, 2), priority: .critical)
+        guard case .overflow(let dropped) = queue.enqueue(frame(15, 3), priority: .critical) else {
+            Issue.record("expected overflow")
+            return
+        }
+        #expect(dropped.count == 1)
+        #expect(dropped.bytes == 10)
+        #expect(dropped.byPriority[Int(Priority.normal.rawValue)] == 1)
+        #expect(queue.bytes == 25)
+        #expect(tags(&queue) == [2, 3])
+    }
+
+    @Test func keyReplacesQueuedMessageInPlace() {
+        var queue = SendQueue(maxBytes: 1000)
+        _ = queue.enqueue(frame(10, 1), priority: .normal, key: "cursor")
+        _ = queue.enqueue(frame(10, 2), priority: .normal)
+        #expect(queue.enqueue(frame(25, 3), priority: .normal, key: "cursor") == .coalesced)
+        #expect(queue.count == 2)
+        #expect(queue.bytes == 35)
+        // The replacement keeps the replaced message's place.
+        #expect(tags(&queue) == [3, 2])
+    }
+
+    @Test func keyCoalescesOnlyWithinItsPriority() {
+        var queue = SendQueue(maxBytes: 1000)
+        _ = queue.enqueue(frame(10, 1), priority: .low, key: "k")
+        #expect(queue.enqueue(frame(10, 2), priority: .high, key: "k") == .queued(SendQueue.Dropped()))
+        #expect(queue.enqueue(frame(10, 3), priority: .low, key: "other") == .queued(SendQueue.Dropped()))
+        #expect(tags(&queue) == [2, 1, 3])
+    }
+
+    @Test func droppedMerges() {
+        var a = SendQueue.Dropped()
+        #expect(a.isEmpty)
+        var b = SendQueue.Dropped()
+        b.count = 2
+        b.bytes = 30
+        b.byPriority[1] = 2
+        a.merge(b)
+        a.merge(b)
+        #expect(a.count == 4)
+        #expect(a.bytes == 60)
+        #expect(a.byPriority == [0, 4, 0, 0, 0])
+        #expect(!a.isEmpty)
+    }
+
+    @Test func removeAllEmpties() {
+        var queue = SendQueue(maxBytes: 100)
+        _ = queue.enqueue(frame(10), priority: .normal)
+        _ = queue.enqueue(frame(10), priority: .critical)
+        queue.removeAll()
+        #expect(queue.isEmpty)
+        #expect(queue.bytes == 0)
+        #expect(queue.count == 0)
+        #expect(queue.dequeue() == nil)
+    }
+}
