@@ -1,5 +1,5 @@
 /// The JSON bodies of events the engine hands to the application (rpc, subscribe_request, refresh,
-/// dropped) and the server messages built from them: part of the one `ServerMessage` builder.
+/// dropped, connect, cluster) and the server messages built from them: part of the one `ServerMessage` builder.
 extension ServerMessage {
     /// An `rpc` event: `{"method":..,"params":..,"id":..}` (params null when absent).
     public static func rpcEvent(method: String, params: JSONValue?, id: JSONValue) -> [UInt8] {
@@ -67,5 +67,50 @@ extension ServerMessage {
         JSONWriter.appendString(message, to: &out)
         out.append(UInt8(ascii: "}"))
         return out
+    }
+
+    /// The `connect` event for the application: `{"user","addr","path","subprotocol","query",
+    /// "headers":{name: value},"claims"}`. `claims` is a JSON object (or null) already serialized.
+    public static func connectEvent(user: String?, addr: String, path: String, subprotocol: String?, query: String,
+                                    headers: [(name: String, value: String)], claims: String) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"user":"#.utf8)
+        appendStringOrNull(user, to: &out)
+        out.append(contentsOf: #","addr":"#.utf8)
+        JSONWriter.appendString(addr, to: &out)
+        out.append(contentsOf: #","path":"#.utf8)
+        JSONWriter.appendString(path, to: &out)
+        out.append(contentsOf: #","subprotocol":"#.utf8)
+        appendStringOrNull(subprotocol, to: &out)
+        out.append(contentsOf: #","query":"#.utf8)
+        JSONWriter.appendString(query, to: &out)
+        out.append(contentsOf: #","headers":{"#.utf8)
+        for (i, header) in headers.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONWriter.appendString(header.name, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONWriter.appendString(header.value, to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+        out.append(contentsOf: #","claims":"#.utf8)
+        out.append(contentsOf: claims.utf8)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// The `cluster` event for the application: `{"redis":"connected"|"disconnected","reason":..,"undelivered":n}`
+    /// (`reason` null while connected).
+    public static func clusterEvent(connected: Bool, reason: String?, undelivered: Int) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"redis":"#.utf8)
+        JSONWriter.appendString(connected ? "connected" : "disconnected", to: &out)
+        out.append(contentsOf: #","reason":"#.utf8)
+        appendStringOrNull(reason, to: &out)
+        out.append(contentsOf: #","undelivered":"#.utf8)
+        out.append(contentsOf: String(undelivered).utf8)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    private static func appendStringOrNull(_ value: String?, to out: inout [UInt8]) {
+        if let value { JSONWriter.appendString(value, to: &out) } else { out.append(contentsOf: "null".utf8) }
     }
 }

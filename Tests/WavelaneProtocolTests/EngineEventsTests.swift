@@ -34,4 +34,20 @@ struct EngineEventsTests {
         #expect(text(ServerMessage.presenceFull(topic: "room\"1", maxMembers: 2))
                 == #"{"type":"error","code":"presence_full","topic":"room\"1","message":"presence of room\"1 is full (max_presence_members 2): subscribed without presence"}"#)
     }
+
+    @Test func connectEventBytesAreExact() {
+        let event = ServerMessage.connectEvent(
+            user: "al\"ice", addr: "127.0.0.1:5000", path: "/ws", subprotocol: nil, query: "room=1",
+            headers: [("user-agent", "x/1"), ("x-a", "b")], claims: #"{"sub":"al\"ice"}"#)
+        #expect(text(event) == #"{"user":"al\"ice","addr":"127.0.0.1:5000","path":"/ws","subprotocol":null,"query":"room=1","headers":{"user-agent":"x/1","x-a":"b"},"claims":{"sub":"al\"ice"}}"#)
+        let anonymous = ServerMessage.connectEvent(user: nil, addr: "a", path: "/", subprotocol: "v1", query: "", headers: [], claims: "{}")
+        #expect(text(anonymous) == #"{"user":null,"addr":"a","path":"/","subprotocol":"v1","query":"","headers":{},"claims":{}}"#)
+    }
+
+    @Test func clusterEventBytesAreExact() {
+        #expect(text(ServerMessage.clusterEvent(connected: true, reason: nil, undelivered: 0))
+                == #"{"redis":"connected","reason":null,"undelivered":0}"#)
+        #expect(text(ServerMessage.clusterEvent(connected: false, reason: "connection refused \"x\"", undelivered: 12))
+                == #"{"redis":"disconnected","reason":"connection refused \"x\"","undelivered":12}"#)
+    }
 }
