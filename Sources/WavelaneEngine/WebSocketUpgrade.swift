@@ -224,7 +224,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         let body = ServerMessage.connectEvent(
             user: user, addr: Self.describe(client), path: String(path), subprotocol: subprotocol,
             query: Handshake.applicationQuery(query, removing: config.jwtQueryParam, maxBytes: Self.maxQueryBytes),
-            headers: headers, claims: claimsJSON)
+            headers: headers, claims: Array(claimsJSON.utf8))
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)

@@ -1,5 +1,6 @@
-/// The JSON bodies of events the engine hands to the application (rpc, subscribe_request, refresh,
-/// dropped, connect, cluster) and the server messages built from them: part of the one `ServerMessage` builder.
+/// The JSON bodies of events the engine hands to the application (connect, rpc, subscribe_request,
+/// refresh, dropped, cluster; wavelane.h WL_EV_*, Python's `*Data` TypedDicts), the engine's log
+/// records, and the server messages built from them: part of the one `ServerMessage` builder.
 extension ServerMessage {
     /// An `rpc` event: `{"method":..,"params":..,"id":..}` (params null when absent).
     public static func rpcEvent(method: String, params: JSONValue?, id: JSONValue) -> [UInt8] {
@@ -69,18 +70,18 @@ extension ServerMessage {
         return out
     }
 
-    /// The `connect` event for the application: `{"user","addr","path","subprotocol","query",
-    /// "headers":{name: value},"claims"}`. `claims` is a JSON object (or null) already serialized.
+    /// WL_EV_CONNECT: `{"user","addr","path","subprotocol","query","headers":{..},"claims":{..}}`.
+    /// `claims` is already-serialized JSON (the verified token's payload, `{}` without one).
     public static func connectEvent(user: String?, addr: String, path: String, subprotocol: String?, query: String,
-                                    headers: [(name: String, value: String)], claims: String) -> [UInt8] {
+                               headers: [(name: String, value: String)], claims: [UInt8]) -> [UInt8] {
         var out: [UInt8] = Array(#"{"user":"#.utf8)
-        appendStringOrNull(user, to: &out)
+        appendOptionalString(user, to: &out)
         out.append(contentsOf: #","addr":"#.utf8)
         JSONWriter.appendString(addr, to: &out)
         out.append(contentsOf: #","path":"#.utf8)
         JSONWriter.appendString(path, to: &out)
         out.append(contentsOf: #","subprotocol":"#.utf8)
-        appendStringOrNull(subprotocol, to: &out)
+        appendOptionalString(subprotocol, to: &out)
         out.append(contentsOf: #","query":"#.utf8)
         JSONWriter.appendString(query, to: &out)
         out.append(contentsOf: #","headers":{"#.utf8)
@@ -90,27 +91,45 @@ extension ServerMessage {
             out.append(UInt8(ascii: ":"))
             JSONWriter.appendString(header.value, to: &out)
         }
-        out.append(UInt8(ascii: "}"))
-        out.append(contentsOf: #","claims":"#.utf8)
-        out.append(contentsOf: claims.utf8)
+        out.append(contentsOf: #"},"claims":"#.utf8)
+        out.append(contentsOf: claims)
         out.append(UInt8(ascii: "}"))
         return out
     }
 
-    /// The `cluster` event for the application: `{"redis":"connected"|"disconnected","reason":..,"undelivered":n}`
-    /// (`reason` null while connected).
+    /// WL_EV_CLUSTER: `{"redis":"connected"|"disconnected","reason":..,"undelivered":n}`.
     public static func clusterEvent(connected: Bool, reason: String?, undelivered: Int) -> [UInt8] {
         var out: [UInt8] = Array(#"{"redis":"#.utf8)
         JSONWriter.appendString(connected ? "connected" : "disconnected", to: &out)
         out.append(contentsOf: #","reason":"#.utf8)
-        appendStringOrNull(reason, to: &out)
+        appendOptionalString(reason, to: &out)
         out.append(contentsOf: #","undelivered":"#.utf8)
-        out.append(contentsOf: String(undelivered).utf8)
+        JSONWriter.appendInt(Int64(undelivered), to: &out)
         out.append(UInt8(ascii: "}"))
         return out
     }
 
-    private static func appendStringOrNull(_ value: String?, to out: inout [UInt8]) {
-        if let value { JSONWriter.appendString(value, to: &out) } else { out.append(contentsOf: "null".utf8) }
+    /// One engine log record as a JSON line: `{"level","time","message","metadata":{..}}\n`
+    /// (metadata keys sorted, values as strings).
+    public static func logRecord(level: String, time: Double, message: String, metadata: [(key: String, value: String)]) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"level":"#.utf8)
+        JSONWriter.appendString(level, to: &out)
+        out.append(contentsOf: #","time":"#.utf8)
+        out.append(contentsOf: String(time).utf8)
+        out.append(contentsOf: #","message":"#.utf8)
+        JSONWriter.appendString(message, to: &out)
+        out.append(contentsOf: #","metadata":{"#.utf8)
+        for (i, field) in metadata.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONWriter.appendString(field.key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONWriter.appendString(field.value, to: &out)
+        }
+        out.append(contentsOf: "}}\n".utf8)
+        return out
+    }
+
+    fileprivate static func appendOptionalString(_ s: String?, to out: inout [UInt8]) {
+        if let s { JSONWriter.appendString(s, to: &out) } else { out.append(contentsOf: "null".utf8) }
     }
 }
