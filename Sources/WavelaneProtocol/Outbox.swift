@@ -31,9 +31,11 @@ public struct Outbox {
         case two(ByteBuffer, ByteBuffer)
     }
 
-    private let allocator: ByteBufferAllocator
-    private var coalesced: ByteBuffer?
-    private var queue: SendQueue
+    // The hot path (`send` while writable, `write`, `spill`) is inlinable: it runs once per
+    // delivered frame, from the engine's module.
+    @usableFromInline let allocator: ByteBufferAllocator
+    @usableFromInline var coalesced: ByteBuffer?
+    @usableFromInline var queue: SendQueue
     /// Drops not yet reported to the application.
     public private(set) var unreportedDrops = SendQueue.Dropped()
     /// Since when the socket has not taken more (nil: it is writable).
@@ -47,15 +49,21 @@ public struct Outbox {
     /// Bytes waiting in the send queue.
     public var queuedBytes: Int { self.queue.bytes }
     public var queuedCount: Int { self.queue.count }
-    public var isQueueEmpty: Bool { self.queue.isEmpty }
+    @inlinable public var isQueueEmpty: Bool { self.queue.isEmpty }
     /// Bytes in the coalescing buffer, not yet handed to the channel.
     public var bufferedBytes: Int { self.coalesced?.readableBytes ?? 0 }
 
     /// Decides where one complete frame goes. `writable`: the channel takes more; `draining`: a
     /// graceful stop waits for the queue, so new frames queue behind it.
+    @inlinable
     public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?,
                               writable: Bool, draining: Bool) -> Decision {
         if self.queue.isEmpty && writable && !draining { return .writeNow }
+        return self.enqueue(frame, priority: priority, key: key)
+    }
+
+    @usableFromInline
+    mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String?) -> Decision {
         switch self.queue.enqueue(frame, priority: priority, key: key) {
         case .coalesced:
             return .coalesced
@@ -70,6 +78,7 @@ public struct Outbox {
 
     /// Takes a frame for the channel: small frames are coalesced (handed over when the buffer is
     /// full), a large one is handed over after whatever was coalesced before it.
+    @inlinable
     public mutating func write(_ frame: ByteBuffer) -> Writes {
         if frame.readableBytes <= Self.coalesceMaxFrame {
             if self.coalesced == nil { self.coalesced = self.allocator.buffer(capacity: 4096) }
@@ -83,6 +92,7 @@ public struct Outbox {
     }
 
     /// The coalesced small frames, to hand to the channel now (before a flush or a close frame).
+    @inlinable
     public mutating func spill() -> ByteBuffer? {
         guard let buffer = self.coalesced else { return nil }
         self.coalesced = nil

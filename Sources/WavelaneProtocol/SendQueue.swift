@@ -74,7 +74,7 @@ public struct SendQueue {
         self.levels = Priority.allCases.map { _ in CircularBuffer<Item>(initialCapacity: 4) }
     }
 
-    public var isEmpty: Bool { self.count == 0 }
+    @inlinable public var isEmpty: Bool { self.count == 0 }
 
     public mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String? = nil) -> Outcome {
         let size = frame.readableBytes
