@@ -22,6 +22,32 @@ private func writeError(_ message: String, _ err: UnsafeMutablePointer<CChar>?, 
     err[bytes.count] = 0
 }
 
+/// Returns a string through the ABI's one pattern (wavelane.h): a malloc'd, NUL-terminated copy
+/// in *out and its length, or -1 with err filled.
+private func returnString<Bytes: Collection>(_ utf8: Bytes, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                                             _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64
+where Bytes.Element == UInt8 {
+    out?.pointee = nil
+    guard let out else {
+        writeError("out: must not be NULL", err, errLen)
+        return -1
+    }
+    let count = utf8.count
+    guard let buffer = malloc(count + 1)?.assumingMemoryBound(to: UInt8.self) else {
+        writeError("out of memory", err, errLen)
+        return -1
+    }
+    _ = UnsafeMutableBufferPointer(start: buffer, count: count).initialize(from: utf8)
+    buffer[count] = 0
+    out.pointee = UnsafeMutableRawPointer(buffer).assumingMemoryBound(to: CChar.self)
+    return Int64(count)
+}
+
+private func noServer<T: SignedInteger>(_ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> T {
+    writeError("server: NULL", err, errLen)
+    return -1
+}
+
 private func string(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> String? {
     guard let ptr else { return len == 0 ? "" : nil }
     let buffer = UnsafeRawBufferPointer(start: ptr, count: len)
@@ -63,14 +89,16 @@ private func topicList(_ ptr: UnsafePointer<CChar>?, _ len: Int) -> Result<[Stri
     return .success(topics)
 }
 
-private let versionCString: UnsafePointer<CChar> = {
-    let s = strdup(wavelaneVersion)!
-    return UnsafePointer(s)
-}()
-
 @_cdecl("wl_version")
-public func wl_version() -> UnsafePointer<CChar> {
-    versionCString
+public func wl_version(_ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                       _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    returnString(wavelaneVersion.utf8, out, err, errLen)
+}
+
+@_cdecl("wl_config_schema")
+public func wl_config_schema(_ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                             _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    returnString(ConfigSchema.json.utf8, out, err, errLen)
 }
 
 @_cdecl("wl_server_new")
@@ -100,16 +128,24 @@ public func wl_server_new(_ configJSON: UnsafePointer<CChar>?, _ configLen: Int,
 @_cdecl("wl_server_add_route")
 public func wl_server_add_route(_ s: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ pathLen: Int,
                                 _ contentType: UnsafePointer<CChar>?, _ ctLen: Int,
-                                _ body: UnsafePointer<CChar>?, _ bodyLen: Int) -> Int32 {
-    guard let core = server(s), let path = string(path, pathLen), path.hasPrefix("/"),
-          let contentType = string(contentType, ctLen) else { return -1 }
+                                _ body: UnsafePointer<CChar>?, _ bodyLen: Int,
+                                _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return noServer(err, errLen) }
+    guard let path = string(path, pathLen), path.hasPrefix("/") else {
+        writeError("path: must be UTF-8 starting with '/'", err, errLen)
+        return -1
+    }
+    guard let contentType = string(contentType, ctLen) else {
+        writeError("content_type: not valid UTF-8", err, errLen)
+        return -1
+    }
     core.addRoute(path: path, contentType: contentType, body: Array(bytes(body, bodyLen)))
     return 0
 }
 
 @_cdecl("wl_server_start")
 public func wl_server_start(_ s: OpaquePointer?, _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     do {
         try core.start()
         return 0
@@ -137,7 +173,7 @@ public func wl_server_drain_and_stop(_ s: OpaquePointer?, _ timeoutMs: Int32) {
 /// Priority and coalescing key from the C arguments.
 private func sendOptions(_ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int) -> Result<(Priority, String?), ArgumentError> {
     guard let p = UInt8(exactly: priority).flatMap(Priority.init(rawValue:)) else {
-        return .failure(ArgumentError("priority: must be 0 (critical) ... 4 (background)"))
+        return .failure(ArgumentError("priority: must be 0 (critical), 1 (high), 2 (normal), 3 (low) or 4 (background), got \(priority)"))
     }
     guard let key, keyLen > 0 else { return .success((p, nil)) }
     guard let k = string(key, keyLen) else { return .failure(ArgumentError("key: not valid UTF-8")) }
@@ -211,8 +247,11 @@ public func wl_wake(_ s: OpaquePointer?) {
 }
 
 @_cdecl("wl_event_fd")
-public func wl_event_fd(_ s: OpaquePointer?) -> Int32 {
-    server(s)?.queue.notificationFD() ?? -1
+public func wl_event_fd(_ s: OpaquePointer?, _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return noServer(err, errLen) }
+    let fd = core.queue.notificationFD()
+    if fd < 0 { writeError("event descriptor: \(String(cString: strerror(errno)))", err, errLen) }
+    return fd
 }
 
 @_cdecl("wl_pending")
@@ -225,7 +264,7 @@ public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ to
                        _ data: UnsafePointer<CChar>?, _ len: Int, _ payloadKind: Int32,
                        _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                        _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     guard let topic = string(topic, topicLen) else {
         writeError("topic: not valid UTF-8", err, errLen)
         return -1
@@ -247,7 +286,7 @@ public func wl_publish(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ to
 public func wl_send(_ s: OpaquePointer?, _ conn: UInt64, _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
                     _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                     _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     do {
         let (p, k) = try sendOptions(priority, key, keyLen).get()
         return try core.send(conn: conn, payload: bytes(data, len), binary: binary != 0, priority: p, key: k) ? 1 : 0
@@ -262,7 +301,7 @@ public func wl_send_node(_ s: OpaquePointer?, _ node: UnsafePointer<CChar>?, _ n
                          _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
                          _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                          _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     guard let node = string(node, nodeLen) else {
         writeError("node: not valid UTF-8", err, errLen)
         return -1
@@ -281,7 +320,7 @@ public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ u
                          _ data: UnsafePointer<CChar>?, _ len: Int, _ binary: Int32,
                          _ priority: Int32, _ key: UnsafePointer<CChar>?, _ keyLen: Int,
                          _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     guard let user = string(user, userLen) else {
         writeError("user: not valid UTF-8", err, errLen)
         return -1
@@ -299,7 +338,7 @@ public func wl_send_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ u
 public func wl_disconnect_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ userLen: Int, _ code: Int32,
                                _ reason: UnsafePointer<CChar>?, _ reasonLen: Int,
                                _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     guard let user = string(user, userLen) else {
         writeError("user: not valid UTF-8", err, errLen)
         return -1
@@ -323,7 +362,7 @@ public func wl_disconnect_user(_ s: OpaquePointer?, _ user: UnsafePointer<CChar>
 private func subscription(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: UnsafePointer<CChar>?, _ topicsLen: Int,
                           _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
                           _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int, subscribe: Bool) -> Int32 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     do {
         let topics = try topicList(topicsJSON, topicsLen).get()
         // Absent ack → no reply; present → a reply carrying that id.
@@ -355,20 +394,34 @@ public func wl_unsubscribe(_ s: OpaquePointer?, _ conn: UInt64, _ topicsJSON: Un
 @_cdecl("wl_deny")
 public func wl_deny(_ s: OpaquePointer?, _ conn: UInt64, _ code: UnsafePointer<CChar>?, _ codeLen: Int,
                     _ message: UnsafePointer<CChar>?, _ msgLen: Int,
-                    _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int) -> Int32 {
-    guard let core = server(s) else { return -1 }
-    let id = (try? optionalJSON(ackJSON, ackLen).get()) ?? nil
-    let code = string(code, codeLen).flatMap { $0.isEmpty ? nil : $0 } ?? "denied"
-    let message = string(message, msgLen) ?? ""
-    return core.deny(conn: conn, code: code, message: message, id: id) ? 1 : 0
+                    _ ackJSON: UnsafePointer<CChar>?, _ ackLen: Int,
+                    _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return noServer(err, errLen) }
+    do throws(ArgumentError) {
+        let id = try optionalJSON(ackJSON, ackLen).get()
+        guard let code = string(code, codeLen) else { throw ArgumentError("code: not valid UTF-8") }
+        guard let text = message == nil ? ServerMessage.defaultDenyMessage : string(message, msgLen) else {
+            throw ArgumentError("message: not valid UTF-8")
+        }
+        return core.deny(conn: conn, code: code.isEmpty ? ServerMessage.defaultDenyCode : code, message: text, id: id) ? 1 : 0
+    } catch {
+        writeError(error.message, err, errLen)
+        return -1
+    }
 }
 
 @_cdecl("wl_close")
-public func wl_close(_ s: OpaquePointer?, _ conn: UInt64, _ code: Int32, _ reason: UnsafePointer<CChar>?, _ reasonLen: Int) -> Int32 {
-    guard let core = server(s), let code = UInt16(exactly: code), let reason = string(reason, reasonLen) else { return -1 }
-    do {
+public func wl_close(_ s: OpaquePointer?, _ conn: UInt64, _ code: Int32, _ reason: UnsafePointer<CChar>?, _ reasonLen: Int,
+                     _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
+    guard let core = server(s) else { return noServer(err, errLen) }
+    do throws(ArgumentError) {
+        guard let reason = string(reason, reasonLen) else { throw ArgumentError("reason: not valid UTF-8") }
+        guard let code = UInt16(exactly: code) else {
+            throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
+        }
         return try core.close(conn: conn, code: code, reason: reason) ? 1 : 0
     } catch {
+        writeError(error.message, err, errLen)
         return -1
     }
 }
@@ -379,56 +432,38 @@ public func wl_log_pending(_ s: OpaquePointer?) -> Int64 {
 }
 
 @_cdecl("wl_logs")
-public func wl_logs(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int64 {
-    guard let core = server(s), let buf, bufLen > 0 else { return 0 }
-    let lines = core.logSink.take(maxBytes: bufLen)
-    if lines.count > bufLen { return -Int64(lines.count) }  // one record larger than buf: not taken
-    lines.withUnsafeBytes { src in
-        if let base = src.baseAddress { _ = memcpy(buf, base, lines.count) }
+public func wl_logs(_ s: OpaquePointer?, _ maxBytes: Int, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                    _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else {
+        out?.pointee = nil
+        return noServer(err, errLen)
     }
-    return Int64(lines.count)
+    return returnString(core.logSink.take(maxBytes: maxBytes), out, err, errLen)
 }
 
 @_cdecl("wl_stats")
-public func wl_stats(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int {
-    guard let core = server(s) else { return 0 }
-    let json = Array(core.statsJSON().utf8)
-    if let buf, bufLen > 0 {
-        let n = min(json.count, bufLen - 1)
-        json.withUnsafeBytes { src in
-            if let base = src.baseAddress { _ = memcpy(buf, base, n) }
-        }
-        buf[n] = 0
+public func wl_stats(_ s: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                     _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else {
+        out?.pointee = nil
+        return noServer(err, errLen)
     }
-    return json.count
+    return returnString(core.statsJSON().utf8, out, err, errLen)
 }
 
 @_cdecl("wl_presence")
 public func wl_presence(_ s: OpaquePointer?, _ topic: UnsafePointer<CChar>?, _ topicLen: Int, _ timeoutMs: Int32,
                         _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
                         _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
-    guard let core = server(s), let out else { return -1 }
-    out.pointee = nil
+    out?.pointee = nil
+    guard let core = server(s) else { return noServer(err, errLen) }
     guard let topic = string(topic, topicLen) else {
         writeError("topic: not valid UTF-8", err, errLen)
         return -1
     }
     do {
         let members = try core.presence(topic: topic, timeout: Double(max(1, timeoutMs)) / 1000)
-        var json: [UInt8] = [UInt8(ascii: "[")]
-        for (i, m) in members.enumerated() {
-            if i > 0 { json.append(UInt8(ascii: ",")) }
-            json.append(contentsOf: m)
-        }
-        json.append(UInt8(ascii: "]"))
-        guard let buffer = malloc(json.count + 1)?.assumingMemoryBound(to: CChar.self) else {
-            writeError("out of memory", err, errLen)
-            return -1
-        }
-        json.withUnsafeBytes { src in _ = memcpy(buffer, src.baseAddress!, json.count) }
-        buffer[json.count] = 0
-        out.pointee = buffer
-        return Int64(json.count)
+        return returnString(JSONWriter.array(ofSerialized: members), out, err, errLen)
     } catch {
         writeError(error.message, err, errLen)
         return -1
@@ -443,7 +478,7 @@ public func wl_free(_ p: UnsafeMutableRawPointer?) {
 @_cdecl("wl_set_presence_info")
 public func wl_set_presence_info(_ s: OpaquePointer?, _ conn: UInt64, _ info: UnsafePointer<CChar>?, _ infoLen: Int,
                                  _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int32 {
-    guard let core = server(s) else { return -1 }
+    guard let core = server(s) else { return noServer(err, errLen) }
     do {
         return try core.setPresenceInfo(conn: conn, info: bytes(info, infoLen)) ? 1 : 0
     } catch {
@@ -453,13 +488,11 @@ public func wl_set_presence_info(_ s: OpaquePointer?, _ conn: UInt64, _ info: Un
 }
 
 @_cdecl("wl_node")
-public func wl_node(_ s: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int) -> Int {
-    guard let core = server(s), let buf, bufLen > 0 else { return 0 }
-    let id = Array(core.nodeID.utf8)
-    let n = min(id.count, bufLen - 1)
-    id.withUnsafeBytes { src in
-        if let base = src.baseAddress { _ = memcpy(buf, base, n) }
+public func wl_node(_ s: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                    _ err: UnsafeMutablePointer<CChar>?, _ errLen: Int) -> Int64 {
+    guard let core = server(s) else {
+        out?.pointee = nil
+        return noServer(err, errLen)
     }
-    buf[n] = 0
-    return n
+    return returnString(core.nodeID.utf8, out, err, errLen)
 }

@@ -122,34 +122,21 @@ public struct EngineConfiguration: Sendable {
         }
     }
 
-    /// The keys `init(json:)` accepts.
-    public static let keys: Set<String> = [
-        "host", "port", "threads", "ws_path", "reuse_port", "connect_headers", "listen",
-        "jwt_secret", "jwt_previous_secret", "jwt_public_key", "jwt_algorithms", "jwt_issuer", "jwt_audience",
-        "jwt_leeway", "jwt_cookie", "jwt_query_param", "jwt_header", "jwt_require_exp", "jwt_reject_high_s",
-        "ping_interval", "idle_timeout", "handshake_timeout", "close_timeout",
-        "max_message_size", "max_frame_size", "max_partial_bytes", "max_connections", "max_subscriptions", "max_topic_length",
-        "inbound_queue_size", "max_send_queue", "slow_consumer_timeout",
-        "client_subscriptions", "subscribe_approval", "client_topics", "max_globs_per_connection", "max_globs", "ready_message", "control_messages",
-        "compression", "compression_min_size", "compression_level", "compression_window_bits", "compression_mem_level",
-        "compression_server_context_takeover", "compression_client_context_takeover",
-        "tls_cert", "tls_key", "tls_client_ca", "log_level", "metrics", "health", "admin_host", "admin_port",
-        "redis_url", "redis_prefix", "history_size", "history_ttl", "history_max_bytes", "presence", "presence_ttl",
-        "max_presence_members", "api_key",
-    ]
+    /// The keys `init(json:)` accepts: those of `ConfigSchema.settings`.
+    public static let keys: Set<String> = Set(ConfigSchema.settings.map(\.key))
 
     /// Builds a configuration from a JSON object; unknown keys and bad values are errors naming the key.
     /// JSON null means "the default" for every key, except `jwt_cookie` and `jwt_query_param`, where it
     /// switches that token source off.
     public init(json: JSONValue) throws(ConfigurationError) {
         guard case .object(let object) = json else { throw ConfigurationError("config", "must be a JSON object") }
-        for key in object.keys.sorted() where !Self.keys.contains(key) && !Self.policyKeys.contains(key) {
+        for key in object.keys.sorted() where !Self.keys.contains(key) {
             throw ConfigurationError(key, "unknown setting")
         }
         let r = Reader(object: object)
         if let v = try r.string("host") { self.host = v }
-        if let v = try r.int("port", 0...65535) { self.port = v }
-        if let v = try r.int("threads", 0...1024) { self.threads = v }
+        if let v = try r.int("port") { self.port = v }
+        if let v = try r.int("threads") { self.threads = v }
         if r.has("ws_path") {
             self.wsPath = try r.string("ws_path")
             if let p = self.wsPath, !p.hasPrefix("/") { throw ConfigurationError("ws_path", "must start with '/'") }
@@ -170,9 +157,9 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.seconds("handshake_timeout") { self.handshakeTimeout = v }
         if let v = try r.seconds("close_timeout") { self.closeTimeout = v }
         if let v = try r.seconds("slow_consumer_timeout") { self.slowConsumerTimeout = v }
-        if let v = try r.int("max_message_size", 16...(1 << 30)) { self.maxMessageSize = v }
-        if let v = try r.int("max_frame_size", 16...(1 << 30)) { self.maxFrameSize = v }
-        if let v = try r.int("max_partial_bytes", 16...(1 << 40)) {
+        if let v = try r.int("max_message_size") { self.maxMessageSize = v }
+        if let v = try r.int("max_frame_size") { self.maxFrameSize = v }
+        if let v = try r.int("max_partial_bytes") {
             guard v >= self.maxMessageSize else {
                 throw ConfigurationError("max_partial_bytes", "must be at least max_message_size (\(self.maxMessageSize)), got \(v)")
             }
@@ -180,11 +167,11 @@ public struct EngineConfiguration: Sendable {
         } else {
             self.maxPartialBytes = max(self.maxPartialBytes, self.maxMessageSize)
         }
-        if let v = try r.int("max_connections", 1...10_000_000) { self.maxConnections = v }
-        if let v = try r.int("max_subscriptions", 1...10_000_000) { self.maxSubscriptions = v }
-        if let v = try r.int("max_topic_length", 1...65535) { self.maxTopicLength = v }
-        if let v = try r.int("inbound_queue_size", 16...100_000_000) { self.inboundQueueSize = v }
-        if let v = try r.int("max_send_queue", 1024...(1 << 34)) { self.maxSendQueue = v }
+        if let v = try r.int("max_connections") { self.maxConnections = v }
+        if let v = try r.int("max_subscriptions") { self.maxSubscriptions = v }
+        if let v = try r.int("max_topic_length") { self.maxTopicLength = v }
+        if let v = try r.int("inbound_queue_size") { self.inboundQueueSize = v }
+        if let v = try r.int("max_send_queue") { self.maxSendQueue = v }
         if let v = try r.bool("client_subscriptions") { self.clientSubscriptions = v }
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }
         if let list = try r.stringList("client_topics") {
@@ -195,21 +182,15 @@ public struct EngineConfiguration: Sendable {
             }
             self.topicAccess = TopicAccess(clientTopics: list)
         }
-        if let v = try r.int("max_globs_per_connection", 0...1_000_000) { self.maxGlobsPerConnection = v }
-        if let v = try r.int("max_globs", 0...10_000_000) { self.maxGlobs = v }
+        if let v = try r.int("max_globs_per_connection") { self.maxGlobsPerConnection = v }
+        if let v = try r.int("max_globs") { self.maxGlobs = v }
         if let v = try r.bool("ready_message") { self.readyMessage = v }
         if let v = try r.bool("control_messages") { self.controlMessages = v }
-        if let v = try r.string("log_level") {
-            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-            guard levels.contains(v) else {
-                throw ConfigurationError("log_level", "must be one of \(levels.joined(separator: ", ")), got \"\(v)\"")
-            }
-            self.logLevel = v
-        }
+        if let v = try r.choice("log_level") { self.logLevel = v }
         if let v = try r.bool("metrics") { self.metrics = v }
         if let v = try r.bool("health") { self.health = v }
         if let v = try r.string("admin_host") { self.adminHost = v }
-        if let v = try r.int("admin_port", 1...65535) { self.adminPort = v }
+        if let v = try r.int("admin_port") { self.adminPort = v }
         if r.has("admin_host") && self.adminPort == nil { throw ConfigurationError("admin_host", "needs admin_port") }
         if let port = self.adminPort, port == self.port, self.adminHost == self.host {
             throw ConfigurationError("admin_port", "must differ from port (\(port)) on the same host")
@@ -224,10 +205,10 @@ public struct EngineConfiguration: Sendable {
             throw ConfigurationError("tls_client_ca", "needs tls_cert and tls_key")
         }
         if let v = try r.bool("compression") { self.compression.enabled = v }
-        if let v = try r.int("compression_min_size", 1...(1 << 30)) { self.compression.minSize = v }
-        if let v = try r.int("compression_level", 1...9) { self.compression.level = v }
-        if let v = try r.int("compression_window_bits", 9...15) { self.compression.maxWindowBits = v }
-        if let v = try r.int("compression_mem_level", 1...9) { self.compression.memLevel = v }
+        if let v = try r.int("compression_min_size") { self.compression.minSize = v }
+        if let v = try r.int("compression_level") { self.compression.level = v }
+        if let v = try r.int("compression_window_bits") { self.compression.maxWindowBits = v }
+        if let v = try r.int("compression_mem_level") { self.compression.memLevel = v }
         if let v = try r.bool("compression_server_context_takeover") { self.compression.serverContextTakeover = v }
         if let v = try r.bool("compression_client_context_takeover") { self.compression.clientContextTakeover = v }
         if let v = try r.bool("jwt_header") { self.jwtHeader = v }
@@ -264,7 +245,7 @@ public struct EngineConfiguration: Sendable {
         }
         if let v = try r.string("jwt_issuer") { jwt.issuer = v }
         if let v = try r.string("jwt_audience") { jwt.audience = v }
-        if let v = try r.seconds("jwt_leeway", allowZero: true) { jwt.leeway = Int64(v.rounded(.up)) }
+        if let v = try r.seconds("jwt_leeway") { jwt.leeway = Int64(v.rounded(.up)) }
         if let v = try r.bool("jwt_require_exp") { jwt.requireExpiry = v }
         if let v = try r.bool("jwt_reject_high_s") { jwt.rejectHighS = v }
         if anyJWT {
@@ -291,15 +272,12 @@ public struct EngineConfiguration: Sendable {
             if let problem = ClusterNames.validatePrefix(v) { throw ConfigurationError("redis_prefix", problem) }
             self.redisPrefix = v
         }
-        if let v = try r.int("history_size", 0...1_000_000) { self.historySize = v }
+        if let v = try r.int("history_size") { self.historySize = v }
         if let v = try r.seconds("history_ttl") { self.historyTTL = v }
-        if let v = try r.int("history_max_bytes", 1024...(1 << 40)) { self.historyMaxBytes = v }
+        if let v = try r.int("history_max_bytes") { self.historyMaxBytes = v }
         if let v = try r.bool("presence") { self.presence = v }
-        if let v = try r.seconds("presence_ttl") {
-            guard v >= 1 else { throw ConfigurationError("presence_ttl", "must be at least 1 second") }
-            self.presenceTTL = v
-        }
-        if let v = try r.int("max_presence_members", 1...10_000_000) { self.maxPresenceMembers = v }
+        if let v = try r.seconds("presence_ttl") { self.presenceTTL = v }
+        if let v = try r.int("max_presence_members") { self.maxPresenceMembers = v }
         if let v = try r.string("api_key") {
             guard v.utf8.count >= Self.minAPIKeyBytes else {
                 throw ConfigurationError("api_key", "must be at least \(Self.minAPIKeyBytes) bytes (a random secret), got \(v.utf8.count)")
@@ -322,22 +300,47 @@ public struct EngineConfiguration: Sendable {
             guard let s = v.stringValue else { throw ConfigurationError(key, "must be a string") }
             return s
         }
-        func int(_ key: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        /// An integer in the setting's range (`ConfigSchema`).
+        func int(_ key: String) throws(ConfigurationError) -> Int? {
             guard let v = self.object[key], v != .null else { return nil }
+            let range = ConfigSchema.setting(key).intRange
             guard case .int(let i) = v else { throw ConfigurationError(key, "must be an integer") }
             guard let n = Int(exactly: i), range.contains(n) else {
                 throw ConfigurationError(key, "must be in \(range.lowerBound)...\(range.upperBound), got \(i)")
             }
             return n
         }
-        func seconds(_ key: String, allowZero: Bool = false) throws(ConfigurationError) -> Double? {
+        /// A duration: > 0 (>= 0 when the setting allows zero), at least its minimum, at most its maximum.
+        func seconds(_ key: String) throws(ConfigurationError) -> Double? {
             guard let v = self.object[key], v != .null else { return nil }
+            let setting = ConfigSchema.setting(key)
             if case .bool = v { throw ConfigurationError(key, "must be a number of seconds") }
             guard let d = v.doubleValue, d.isFinite else { throw ConfigurationError(key, "must be a number of seconds") }
-            guard allowZero ? d >= 0 : d > 0, d <= 86400 * 365 else {
-                throw ConfigurationError(key, allowZero ? "must be >= 0" : "must be > 0")
+            guard setting.zeroAllowed ? d >= 0 : d > 0, d <= setting.maximum ?? ConfigSchema.year else {
+                throw ConfigurationError(key, setting.zeroAllowed ? "must be >= 0" : "must be > 0")
+            }
+            if let minimum = setting.minimum, minimum > 0, d < minimum {
+                throw ConfigurationError(key, "must be at least \(Int(minimum)) second\(minimum == 1 ? "" : "s")")
             }
             return d
+        }
+        /// A non-negative number (a rate per second) up to the setting's maximum; 0 switches the limit off.
+        func rate(_ key: String) throws(ConfigurationError) -> Double? {
+            guard let v = self.object[key], v != .null else { return nil }
+            let max = ConfigSchema.setting(key).maximum ?? 1e9
+            if case .bool = v { throw ConfigurationError(key, "must be a number (per second)") }
+            guard let d = v.doubleValue, d.isFinite else { throw ConfigurationError(key, "must be a number (per second)") }
+            guard d >= 0, d <= max else { throw ConfigurationError(key, "must be in 0...\(Int(max)), got \(d)") }
+            return d
+        }
+        /// One of the setting's choices.
+        func choice(_ key: String) throws(ConfigurationError) -> String? {
+            guard let v = try self.string(key) else { return nil }
+            let choices = ConfigSchema.setting(key).choices
+            guard choices.contains(v) else {
+                throw ConfigurationError(key, "must be one of \(choices.joined(separator: ", ")), got \"\(v)\"")
+            }
+            return v
         }
         func bool(_ key: String) throws(ConfigurationError) -> Bool? {
             guard let v = self.object[key], v != .null else { return nil }

@@ -47,15 +47,13 @@ public final class LogSink: @unchecked Sendable {
     public var pending: Int { self.lock.withLock { self.records.count - self.head } }
 
     /// Takes records as JSON lines (`{"level":..,"message":..,"time":..,"metadata":{..}}\n`) until
-    /// `maxBytes` would be passed. When the first waiting record alone is larger than `maxBytes`
-    /// it is returned but NOT taken (the result is then longer than `maxBytes`).
+    /// `maxBytes` would be passed; the first waiting record is taken however long it is.
     public func take(maxBytes: Int) -> [UInt8] {
         self.lock.withLock {
             var out: [UInt8] = []
             while self.head < self.records.count {
                 let line = Self.encode(self.records[self.head])
-                if out.isEmpty && line.count > maxBytes { return line }  // too big alone: not taken; the caller asks again with room
-                if out.count + line.count > maxBytes { break }
+                if !out.isEmpty && out.count + line.count > maxBytes { break }
                 out.append(contentsOf: line)
                 self.head += 1
             }
@@ -68,23 +66,8 @@ public final class LogSink: @unchecked Sendable {
     }
 
     static func encode(_ r: Record) -> [UInt8] {
-        var out: [UInt8] = Array(#"{"level":""#.utf8)
-        out.append(contentsOf: r.level.rawValue.utf8)
-        out.append(contentsOf: #"","time":"#.utf8)
-        out.append(contentsOf: String(r.time).utf8)
-        out.append(contentsOf: #","message":"#.utf8)
-        JSONWriter.appendString(r.message, to: &out)
-        out.append(contentsOf: #","metadata":{"#.utf8)
-        var first = true
-        for (key, value) in r.metadata.sorted(by: { $0.key < $1.key }) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            JSONWriter.appendString(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            JSONWriter.appendString(value.description, to: &out)
-        }
-        out.append(contentsOf: "}}\n".utf8)
-        return out
+        ServerMessage.logRecord(level: r.level.rawValue, time: r.time, message: r.message,
+                            metadata: r.metadata.map { (key: $0.key, value: $0.value.description) })
     }
 }
 

@@ -154,6 +154,11 @@ public struct SubscribeOutcome: Sendable {
 
 /// Server-to-client JSON messages (docs/protocol.md, "Server to client").
 public enum ServerMessage {
+    /// The `code` and `message` of a refused subscription request when the application gives none
+    /// (`wl_deny`, Python's `deny()`).
+    public static let defaultDenyCode = "forbidden"
+    public static let defaultDenyMessage = "subscription denied"
+
     /// `exp`: the token's expiry (Unix seconds), when it has one.
     public static func ready(conn: UInt64, user: String?, server: String, heartbeat: Double, epoch: String,
                              maxMessageSize: Int, exp: Double? = nil) -> [UInt8] {

@@ -521,34 +521,6 @@ final class Counter: @unchecked Sendable {
     }
 }
 
-// MARK: - Base64URL
-
-@Suite("Base64URL")
-struct Base64URLTests {
-    @Test func roundTrip() {
-        var bytes: [UInt8] = []
-        for n in 0..<70 {
-            let encoded = Base64URL.encode(bytes)
-            #expect(!encoded.contains("=") && !encoded.contains("+") && !encoded.contains("/"))
-            #expect(Base64URL.decode(encoded) == bytes, "length \(n)")
-            bytes.append(UInt8(truncatingIfNeeded: n &* 37 &+ 251))
-        }
-        #expect(Base64URL.encode(Array("hello".utf8)) == "aGVsbG8")
-        #expect(Base64URL.decode("_-8") == [0xFF, 0xEF])
-    }
-
-    @Test func rejectsNonCanonical() {
-        #expect(Base64URL.decode("aGVsbG8=") == nil)   // padding
-        #expect(Base64URL.decode("aGVsbG9") == nil)    // unused bits set
-        #expect(Base64URL.decode("QR") == nil)         // unused bits set
-        #expect(Base64URL.decode("QQ") == [0x41])
-        #expect(Base64URL.decode("a") == nil)          // length % 4 == 1
-        #expect(Base64URL.decode("ab+/") == nil)       // standard alphabet
-        #expect(Base64URL.decode("ab c") == nil)
-        #expect(Base64URL.decode("") == [])
-    }
-}
-
 private extension String {
     func replacingFirst(_ target: Character, with replacement: String) -> String {
         guard let i = firstIndex(of: target) else { return self }

@@ -149,23 +149,4 @@ struct HandshakeTests {
         #expect(Handshake.queryParameter(named: "q", in: "q=%FF") == nil, "invalid UTF-8")
         #expect(Handshake.queryParameter(named: "q", in: "q=%C0%80") == nil, "overlong")
     }
-
-    @Test(arguments: [
-        ("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy"),
-    ])
-    func base64RFC4648Vectors(input: String, expected: String) {
-        #expect(Base64.encode(Array(input.utf8)) == expected)
-        #expect(Base64.encode(input.utf8) == expected)
-    }
-
-    @Test func base64BinaryAndAlphabetEdges() {
-        #expect(Base64.encode([0xFB, 0xFF, 0xBF]) == "+/+/")
-        #expect(Base64.encode([0xFF, 0xFF, 0xFF]) == "////")
-        #expect(Base64.encode([0x00, 0x00, 0x00]) == "AAAA")
-        #expect(Base64.encode([0x00]) == "AA==")
-        #expect(Base64.encode([0xFF]) == "/w==")
-        #expect(Base64.encode([0xFF, 0xFE]) == "//4=")
-        #expect(Base64.encode(Array(0..<16)) == "AAECAwQFBgcICQoLDA0ODw==")
-    }
 }

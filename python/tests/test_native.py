@@ -29,7 +29,7 @@ def test_versions():
     assert wavelane.__version__ == "0.1.0"
     assert isinstance(_native.version(), str) and _native.version()
     assert wavelane.engine_version() == _native.version()
-    assert _native.ABI_VERSION == 4
+    assert _native.ABI_VERSION == 5  # wavelane.h v5: err buffers everywhere, one string-return pattern
 
 
 def test_extension_is_abi3():

@@ -275,10 +275,11 @@ static PyObject *Engine_add_route(EngineObject *self, PyObject *args) {
     } else if (view_bytes(body, &vb, "body") < 0) {
         goto done;
     }
+    char err[ERR_LEN];
+    err[0] = '\0';
     if (wl_server_add_route(self->srv, vp.ptr, (size_t)vp.len, vc.ptr, (size_t)vc.len, vb.ptr,
-                            (size_t)vb.len) != 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "add_route failed (routes must be added before start, path must start with '/')");
+                            (size_t)vb.len, err, sizeof err) != 0) {
+        raise_err(PyExc_ValueError, err, "add_route failed");
         goto done;
     }
     Py_INCREF(Py_None);
@@ -517,9 +518,11 @@ static PyObject *Engine_wake(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyObject *Engine_fileno(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     ENGINE_CHECK(self);
-    const int fd = wl_event_fd(self->srv);
+    char err[ERR_LEN];
+    err[0] = '\0';
+    const int fd = wl_event_fd(self->srv, err, sizeof err);
     if (fd < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return raise_err(PyExc_OSError, err, "no event descriptor");
     return PyLong_FromLong(fd);
 }
 
@@ -538,22 +541,12 @@ static int view_key(PyObject *key, View *v) {
     return view_str(key, v, "key");
 }
 
-static int check_priority(int priority) {
-    if (priority < WL_PRIORITY_CRITICAL || priority > WL_PRIORITY_BACKGROUND) {
-        PyErr_SetString(PyExc_ValueError, "priority must be 0 (critical) ... 4 (background)");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *Engine_publish(EngineObject *self, PyObject *args) {
     PyObject *topic, *data, *key = Py_None;
     int kind, priority = WL_PRIORITY_NORMAL;
     if (!PyArg_ParseTuple(args, "OOi|iO:publish", &topic, &data, &kind, &priority, &key))
         return NULL;
     ENGINE_CHECK(self);
-    if (check_priority(priority) < 0)
-        return NULL;
     if (kind != WL_PAYLOAD_TEXT && kind != WL_PAYLOAD_JSON && kind != WL_PAYLOAD_BINARY) {
         PyErr_SetString(PyExc_ValueError, "kind must be PAYLOAD_TEXT, PAYLOAD_JSON or PAYLOAD_BINARY");
         return NULL;
@@ -593,8 +586,6 @@ static PyObject *Engine_send(EngineObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO|iOO:send", &conn_obj, &data, &priority, &key, &node))
         return NULL;
     ENGINE_CHECK(self);
-    if (check_priority(priority) < 0)
-        return NULL;
     uint64_t conn;
     if (get_conn(conn_obj, &conn) < 0)
         return NULL;
@@ -641,8 +632,6 @@ static PyObject *Engine_send_user(EngineObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO|iO:send_user", &user, &data, &priority, &key))
         return NULL;
     ENGINE_CHECK(self);
-    if (check_priority(priority) < 0)
-        return NULL;
     View vu, vd, vk;
     if (view_str(user, &vu, "user") < 0)
         return NULL;
@@ -744,11 +733,18 @@ static PyObject *Engine_deny(EngineObject *self, PyObject *args) {
         return NULL;
     View vc = {0}, vm = {0}, va = {0};
     PyObject *result = NULL;
-    if (view_str(code, &vc, "code") < 0 || view_str(message, &vm, "message") < 0 ||
+    /* None: the engine's default code / message. */
+    if (view_opt_str(code, &vc, "code") < 0 || view_opt_str(message, &vm, "message") < 0 ||
         view_opt_str(ack, &va, "ack_json") < 0)
         goto done;
+    char err[ERR_LEN];
+    err[0] = '\0';
     int rc = wl_deny(self->srv, conn, vc.ptr, (size_t)vc.len, vm.ptr, (size_t)vm.len, va.ptr,
-                     (size_t)va.len);
+                     (size_t)va.len, err, sizeof err);
+    if (rc < 0) {
+        raise_err(PyExc_ValueError, err, "deny failed");
+        goto done;
+    }
     result = PyBool_FromLong(rc == 1);
 done:
     view_release(&vc);
@@ -769,35 +765,33 @@ static PyObject *Engine_close(EngineObject *self, PyObject *args) {
     View vr;
     if (view_str(reason, &vr, "reason") < 0)
         return NULL;
-    int rc = wl_close(self->srv, conn, code, vr.ptr, (size_t)vr.len);
+    char err[ERR_LEN];
+    err[0] = '\0';
+    int rc = wl_close(self->srv, conn, code, vr.ptr, (size_t)vr.len, err, sizeof err);
     view_release(&vr);
-    if (rc < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "code: invalid close code %d (use 1000, 1001, 1008, 1011 or 3000-4999)", code);
-        return NULL;
-    }
+    if (rc < 0)
+        return raise_err(PyExc_ValueError, err, "close failed");
     return PyBool_FromLong(rc == 1);
+}
+
+/* A string returned through the C ABI's one pattern (wavelane.h): *out malloc'd, freed here. */
+static PyObject *take_string(int64_t n, char *out, const char *err, int as_json) {
+    if (n < 0) {
+        wl_free(out);
+        return raise_err(PyExc_RuntimeError, err, "the engine returned no string");
+    }
+    PyObject *v = as_json ? decode_json(out, (size_t)n) : PyUnicode_DecodeUTF8(out, (Py_ssize_t)n, "replace");
+    wl_free(out);
+    return v;
 }
 
 static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     ENGINE_CHECK(self);
-    char small[4096];
-    size_t need = wl_stats(self->srv, small, sizeof small);
-    if (need < sizeof small)
-        return PyUnicode_DecodeUTF8(small, (Py_ssize_t)need, "replace");
-    /* Grow until it fits (the counters may change between the two calls). */
-    for (size_t cap = need + 1024;; cap *= 2) {
-        char *buf = PyMem_Malloc(cap);
-        if (buf == NULL)
-            return PyErr_NoMemory();
-        need = wl_stats(self->srv, buf, cap);
-        if (need < cap) {
-            PyObject *s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)need, "replace");
-            PyMem_Free(buf);
-            return s;
-        }
-        PyMem_Free(buf);
-    }
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n = wl_stats(self->srv, &out, err, sizeof err);
+    return take_string(n, out, err, 0);
 }
 
 static PyObject *Engine_presence(EngineObject *self, PyObject *args) {
@@ -817,18 +811,16 @@ static PyObject *Engine_presence(EngineObject *self, PyObject *args) {
     n = wl_presence(self->srv, vt.ptr, (size_t)vt.len, timeout_ms, &out, err, sizeof err);
     END_NATIVE(self)
     view_release(&vt);
-    if (n < 0)
-        return raise_err(PyExc_RuntimeError, err, "presence failed");
-    PyObject *v = decode_json(out, (size_t)n);
-    wl_free(out);
-    return v;
+    return take_string(n, out, err, 1);
 }
 
 static PyObject *Engine_node(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     ENGINE_CHECK(self);
-    char buf[128];
-    size_t n = wl_node(self->srv, buf, sizeof buf);
-    return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n = wl_node(self->srv, &out, err, sizeof err);
+    return take_string(n, out, err, 0);
 }
 
 static PyObject *Engine_set_presence_info(EngineObject *self, PyObject *args) {
@@ -855,23 +847,15 @@ static PyObject *Engine_log_pending(EngineObject *self, PyObject *Py_UNUSED(igno
     return PyLong_FromLongLong((long long)wl_log_pending(self->srv));
 }
 
-/* Takes the waiting engine log records: a str of JSON lines ("" when none). */
+/* Takes the waiting engine log records: a str of JSON lines ("" when none), at most ~64 KiB
+ * of them per call (at least one record). */
 static PyObject *Engine_logs(EngineObject *self, PyObject *Py_UNUSED(ignored)) {
     ENGINE_CHECK(self);
-    size_t cap = 65536;
-    for (;;) {
-        char *buf = PyMem_Malloc(cap);
-        if (buf == NULL)
-            return PyErr_NoMemory();
-        int64_t n = wl_logs(self->srv, buf, cap);
-        if (n >= 0) {
-            PyObject *s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
-            PyMem_Free(buf);
-            return s;
-        }
-        PyMem_Free(buf);
-        cap = (size_t)(-n) + 1; /* one record larger than the buffer: it was not taken */
-    }
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n = wl_logs(self->srv, 65536, &out, err, sizeof err);
+    return take_string(n, out, err, 0);
 }
 
 static PyMethodDef Engine_methods[] = {
@@ -952,11 +936,25 @@ static PyType_Spec Engine_spec = {
 /* Module                                                                                      */
 
 static PyObject *mod_version(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    return PyUnicode_FromString(wl_version());
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n = wl_version(&out, err, sizeof err);
+    return take_string(n, out, err, 0);
+}
+
+static PyObject *mod_config_schema(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    char err[ERR_LEN];
+    err[0] = '\0';
+    char *out = NULL;
+    int64_t n = wl_config_schema(&out, err, sizeof err);
+    return take_string(n, out, err, 0);
 }
 
 static PyMethodDef module_methods[] = {
     {"version", mod_version, METH_NOARGS, "version()\n--\n\nVersion of libwavelane.so."},
+    {"config_schema", mod_config_schema, METH_NOARGS,
+     "config_schema()\n--\n\nThe engine's configuration schema as a JSON string (wl_config_schema)."},
     {NULL, NULL, 0, NULL},
 };
 

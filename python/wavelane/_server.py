@@ -8,382 +8,38 @@ import collections
 import json
 import logging
 import os
-import re
 import threading
 import weakref
-from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
+from typing import Any, AsyncIterator, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _native
-from .errors import ConfigError, StartError
-
-try:  # orjson is optional: faster, same output for what we serialize
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment,unused-ignore]
+from ._json import _dumps, _topics_json
+from ._logging import _forward_logs, logger
+from ._schema import CONFIG_DEFAULTS, check_types
+from ._types import (
+    PRIORITIES,
+    ClusterData,
+    ConnectData,
+    DroppedData,
+    Event,
+    EventKind,
+    Payload,
+    Priority,
+    RefreshData,
+    RpcData,
+    SubscribeRequestData,
+    _priority,
+    _PAYLOAD_BINARY,
+    _PAYLOAD_JSON,
+    _PAYLOAD_TEXT,
+)
+from .config import load_config
+from .errors import StartError, config_error_from_engine
 
 __all__ = [
     "Server", "Event", "EventKind", "Priority", "CONFIG_DEFAULTS", "PRIORITIES",
     "ConnectData", "SubscribeRequestData", "DroppedData", "ClusterData", "RefreshData", "RpcData",
 ]
-
-#: The kinds of event :meth:`Server.drain` returns (a typo such as ``"conect"`` fails
-#: ``mypy --strict``: comparing it with an ``EventKind`` is a non-overlapping equality check).
-EventKind = Literal["connect", "message", "disconnect", "subscribe_request", "dropped", "cluster", "refresh", "rpc"]
-
-#: Outbound priorities (see :data:`PRIORITIES`).
-Priority = Literal["critical", "high", "normal", "low", "background"]
-
-#: One drained event: ``(kind, conn, data)``; see :meth:`Server.drain`. ``data`` is ``Any``: its
-#: type depends on ``kind`` (the ``*Data`` TypedDicts below; ``str | bytes`` for ``"message"``
-#: (or a JSON value with ``parse_json``), the close code ``int`` for ``"disconnect"``), so
-#: annotate it where you branch: ``info: ConnectData = data``.
-Event = Tuple[EventKind, int, Any]
-
-
-class ConnectData(TypedDict):
-    """``data`` of a ``"connect"`` event."""
-
-    user: Optional[str]
-    addr: str
-    claims: Dict[str, Any]
-    path: str
-    subprotocol: Optional[str]
-    query: str
-    headers: Dict[str, str]
-
-
-class SubscribeRequestData(TypedDict):
-    """``data`` of a ``"subscribe_request"`` event (answer with allow() or deny())."""
-
-    topics: List[str]
-    id: Any
-
-
-class DroppedData(TypedDict):
-    """``data`` of a ``"dropped"`` event."""
-
-    count: int
-    bytes: int
-    priority: Dict[str, int]
-
-
-class ClusterData(TypedDict):
-    """``data`` of a ``"cluster"`` event (conn 0)."""
-
-    redis: Literal["connected", "disconnected"]
-    reason: Optional[str]
-    undelivered: int
-
-
-class RefreshData(TypedDict):
-    """``data`` of a ``"refresh"`` event."""
-
-    claims: Dict[str, Any]
-
-
-class RpcData(TypedDict):
-    """``data`` of an ``"rpc"`` event (answer with reply())."""
-
-    method: str
-    params: Any
-    id: Any
-
-Payload = Union[str, bytes, bytearray, memoryview]
-
-_PAYLOAD_TEXT = _native.PAYLOAD_TEXT
-_PAYLOAD_JSON = _native.PAYLOAD_JSON
-_PAYLOAD_BINARY = _native.PAYLOAD_BINARY
-
-#: Outbound priorities, most urgent first. When a slow client's send queue (``max_send_queue``
-#: bytes) is full, queued messages are dropped lowest priority first; ``"critical"`` ones never
-#: (the connection is closed with 1008 instead). Every drop is counted and reported as a
-#: ``("dropped", conn, {...})`` event.
-PRIORITIES: Dict[Priority, int] = {
-    "critical": _native.PRIORITY_CRITICAL,
-    "high": _native.PRIORITY_HIGH,
-    "normal": _native.PRIORITY_NORMAL,
-    "low": _native.PRIORITY_LOW,
-    "background": _native.PRIORITY_BACKGROUND,
-}
-
-
-def _priority(priority: Priority) -> int:
-    try:
-        return PRIORITIES[priority]
-    except (KeyError, TypeError):
-        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}") from None
-
-#: Engine configuration keys and their defaults (``None`` for keys that are unset by default).
-CONFIG_DEFAULTS: Dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 8765,
-    "threads": 0,
-    "ws_path": None,
-    "reuse_port": False,
-    "listen": True,
-    "connect_headers": [],
-    "jwt_secret": None,
-    "jwt_previous_secret": None,
-    "jwt_public_key": None,
-    "jwt_algorithms": None,
-    "jwt_issuer": None,
-    "jwt_audience": None,
-    "jwt_leeway": 5,
-    "jwt_cookie": "token",
-    "jwt_query_param": "token",
-    "jwt_header": True,
-    "jwt_require_exp": None,
-    "jwt_reject_high_s": True,
-    "ping_interval": 20,
-    "idle_timeout": 60,
-    "handshake_timeout": 10,
-    "close_timeout": 5,
-    "max_message_size": 1048576,
-    "max_frame_size": 1048576,
-    "max_partial_bytes": 67108864,
-    "max_connections": 100000,
-    "max_subscriptions": 1024,
-    "max_topic_length": 256,
-    "inbound_queue_size": 65536,
-    "max_send_queue": 8388608,
-    "slow_consumer_timeout": 10,
-    "client_subscriptions": True,
-    "subscribe_approval": False,
-    # deny by default: what clients may subscribe to beyond their own user:<sub> space (globs)
-    "client_topics": [],
-    "max_globs_per_connection": 16,
-    "max_globs": 10000,
-    "ready_message": True,
-    "control_messages": True,
-    "compression": True,
-    "compression_min_size": 256,
-    "compression_level": 6,
-    "compression_window_bits": 15,
-    "compression_mem_level": 8,
-    "compression_server_context_takeover": False,
-    "compression_client_context_takeover": False,
-    "tls_cert": None,
-    "tls_key": None,
-    "tls_client_ca": None,
-    "metrics": True,
-    "health": True,
-    "admin_host": "127.0.0.1",
-    "admin_port": None,
-    # admission and inbound rate limits (docs/configuration.md); 0 = off
-    "rate_limit_messages": 0,
-    "rate_limit_burst_messages": 0,
-    "rate_limit_bytes": 0,
-    "rate_limit_burst_bytes": 0,
-    "rate_limit_strikes": 10,
-    "max_connections_per_ip_rate": 0,
-    "max_connections_per_ip_rate_burst": 0,
-    "max_connections_per_ip": 0,
-    "max_connections_per_user": 0,
-    "max_tracked_ips": 100000,
-    "max_failed_handshakes_per_ip_rate": 5,
-    "max_failed_handshakes_per_ip_burst": 20,
-    "trusted_proxies": None,
-    "allowed_origins": None,
-    "require_origin": False,
-    "subprotocols": None,
-    "subprotocol_required": False,
-    # multi-instance mode through Redis (docs/delivery.md)
-    "redis_url": None,
-    "redis_prefix": "wavelane",
-    "history_size": 0,
-    "history_ttl": 300,
-    "history_max_bytes": 67108864,
-    "presence": False,
-    "presence_ttl": 30,
-    "max_presence_members": 10000,
-    # HTTP publish API, POST /api/publish (docs/protocol.md); unset: no API
-    "api_key": None,
-}
-
-_STR_KEYS = frozenset(
-    {
-        "host",
-        "jwt_secret",
-        "jwt_previous_secret",
-        "jwt_public_key",
-        "jwt_issuer",
-        "jwt_audience",
-        "tls_cert",
-        "tls_key",
-        "tls_client_ca",
-        "log_level",
-        "redis_prefix",
-        "admin_host",
-        "api_key",
-    }
-)
-_NULLABLE_STR_KEYS = frozenset({"ws_path", "jwt_cookie", "jwt_query_param", "redis_url"})
-_INT_KEYS = frozenset(
-    {
-        "port",
-        "threads",
-        "max_message_size",
-        "max_frame_size",
-        "max_partial_bytes",
-        "max_connections",
-        "max_subscriptions",
-        "max_topic_length",
-        "max_globs_per_connection",
-        "max_globs",
-        "inbound_queue_size",
-        "max_send_queue",
-        "compression_min_size",
-        "compression_level",
-        "compression_window_bits",
-        "compression_mem_level",
-        "rate_limit_burst_messages",
-        "rate_limit_bytes",
-        "rate_limit_burst_bytes",
-        "rate_limit_strikes",
-        "max_connections_per_ip_rate_burst",
-        "max_connections_per_ip",
-        "max_connections_per_user",
-        "max_tracked_ips",
-        "max_failed_handshakes_per_ip_burst",
-        "history_size",
-        "history_max_bytes",
-        "max_presence_members",
-        "admin_port",
-    }
-)
-_NUMBER_KEYS = frozenset(
-    {
-        "jwt_leeway",
-        "ping_interval",
-        "idle_timeout",
-        "handshake_timeout",
-        "close_timeout",
-        "slow_consumer_timeout",
-        "rate_limit_messages",  # per second
-        "max_connections_per_ip_rate",  # per second
-        "max_failed_handshakes_per_ip_rate",  # per second
-        "history_ttl",
-        "presence_ttl",
-    }
-)
-_BOOL_KEYS = frozenset(
-    {
-        "reuse_port",
-        "listen",
-        "jwt_header",
-        "jwt_require_exp",
-        "jwt_reject_high_s",
-        "client_subscriptions",
-        "subscribe_approval",
-        "ready_message",
-        "control_messages",
-        "compression",
-        "compression_server_context_takeover",
-        "compression_client_context_takeover",
-        "require_origin",
-        "subprotocol_required",
-        "presence",
-        "metrics",
-        "health",
-    }
-)
-_STR_LIST_KEYS = frozenset(
-    {"connect_headers", "jwt_algorithms", "allowed_origins", "subprotocols", "trusted_proxies", "client_topics"}
-)
-
-_KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
-
-
-def _check_config(cfg: Mapping[str, Any]) -> None:
-    """Type-check known keys (the engine checks values and rejects unknown keys)."""
-    for key, value in cfg.items():
-        if key in _STR_KEYS:
-            if not isinstance(value, str):
-                raise ConfigError(f"{key}: must be a str, not {type(value).__name__}", key)
-        elif key in _NULLABLE_STR_KEYS:
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{key}: must be a str or None, not {type(value).__name__}", key)
-        elif key in _INT_KEYS:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key}: must be an int, not {type(value).__name__}", key)
-            if value < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {value}", key)
-            if key == "port" and value > 65535:
-                raise ConfigError(f"port: must be in 0..65535, got {value}", key)
-        elif key in _NUMBER_KEYS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{key}: must be a number of seconds, not {type(value).__name__}", key)
-            if not value >= 0:
-                raise ConfigError(f"{key}: must be >= 0, got {value}", key)
-        elif key in _BOOL_KEYS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key}: must be a bool, not {type(value).__name__}", key)
-        elif key in _STR_LIST_KEYS:
-            if isinstance(value, str) or not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{key}: must be a list of str, not {type(value).__name__}", key)
-            if not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key}: every item must be a str", key)
-
-
-def _config_error(message: str) -> ConfigError:
-    m = _KEY_PREFIX.match(message)
-    return ConfigError(message, m.group(1) if m else None)
-
-
-def _dumps(obj: Any, argname: str) -> str:
-    """Serialize ``obj`` to compact JSON (orjson when available)."""
-    try:
-        if _orjson is not None:
-            return _orjson.dumps(obj, option=_orjson.OPT_NON_STR_KEYS).decode("utf-8")
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"{argname} is not JSON-serializable: {exc}") from None
-
-
-def _topics_json(topics: Union[str, Iterable[str]], argname: str = "topics") -> str:
-    if isinstance(topics, str):
-        items = [topics]
-    else:
-        try:
-            items = list(topics)
-        except TypeError:
-            raise TypeError(
-                f"{argname} must be a str or an iterable of str, not {type(topics).__name__}"
-            ) from None
-        for t in items:
-            if not isinstance(t, str):
-                raise TypeError(f"{argname} must contain only str, found {type(t).__name__}")
-    return json.dumps(items, ensure_ascii=False)
-
-
-#: The engine's records go to this logger (swift-log levels mapped onto logging's).
-logger = logging.getLogger("wavelane")
-_LEVELS = {
-    "trace": 5,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "notice": 25,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
-
-
-def _forward_logs(engine: Any) -> None:
-    """Hand the engine's waiting log records to :data:`logger` (structured fields kept)."""
-    text = engine.logs()
-    while text:
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # pragma: no cover - the engine writes valid JSON
-                continue
-            level = _LEVELS.get(rec.get("level"), logging.INFO)
-            if logger.isEnabledFor(level):
-                fields = rec.get("metadata") or {}
-                logger.log(level, "%s", rec.get("message", ""), extra={"wavelane": fields, "wavelane_time": rec.get("time")})
-        text = engine.logs()
-
 
 # Servers that are running: stopped at interpreter exit so that native threads end before the
 # interpreter is torn down.
@@ -408,8 +64,10 @@ def _client_js() -> bytes:
     return resources.files("wavelane").joinpath("static/wavelane.js").read_bytes()  # type: ignore[attr-defined,unused-ignore]
 
 
-# The close codes an application may send (the engine's CloseCode.isValidForApplication).
-_APP_CLOSE_CODES = frozenset((1000, 1001, 1003, 1007, 1008, 1009, 1011, 1012, 1013))
+def _c_int(code: int) -> int:
+    """``code`` as the C ABI's int: one it refuses (-1) when it does not fit, so that the engine's
+    message reports it."""
+    return code if -(1 << 31) <= code < (1 << 31) else -1
 
 
 class Server:
@@ -470,11 +128,11 @@ class Server:
             raise TypeError(f"parse_json must be a bool, not {type(parse_json).__name__}")
         if not isinstance(client_js, bool):
             raise TypeError(f"client_js must be a bool, not {type(client_js).__name__}")
-        _check_config(cfg)
+        check_types(cfg)
         try:
             self._engine = _native.Engine(json.dumps(cfg))
         except ValueError as exc:
-            raise _config_error(str(exc)) from None
+            raise config_error_from_engine(str(exc)) from None
         self._config = cfg
         self._parse_json = parse_json
         if client_js:  # the browser client, a public static file (docs/clients.md)
@@ -496,8 +154,6 @@ class Server:
     ) -> "Server":
         """A server configured from a file, then ``WAVELANE_*`` environment variables, then
         keyword arguments (later sources win). See :mod:`wavelane.config`."""
-        from .config import load_config
-
         return cls(**load_config(path, env=env, **overrides))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -845,14 +501,17 @@ class Server:
         self,
         conn: int,
         request: Mapping[str, Any],
-        reason: str = "subscription denied",
-        code: str = "forbidden",
+        reason: Optional[str] = None,
+        code: Optional[str] = None,
     ) -> bool:
-        """Refuse a ``subscribe_request``: the client gets an ``error`` message with its id."""
+        """Refuse a ``subscribe_request``: the client gets an ``error`` message with its id.
+
+        ``code`` and ``reason`` default to the engine's ``"forbidden"`` and ``"subscription
+        denied"``."""
         _, ack = self._request_parts(request)
-        if not isinstance(reason, str):
+        if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if not isinstance(code, str) or not code:
+        if code is not None and (not isinstance(code, str) or not code):
             raise TypeError("code must be a non-empty str")
         return self._engine.deny(conn, code, reason, ack)
 
@@ -871,37 +530,28 @@ class Server:
         (service restart: clients reconnect at once), 1013 (try again later) or 3000-4999.
 
         Returns ``False`` if the connection is unknown or already closed; raises ``ValueError``
-        on a bad code.
+        on a bad code or a reason longer than 123 bytes (the engine's rule and message).
         """
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError(f"code must be an int, not {type(code).__name__}")
-        if code not in _APP_CLOSE_CODES and not 3000 <= code <= 4999:
-            raise ValueError(
-                f"code must be 1000, 1001, 1003, 1007-1009, 1011-1013 or 3000-4999, got {code}")
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if len(reason.encode("utf-8")) > 123:
-            raise ValueError("reason must be at most 123 bytes of UTF-8")
-        return self._engine.close(conn, code, reason)
+        return self._engine.close(conn, _c_int(code), reason)
 
     def disconnect_user(self, user: str, code: int = 4003, reason: str = "disconnected") -> int:
         """Close every connection of ``user`` (the JWT ``sub``) with ``code`` — revocation, logout.
 
         With ``redis_url`` the user's connections on every instance are closed; the count returned
-        is this instance's. Raises ``ValueError`` on a bad code (1000, 1001, 1008, 1011 or
-        3000-4999) or a reason longer than 123 bytes.
+        is this instance's. Raises ``ValueError`` on a bad code (the codes of :meth:`close`) or a
+        reason longer than 123 bytes (the engine's rule and message).
         """
         if not isinstance(user, str):
             raise TypeError(f"user must be a str, not {type(user).__name__}")
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError(f"code must be an int, not {type(code).__name__}")
-        if code not in (1000, 1001, 1008, 1011) and not 3000 <= code <= 4999:
-            raise ValueError(f"code must be 1000, 1001, 1008, 1011 or 3000-4999, got {code}")
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if len(reason.encode("utf-8")) > 123:
-            raise ValueError("reason must be at most 123 bytes of UTF-8")
-        return self._engine.disconnect_user(user, code, reason)
+        return self._engine.disconnect_user(user, _c_int(code), reason)
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters (connections, messages, bytes, queue depths...) as a dict."""

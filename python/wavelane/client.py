@@ -60,7 +60,7 @@ class ConnectionClosed(ClientError):
 
 class SubscribeError(ClientError):
     """The server refused a subscription: ``code`` is its error code (``forbidden``,
-    ``invalid_topic``, ``too_many_subscriptions``, ``denied``...)."""
+    ``invalid_topic``, ``too_many_subscriptions``, or the application's code...)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

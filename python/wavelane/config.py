@@ -15,7 +15,8 @@ Later sources override earlier ones::
 * **Keyword arguments**.
 
 Unknown keys are errors in every source, and every error is a :class:`ConfigError` naming the
-key (and the file or variable it came from).
+key (and the file or variable it came from). Keys and types come from the engine's schema
+(:mod:`wavelane._schema`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
+from ._schema import PYTHON_SETTINGS, SETTINGS, parse_env_value
 from .errors import ConfigError
 
 __all__ = ["load_config", "ENV_PREFIX", "PYTHON_KEYS"]
@@ -41,17 +43,11 @@ _RESERVED_ENV = frozenset({
     "WAVELANE_BENCH_CACHE", "WAVELANE_BENCH_PYTHON", "WAVELANE_BENCH_PYTHONPATH",
 })
 #: Keys handled by the Python layer rather than the engine.
-PYTHON_KEYS = frozenset({"parse_json", "client_js"})
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NONE = {"", "none", "null"}
+PYTHON_KEYS = frozenset(PYTHON_SETTINGS)
 
 
-def _known_keys() -> Dict[str, Any]:
-    from ._server import CONFIG_DEFAULTS
-
-    return dict(CONFIG_DEFAULTS)
+def _known(key: str) -> bool:
+    return key in SETTINGS or key in PYTHON_KEYS
 
 
 def _read_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
@@ -89,51 +85,21 @@ def _read_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
         raise ConfigError(f"config file {p}: the top level must be a table/mapping")
     if set(data) == {"wavelane"} and isinstance(data["wavelane"], dict):
         data = data["wavelane"]
-    known = _known_keys()
     for key in data:
-        if key not in known and key not in PYTHON_KEYS:
+        if not _known(key):
             raise ConfigError(f"{key}: unknown setting (in {p})", key)
     return dict(data)
 
 
-def _parse_env_value(key: str, text: str, var: str) -> Any:
-    from . import _server
-
-    t = text.strip()
-    low = t.lower()
-    if key in _server._BOOL_KEYS or key in PYTHON_KEYS:
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ConfigError(f"{key}: {var}={text!r} is not a boolean (use true/false)", key)
-    if key in _server._INT_KEYS:
-        try:
-            return int(t)
-        except ValueError:
-            raise ConfigError(f"{key}: {var}={text!r} is not an integer", key) from None
-    if key in _server._NUMBER_KEYS:
-        try:
-            return float(t)
-        except ValueError:
-            raise ConfigError(f"{key}: {var}={text!r} is not a number", key) from None
-    if key in _server._STR_LIST_KEYS:
-        return [part.strip() for part in t.split(",") if part.strip()]
-    if key in _server._NULLABLE_STR_KEYS and low in _NONE:
-        return None
-    return text
-
-
 def _read_env(env: Mapping[str, str]) -> Dict[str, Any]:
-    known = _known_keys()
     out: Dict[str, Any] = {}
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX) or var in _RESERVED_ENV:
             continue
         key = var[len(ENV_PREFIX):].lower()
-        if key not in known and key not in PYTHON_KEYS:
+        if not _known(key):
             raise ConfigError(f"{key}: unknown setting (from environment variable {var})", key)
-        out[key] = _parse_env_value(key, text, var)
+        out[key] = parse_env_value(key, text, var)
     return out
 
 

@@ -9,14 +9,17 @@
 Bad arguments to methods raise the built-in :class:`TypeError` (wrong type) or
 :class:`ValueError` (bad value; e.g. a topic the engine refuses, an invalid close code, an object
 that cannot be JSON-serialized); the message names the argument. Using a server whose native
-engine was released raises :class:`RuntimeError`.
+engine was released raises :class:`RuntimeError`. The engine owns the rules (close codes,
+priorities, ranges...): its messages name the argument or key and reach the caller unchanged, as
+:class:`ValueError` (bad arguments) or :class:`ConfigError` (:func:`config_error_from_engine`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
-__all__ = ["WavelaneError", "ConfigError", "StartError"]
+__all__ = ["WavelaneError", "ConfigError", "StartError", "config_error_from_engine"]
 
 
 class WavelaneError(Exception):
@@ -37,3 +40,13 @@ class ConfigError(WavelaneError, ValueError):
 
 class StartError(WavelaneError, OSError):
     """The server could not start (for example the port is already in use)."""
+
+
+_KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
+
+
+def config_error_from_engine(message: str) -> ConfigError:
+    """The engine's configuration message (``"port: must be in 0...65535, got 70000"``) as a
+    :class:`ConfigError` whose ``key`` is the key it starts with."""
+    m = _KEY_PREFIX.match(message)
+    return ConfigError(message, m.group(1) if m else None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ._server import Payload, Priority, Server
+from ._server import Server
+from ._types import Payload, Priority
 from .errors import StartError
 
 __all__ = ["Publisher"]

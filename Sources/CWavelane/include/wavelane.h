@@ -6,9 +6,17 @@
  * caller. Strings are passed as (pointer, length) pairs and need not be NUL-terminated; the
  * library copies whatever it keeps.
  *
- * Errors: functions that can fail take `char *err, size_t err_len` and write a NUL-terminated
- * message there (truncated to fit). Messages that concern a configuration key start with the
- * key's name followed by ": " so bindings can name it.
+ * Errors: every function that can fail takes `char *err, size_t err_len` and, when it fails,
+ * writes a NUL-terminated message there (truncated to fit; err may be NULL). Messages that concern
+ * a configuration key or an argument start with its name followed by ": " ("code: ...",
+ * "priority: ...") so bindings can name it. The library owns every rule: bindings pass values
+ * through and report its message.
+ *
+ * Strings returned by the library: one pattern for all of them (wl_version, wl_config_schema,
+ * wl_stats, wl_logs, wl_presence, wl_node). The function stores a malloc'd, NUL-terminated UTF-8
+ * string in *out and returns its length in bytes (without the NUL); on failure it returns -1, sets
+ * *out to NULL and fills err. The caller frees *out with wl_free. (Events from wl_drain are not
+ * strings: they are a batch, freed with wl_batch_free.)
  */
 #ifndef WAVELANE_H
 #define WAVELANE_H
@@ -20,7 +28,7 @@
 extern "C" {
 #endif
 
-#define WL_ABI_VERSION 4
+#define WL_ABI_VERSION 5
 
 typedef struct wl_server wl_server;
 
@@ -64,16 +72,24 @@ enum {
     WL_PAYLOAD_BINARY = 2, /* bytes: binary hot-lane frame (see docs/protocol.md)              */
 };
 
-/* Library version string, e.g. "0.1.0". Static storage. */
-const char *wl_version(void);
+/* The library's version, e.g. "0.1.0" (a returned string: see above). */
+int64_t wl_version(char **out, char *err, size_t err_len);
 
-/* Create a server from a JSON object of settings (see docs/python-api.md for the keys).
+/* Every setting wl_server_new accepts, as a JSON array in documentation order (a returned string).
+ * Each entry: {"key", "type": "bool"|"int"|"seconds"|"rate"|"string"|"string_list"|"choice",
+ * "default" (null: unset), "nullable" (null is a value of its own, e.g. "off"), "min"/"max"
+ * (inclusive bounds of int, seconds and rate; for seconds a min of 0 is exclusive unless
+ * "zero_allowed"), "choices" (for choice), "doc" (one line)}. */
+int64_t wl_config_schema(char **out, char *err, size_t err_len);
+
+/* Create a server from a JSON object of settings (the keys of wl_config_schema).
  * Returns NULL and fills err on a bad key or value. Nothing is bound until wl_server_start. */
 wl_server *wl_server_new(const char *config_json, size_t config_len, char *err, size_t err_len);
 
-/* Serve `body` at GET `path` (plain HTTP on the same port). Call before wl_server_start. */
+/* Serve `body` at GET `path` (plain HTTP on the same port). Call before wl_server_start.
+ * Returns 0, or -1 with err filled (a path not starting with '/', text that is not UTF-8). */
 int wl_server_add_route(wl_server *s, const char *path, size_t path_len, const char *content_type,
-                        size_t ct_len, const char *body, size_t body_len);
+                        size_t ct_len, const char *body, size_t body_len, char *err, size_t err_len);
 
 /* Bind and start the event loops. Returns 0 on success, -1 with err filled (e.g. the port is in
  * use). Returns at once; native threads serve. A stopped server can be started again. */
@@ -107,15 +123,9 @@ void wl_wake(wl_server *s);
  * stop), for event loops (select/poll/epoll, asyncio's add_reader): an eventfd on Linux, a pipe's
  * read end elsewhere. wl_drain clears it when it leaves the queue empty; it is signalled only when
  * the queue goes from empty to non-empty, so a busy queue costs no system call per event. Never
- * read or close it. Created on the first call, valid until wl_server_free; -1 on failure. */
-int wl_event_fd(wl_server *s);
-
-/* A descriptor that is readable while events wait in the inbound queue (and after wl_wake or a
- * stop), for event loops (select/poll/epoll, asyncio's add_reader): an eventfd on Linux, a pipe's
- * read end elsewhere. wl_drain clears it when it leaves the queue empty; it is signalled only when
- * the queue goes from empty to non-empty, so a busy queue costs no system call per event. Never
- * read or close it. Created on the first call, valid until wl_server_free; -1 on failure. */
-int wl_event_fd(wl_server *s);
+ * read or close it. Created on the first call, valid until wl_server_free; -1 with err filled on
+ * failure. */
+int wl_event_fd(wl_server *s, char *err, size_t err_len);
 
 /* Number of events waiting in the inbound queue. */
 int64_t wl_pending(const wl_server *s);
@@ -164,38 +174,42 @@ int wl_unsubscribe(wl_server *s, uint64_t conn, const char *topics_json, size_t 
                    const char *ack_id_json, size_t ack_len, char *err, size_t err_len);
 
 /* Refuse a subscription request: the client gets {"type":"error","code":code,"message":..,"id":..}.
- * Returns 1 if the connection is open, 0 if unknown. */
+ * code NULL/0 means "forbidden" and message NULL/0 "subscription denied" (the defaults).
+ * Returns 1 if the connection is open, 0 if unknown, -1 with err filled on bad input (text that is
+ * not UTF-8, an id that is not JSON). */
 int wl_deny(wl_server *s, uint64_t conn, const char *code, size_t code_len, const char *message,
-            size_t msg_len, const char *ack_id_json, size_t ack_len);
+            size_t msg_len, const char *ack_id_json, size_t ack_len, char *err, size_t err_len);
 
-/* Close one connection with a close code (1000, 1001, 1008, 1011, 3000-4999) and reason.
- * Returns 1 if the connection was open, 0 if unknown, -1 on a bad code. */
-int wl_close(wl_server *s, uint64_t conn, int code, const char *reason, size_t reason_len);
+/* Close one connection with a close code (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999) and
+ * reason (at most 123 bytes). Returns 1 if the connection was open, 0 if unknown, -1 with err
+ * filled on a bad code or reason. */
+int wl_close(wl_server *s, uint64_t conn, int code, const char *reason, size_t reason_len, char *err,
+             size_t err_len);
 
 /* Engine log records (swift-log) waiting to be taken. */
 int64_t wl_log_pending(const wl_server *s);
 
-/* Takes waiting log records as JSON lines ({"level","time","message","metadata"}\n each) into
- * buf, as many whole records as fit (at least one if any is waiting and it fits). Returns the
- * bytes written (0: none waiting), or, when the first waiting record alone is longer than
- * buf_len, the negative of the size it needs. */
-int64_t wl_logs(wl_server *s, char *buf, size_t buf_len);
+/* Takes waiting log records as JSON lines ({"level","time","message","metadata"}\n each), whole
+ * records up to max_bytes in all (at least one if any is waiting, however long), as a returned
+ * string; length 0 when none is waiting. */
+int64_t wl_logs(wl_server *s, size_t max_bytes, char **out, char *err, size_t err_len);
 
-/* Counters as a JSON object into buf (NUL-terminated). Returns the length needed (excluding the
- * NUL); if that is >= buf_len the output was truncated. */
-size_t wl_stats(const wl_server *s, char *buf, size_t buf_len);
+/* Counters as a JSON object (a returned string). */
+int64_t wl_stats(const wl_server *s, char **out, char *err, size_t err_len);
 
 /* Multi-instance mode with presence: the members of `topic` on every instance as a JSON array of
- * {"user","conn","node","info"} objects, in *out (malloc'd, NUL-terminated; free with wl_free).
- * Blocks for one Redis round trip, at most timeout_ms. Returns the length, or -1 with err filled
- * (presence off, Redis unavailable, timeout, bad topic). */
+ * {"user","conn","node","info"} objects (a returned string). Blocks for one Redis round trip, at
+ * most timeout_ms. Fails (-1, err filled) when presence is off, Redis is unavailable, on timeout
+ * or a bad topic. */
 int64_t wl_presence(wl_server *s, const char *topic, size_t topic_len, int timeout_ms, char **out, char *err,
                     size_t err_len);
+
+/* Frees a string returned by the library (NULL: nothing). */
 void wl_free(void *p);
 
-/* This instance's id as it appears in presence members ("node"), NUL-terminated into buf; empty
- * while the server is not running. Returns its length. */
-size_t wl_node(const wl_server *s, char *buf, size_t buf_len);
+/* This instance's id as it appears in presence members ("node"), as a returned string; empty
+ * while the server is not running. */
+int64_t wl_node(const wl_server *s, char **out, char *err, size_t err_len);
 
 /* Set the "info" (a JSON value, at most 4096 bytes) shown for a connection in presence. Returns 1
  * if the connection is open, 0 if unknown, -1 with err filled on bad JSON. */
