@@ -265,7 +265,7 @@ if __name__ == "__main__":
         ext_modules=[
             Extension(
                 "wavelane._native",
-                sources=["python/wavelane/_native.c"],
+                sources=["python/wavelane/_native.c", "python/wavelane/_native_convert.c", "python/wavelane/_native_outbound.c"],
                 include_dirs=[os.path.join("Sources", "CWavelane", "include")],
                 libraries=["wavelane"],
                 define_macros=[("Py_LIMITED_API", "0x03090000")],

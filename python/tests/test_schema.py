@@ -109,6 +109,15 @@ def test_the_docs_check_catches_drift():
 
 # -- the schema is the engine's, and Python's defaults are its -----------------------------------
 
+def test_python_settings_defaults_are_the_server_signatures():
+    import inspect
+
+    params = inspect.signature(wavelane.Server.__init__).parameters
+    for key, entry in _schema.PYTHON_SETTINGS.items():
+        assert params[key].default == entry["default"], key
+    assert not set(_schema.PYTHON_SETTINGS) & set(_schema.SETTINGS)
+
+
 def test_schema_comes_from_the_engine():
     exported = json.loads(_native.config_schema())
     assert exported == _schema.SCHEMA
