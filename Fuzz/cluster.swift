@@ -1,7 +1,7 @@
 // Cluster messages (what instances read from Redis pub/sub and history lists): ClusterMessage.parse,
 // parseCommand and ClusterNames.route never crash on any bytes; and a message built by the encoder
 // from fuzzed fields (offset, epoch, kind, priority, key, payload) parses back to exactly those
-// fields, as does a disconnect command.
+// fields, as do a message for one connection (its id in a field of its own) and a disconnect command.
 import NIOCore
 import WavelaneProtocol
 
@@ -45,6 +45,16 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                      && parsed.key == expectedKey && Array(parsed.payload.readableBytesView) == payload,
                      "parse(encode(fields)) != fields")
     }
+    // a message for one connection of another instance: the connection id in its own field
+    let direct = payload.withUnsafeBytes {
+        ClusterMessage.direct(conn: offset, kind: kind, priority: priority, key: key, payload: $0, allocator: ByteBufferAllocator())
+    }
+    guard let parsedDirect = try? ClusterMessage.parse(direct) else { fatalError("an encoded direct message does not parse") }
+    check(parsedDirect.conn == offset && parsedDirect.offset == 0 && parsedDirect.epoch.isEmpty && parsedDirect.kind == kind
+            && parsedDirect.priority == priority && parsedDirect.key == ((key?.isEmpty ?? true) ? nil : key)
+            && Array(parsedDirect.payload.readableBytesView) == payload,
+          "parse(direct(fields)) != fields")
+    check(ClusterMessage.parseCommand(direct) == nil, "a direct message parses as a command")
     let node = String(decoding: rest.prefix(keyLength), as: UTF8.self)
     let reason = String(decoding: rest.dropFirst(keyLength).prefix(100), as: UTF8.self)
     let code = UInt16(truncatingIfNeeded: offset)

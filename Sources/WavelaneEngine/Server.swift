@@ -32,7 +32,7 @@ public struct ArgumentError: Error, CustomStringConvertible, Sendable {
 
 /// The engine: owns the event loops, the listening socket, the connection registry and the inbound
 /// queue. Its methods are thread-safe; Python calls them through the C ABI from any thread.
-public final class ServerCore: DeliveryHost, @unchecked Sendable {
+public final class ServerCore: @unchecked Sendable {
     public let config: EngineConfiguration
     let verifier: JWTVerifier?
     private let tlsContext: NIOSSLContext?
@@ -57,7 +57,7 @@ public final class ServerCore: DeliveryHost, @unchecked Sendable {
     /// `max_partial_bytes`); changed only when a connection's fragments grow or are released.
     let partialBytes = Atomic<Int>(0)
     private(set) var epoch = ServerCore.makeEpoch()
-    private let allocator = ByteBufferAllocator()
+    let allocator = ByteBufferAllocator()
 
     private struct Route {
         var contentType: String
@@ -70,7 +70,7 @@ public final class ServerCore: DeliveryHost, @unchecked Sendable {
     /// With `admin_port`: the plain-HTTP listener for /metrics and /health.
     private var adminListener: Channel?
     private var boundPort = 0
-    private let shardsBox = NIOLockedValueBox<[Shard]>([])
+    let shardsBox = NIOLockedValueBox<[Shard]>([])
     private let routes = NIOLockedValueBox<[String: Route]>([:])
     private let acceptingFlag = Atomic<Bool>(false)
     private let connectionCounter = Atomic<UInt64>(0)
@@ -79,7 +79,7 @@ public final class ServerCore: DeliveryHost, @unchecked Sendable {
     /// Connections that take the shared compressed publication frame.
     let sharedDeflateConnections = Atomic<Int>(0)
     /// Compresses publications once for all sharing connections; used under `offsets.lock`.
-    private lazy var publicationDeflater = Deflater(
+    lazy var publicationDeflater = Deflater(
         level: self.config.compression.level, windowBits: 15, memLevel: self.config.compression.memLevel,
         contextTakeover: false)
 
@@ -381,307 +381,8 @@ public final class ServerCore: DeliveryHost, @unchecked Sendable {
         self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
-    // MARK: application calls
-
-    /// Publishes to every subscriber of `topic` on every loop; returns the publication's offset. In
-    /// multi-instance mode the publication goes through Redis (which assigns the offset, so 0 is
-    /// returned) and reaches the subscribers of every instance.
-    public func publish(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer,
-                        priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> UInt64 {
-        if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
-            throw ArgumentError("topic: \(problem.message)")
-        }
-        if kind == .text && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
-        if kind == .json {
-            do { _ = try JSONParser.parse(payload, maxDepth: 512) } catch { throw ArgumentError("data: not valid JSON: \(error.message)") }
-        }
-        let shards = self.shardsBox.withLockedValue { $0 }
-        guard !shards.isEmpty else { throw ArgumentError("server is not running") }
-        self.stats.add(.publications)
-        let started = NIODeadline.now()
-        defer { self.metrics.publishSeconds.recordNanoseconds((NIODeadline.now() - started).nanoseconds) }
-        return self.delivery.publish(topic: topic, kind: kind, payload: payload, priority: priority, key: key)
-    }
-
-    /// Single instance: numbers the publication, records it in the history, hands it to every loop.
-    func deliverNumbered(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) -> UInt64 {
-        let shards = self.shardsBox.withLockedValue { $0 }
-        return self.offsets.lock.withLock {
-            let offset = self.offsets.nextLocked(topic)
-            let publication = self.makePublicationLocked(topic: topic, offset: offset, epoch: nil, kind: kind, payload: payload,
-                                                         priority: priority, key: key)
-            self.offsets.recordLocked(publication)
-            for shard in shards {
-                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
-            }
-            return offset
-        }
-    }
-
-    /// Encodes a publication once: the frame, and the shared compressed frame when any connection
-    /// takes it. Call with `offsets.lock` held (it guards the shared compressor).
-    private func makePublicationLocked(topic: String, offset: UInt64, epoch: String?, kind: PayloadKind,
-                                       payload: UnsafeRawBufferPointer, priority: Priority, key: String?) -> Publication {
-        let frame = TopicEnvelope.frame(topic: topic, offset: offset, kind: kind, payload: payload, allocator: self.allocator)
-        let bodyLength = FrameEncoder.payloadLength(ofFrameSize: frame.readableBytes)
-        let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - bodyLength, length: bodyLength)!
-        let opcode: WebSocketOpcode = kind == .binary ? .binary : .text
-        var compressed: ByteBuffer? = nil
-        if self.config.compression.enabled, bodyLength >= self.config.compression.minSize,
-           self.sharedDeflateConnections.load(ordering: .relaxed) > 0 {
-            let bytes = body.withUnsafeReadableBytes { self.publicationDeflater.compress($0) }
-            var buffer = self.allocator.buffer(capacity: FrameEncoder.headerSize(payloadLength: bytes.count) + bytes.count)
-            FrameEncoder.writeHeader(opcode: opcode, payloadLength: bytes.count, rsv1: true, into: &buffer)
-            buffer.writeBytes(bytes)
-            compressed = buffer
-        }
-        return Publication(topic: topic, offset: offset, epoch: epoch, frame: frame, body: body, opcode: opcode,
-                           compressedFrame: compressed, priority: priority, key: key)
-    }
-
-    /// An encoded publication for a message from the cluster stream or a topic's history.
-    func makePublication(topic: String, message: ClusterMessage) -> Publication {
-        message.payload.withUnsafeReadableBytes { payload in
-            self.offsets.lock.withLock {
-                self.makePublicationLocked(topic: topic, offset: message.offset, epoch: message.epoch, kind: message.kind,
-                                           payload: payload, priority: message.priority, key: message.key)
-            }
-        }
-    }
-
-    /// Multi-instance mode: a publication arrived from Redis; hand it to every loop (in order: the
-    /// Redis delivery calls this for one message after the other).
-    func deliver(topic: String, message: ClusterMessage) {
-        let publication = self.makePublication(topic: topic, message: message)
-        for shard in self.shardsBox.withLockedValue({ $0 }) {
-            shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
-        }
-    }
-
-    /// Multi-instance mode with Redis down: this instance's subscribers only, outside the sequence.
-    func deliverLocally(topic: String, kind: PayloadKind, payload: UnsafeRawBufferPointer, priority: Priority, key: String?) {
-        let shards = self.shardsBox.withLockedValue { $0 }
-        self.offsets.lock.withLock {
-            let publication = self.makePublicationLocked(topic: topic, offset: 0, epoch: nil, kind: kind, payload: payload,
-                                                         priority: priority, key: key)
-            for shard in shards {
-                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
-            }
-        }
-    }
-
-    /// A `cluster` event for the application.
-    func pushClusterEvent(_ payload: ByteBuffer) {
-        self.queue.push(contentsOf: [InboundEvent(kind: .cluster, conn: 0, payload: payload)], from: nil)
-    }
-
-    /// Multi-instance mode: a join/leave event (JSON text) for the watchers of `topic`.
-    func deliverPresenceEvent(topic: String, event: ByteBuffer) {
-        let frame = event.withUnsafeReadableBytes { FrameEncoder.frame(opcode: .text, payload: $0, allocator: self.allocator) }
-        for shard in self.shardsBox.withLockedValue({ $0 }) {
-            shard.eventLoop.execute { shard.deliverPresence(topic: topic, frame: frame) }
-        }
-    }
-
-    /// Sends one frame to one connection. Returns false when the connection is unknown or closed.
-    public func send(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool,
-                     priority: Priority = .normal, key: String? = nil, node: String? = nil) throws(ArgumentError) -> Bool {
-        if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
-        if let node, node != self.node {
-            // A connection of another instance (its `node` as in presence members).
-            return try self.delivery.send(node: node, conn: conn, payload: payload, binary: binary, priority: priority, key: key)
-        }
-        return self.sendLocally(conn: conn, payload: payload, binary: binary, priority: priority, key: key)
-    }
-
-    /// One frame to one of this instance's connections; false when it is unknown or closed.
-    func sendLocally(conn: UInt64, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Bool {
-        guard let connection = self.registry.connection(conn) else { return false }
-        let opcode: WebSocketOpcode = binary ? .binary : .text
-        if connection.deflate != nil && payload.count >= self.config.compression.minSize {
-            var body = self.allocator.buffer(capacity: payload.count)
-            body.writeBytes(payload)
-            connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
-        } else {
-            let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
-            connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
-        }
-        return true
-    }
-
-    /// Sends one frame to every connection of `user`; returns how many of this instance's
-    /// connections it was queued for. In multi-instance mode it goes through Redis and also reaches
-    /// the user's connections on the other instances.
-    public func sendUser(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool,
-                         priority: Priority = .normal, key: String? = nil) throws(ArgumentError) -> Int {
-        if !binary && !UTF8Validator.isValid(payload) { throw ArgumentError("data: text is not valid UTF-8") }
-        return self.delivery.sendUser(user, payload: payload, binary: binary, priority: priority, key: key)
-    }
-
-    func connectionCount(ofUser user: String) -> Int {
-        self.registry.connections(ofUser: user).count
-    }
-
-    @discardableResult
-    func sendUserLocally(_ user: String, payload: UnsafeRawBufferPointer, binary: Bool, priority: Priority, key: String?) -> Int {
-        let connections = self.registry.connections(ofUser: user)
-        guard !connections.isEmpty else { return 0 }
-        let opcode: WebSocketOpcode = binary ? .binary : .text
-        let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
-        let body = frame.getSlice(at: frame.readerIndex + frame.readableBytes - payload.count, length: payload.count)!
-        let compressible = payload.count >= self.config.compression.minSize
-        for connection in connections {
-            if connection.deflate != nil && compressible {
-                connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
-            } else {
-                connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
-            }
-        }
-        return connections.count
-    }
-
-    /// Subscribes a connection server-side; `ack` (when given) is sent back as the `id` of a `subscribed` reply.
-    public func subscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
-        try self.validateSubscriptions(topics)
-        guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.subscribe(topics, ack: ack) }
-        return true
-    }
-
-    public func unsubscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
-        try self.validateSubscriptions(topics)
-        guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.unsubscribe(topics, ack: ack) }
-        return true
-    }
-
-    /// The members of `topic` on every instance (multi-instance mode with `presence`), as JSON
-    /// objects. Blocks the calling thread for one Redis round trip (at most `timeout` seconds).
-    public func presence(topic: String, timeout: Double) throws(ArgumentError) -> [[UInt8]] {
-        if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: false) {
-            throw ArgumentError("topic: \(problem.message)")
-        }
-        guard self.config.presence else { throw ArgumentError("presence is off: start the server with presence=True") }
-        return try self.delivery.presenceMembers(topic: topic, timeout: timeout)
-    }
-
-    // MARK: streams and presence, with or without Redis
-
-    /// The id of this instance in presence members.
-    var node: String { self.delivery.node }
-
-    /// `node` while running, else "".
-    public var nodeID: String { self.isRunning ? self.node : "" }
-
-    /// A topic's position and, with `since`, what came after it (Redis or the in-memory history).
-    func position(topic: String, since: StreamPosition?, on loop: EventLoop) -> EventLoopFuture<PositionReply> {
-        self.delivery.position(topic: topic, since: since, on: loop)
-    }
-
-    func localPosition(topic: String, since: StreamPosition?) -> PositionReply {
-        self.offsets.position(topic: topic, since: since)
-    }
-
-    /// Adds (or updates) a member of `topic`. A new member beyond `max_presence_members` is not
-    /// added: it is counted and `refused` runs (on any thread; with Redis once Redis answered).
-    func presenceJoin(topic: String, conn: UInt64, member: [UInt8], refused: @escaping @Sendable () -> Void = {}) {
-        self.delivery.presenceJoin(topic: topic, conn: conn, member: member, limit: self.config.maxPresenceMembers) {
-            self.stats.add(.presenceRefused)
-            refused()
-        }
-    }
-
-    func presenceLeave(topic: String, conn: UInt64) {
-        self.delivery.presenceLeave(topic: topic, conn: conn)
-    }
-
-    func presenceMembers(topic: String, on loop: EventLoop) -> EventLoopFuture<[[UInt8]]> {
-        self.delivery.presenceMembers(topic: topic, on: loop)
-    }
-
-    /// Sets the `info` (a small JSON value) shown for a connection in presence; updates the
-    /// topics it is already a member of. Returns false when the connection is unknown.
-    public func setPresenceInfo(conn: UInt64, info: UnsafeRawBufferPointer) throws(ArgumentError) -> Bool {
-        guard info.count <= 4096 else { throw ArgumentError("info: longer than 4096 bytes of JSON") }
-        do { _ = try JSONParser.parse(info, maxDepth: 32) } catch { throw ArgumentError("info: not valid JSON: \(error.message)") }
-        guard let connection = self.registry.connection(conn) else { return false }
-        let bytes = Array(info)
-        connection.eventLoop.execute { connection.setPresenceInfo(bytes) }
-        return true
-    }
-
-    /// Answers a client request with an error reply (e.g. a refused subscription).
-    public func deny(conn: UInt64, code: String, message: String, id: JSONValue?) -> Bool {
-        guard let connection = self.registry.connection(conn) else { return false }
-        let body = ServerMessage.error(code: code, message: message, id: id)
-        connection.eventLoop.execute { connection.sendJSON(body) }
-        return true
-    }
-
     /// HMAC secrets shorter than this get a warning at start.
     static let minimumSecretLength = 32
-
-    /// Closes every connection of `user` with `code` (revocation, logout): on this instance, and with
-    /// `redis_url` on every other one (a command on the user's channel). Returns how many of this
-    /// instance's connections are being closed.
-    public func disconnectUser(_ user: String, code: UInt16, reason: String) throws(ArgumentError) -> Int {
-        guard CloseCode.isValidForApplication(code) else {
-            throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
-        }
-        guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
-        return self.delivery.disconnectUser(user, code: code, reason: reason)
-    }
-
-    @discardableResult
-    func disconnectUserLocally(_ user: String, code: UInt16, reason: String) -> Int {
-        let connections = self.registry.connections(ofUser: user)
-        for connection in connections {
-            connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
-        }
-        return connections.count
-    }
-
-    /// Starts the close handshake with one connection.
-    public func close(conn: UInt64, code: UInt16, reason: String) throws(ArgumentError) -> Bool {
-        guard CloseCode.isValidForApplication(code) else {
-            throw ArgumentError("code: \(code) is not a close code an application may send (1000, 1001, 1003, 1007-1009, 1011-1013, 3000-4999)")
-        }
-        guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
-        guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
-        return true
-    }
-
-    private func validateSubscriptions(_ topics: [String]) throws(ArgumentError) {
-        for topic in topics {
-            if let problem = Topic.validate(topic, maxLength: self.config.maxTopicLength, allowWildcards: true) {
-                throw ArgumentError("topics: \(problem.message): \"\(topic)\"")
-            }
-        }
-    }
-
-    /// All counters as one JSON object.
-    public func statsJSON() -> String {
-        var out: [UInt8] = Array("{".utf8)
-        func field(_ name: String, _ value: Int) {
-            if out.count > 1 { out.append(UInt8(ascii: ",")) }
-            JSONWriter.appendString(name, to: &out)
-            out.append(UInt8(ascii: ":"))
-            out.append(contentsOf: String(value).utf8)
-        }
-        for counter in EngineStats.Counter.allCases { field(counter.name, self.stats.value(counter)) }
-        field("connections_active", self.registry.count)
-        field("users_active", self.registry.userCount)
-        field("inbound_queue", self.queue.count)
-        field("inbound_paused", self.queue.pausedCount)
-        field("send_queue_bytes", self.sendQueueBytes.load(ordering: .relaxed))
-        field("partial_bytes", self.partialBytes.load(ordering: .relaxed))
-        field("topics_with_offsets", self.offsets.count)
-        field("redis_connected", self.delivery.redisConnected ? 1 : 0)
-        field("history_bytes", self.offsets.historyBytes)
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
-    }
 
     // MARK: helpers
 

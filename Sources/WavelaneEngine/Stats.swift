@@ -34,7 +34,7 @@ public final class EngineStats: Sendable {
         case rejectedSubprotocol
         case rateLimited
         case rateLimitCloses
-        // Multi-instance mode (Cluster/Broker.swift)
+        // Multi-instance mode (Delivery/RedisDelivery.swift)
         case redisPublished
         case redisReceived
         case redisUndelivered

@@ -1,6 +1,6 @@
 // A topic's stream on a single instance: its offsets, its epoch and (with `history_size`) its
 // recent publications, plus presence. With `redis_url` all of this lives in Redis instead
-// (Cluster/Broker.swift); the connection code sees the same `PositionReply` either way.
+// (Delivery/RedisDelivery.swift, Cluster/); the connection code sees the same `PositionReply` either way.
 
 import NIOConcurrencyHelpers
 import NIOCore

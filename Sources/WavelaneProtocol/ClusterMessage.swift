@@ -10,20 +10,33 @@ import NIOCore
 /// ```
 /// [u8 version = 1][u8 payload kind][u8 priority][u16 key length][key][payload]
 /// ```
+///
+/// A message for one connection of another instance (`send` with `node`, on that instance's
+/// channel) is unsequenced too and names the connection in a field of its own, after version 3:
+///
+/// ```
+/// 0::[u8 version = 3][u64 connection id][u8 payload kind][u8 priority][u16 key length][key][payload]
+/// ```
 public struct ClusterMessage: Equatable, Sendable {
     public static let version: UInt8 = 1
+    /// The version byte of a message for one connection (`conn`).
+    public static let directVersion: UInt8 = 3
 
     public var offset: UInt64
     public var epoch: String
+    /// For a message to one connection of another instance: that connection's id; else nil.
+    public var conn: UInt64?
     public var kind: PayloadKind
     public var priority: Priority
     /// Latest-state-wins coalescing key, or nil.
     public var key: String?
     public var payload: ByteBuffer
 
-    public init(offset: UInt64, epoch: String, kind: PayloadKind, priority: Priority, key: String?, payload: ByteBuffer) {
+    public init(offset: UInt64, epoch: String, conn: UInt64? = nil, kind: PayloadKind, priority: Priority, key: String?,
+                payload: ByteBuffer) {
         self.offset = offset
         self.epoch = epoch
+        self.conn = conn
         self.kind = kind
         self.priority = priority
         self.key = key
@@ -36,22 +49,39 @@ public struct ClusterMessage: Equatable, Sendable {
     /// The body an instance hands to Redis (offset and epoch are added by Redis).
     public static func body(kind: PayloadKind, priority: Priority, key: String?, payload: UnsafeRawBufferPointer,
                             allocator: ByteBufferAllocator) -> ByteBuffer {
-        let keyBytes = key.map { Array($0.utf8.prefix(Self.maxKeyLength)) } ?? []
-        var buffer = allocator.buffer(capacity: 5 + keyBytes.count + payload.count)
-        buffer.writeMultipleIntegers(Self.version, UInt8(truncatingIfNeeded: kind.rawValue), priority.rawValue, UInt16(keyBytes.count))
-        buffer.writeBytes(keyBytes)
-        buffer.writeBytes(payload)
+        var buffer = allocator.buffer(capacity: 5 + (key?.utf8.count ?? 0) + payload.count)
+        Self.writeBody(conn: nil, kind: kind, priority: priority, key: key, payload: payload, into: &buffer)
         return buffer
     }
 
-    /// A whole unsequenced message (`<n>::<body>`): user messages are published with n = 0, messages
-    /// for one connection of another instance with n = the connection id.
+    private static func writeBody(conn: UInt64?, kind: PayloadKind, priority: Priority, key: String?,
+                                  payload: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+        let keyBytes = key.map { Array($0.utf8.prefix(Self.maxKeyLength)) } ?? []
+        if let conn {
+            buffer.writeMultipleIntegers(Self.directVersion, conn)
+        } else {
+            buffer.writeInteger(Self.version)
+        }
+        buffer.writeMultipleIntegers(UInt8(truncatingIfNeeded: kind.rawValue), priority.rawValue, UInt16(keyBytes.count))
+        buffer.writeBytes(keyBytes)
+        buffer.writeBytes(payload)
+    }
+
+    /// A whole unsequenced message (`0::<body>`), as user messages are published.
     public static func unsequenced(kind: PayloadKind, priority: Priority, key: String?, payload: UnsafeRawBufferPointer,
-                                   allocator: ByteBufferAllocator, number: UInt64 = 0) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 24 + 5 + payload.count)
-        out.writeString("\(number)::")
-        var body = Self.body(kind: kind, priority: priority, key: key, payload: payload, allocator: allocator)
-        out.writeBuffer(&body)
+                                   allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 8 + (key?.utf8.count ?? 0) + payload.count)
+        out.writeString("0::")
+        Self.writeBody(conn: nil, kind: kind, priority: priority, key: key, payload: payload, into: &out)
+        return out
+    }
+
+    /// A whole message for connection `conn` of another instance (`0::` + a version 3 body).
+    public static func direct(conn: UInt64, kind: PayloadKind, priority: Priority, key: String?, payload: UnsafeRawBufferPointer,
+                              allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 16 + (key?.utf8.count ?? 0) + payload.count)
+        out.writeString("0::")
+        Self.writeBody(conn: conn, kind: kind, priority: priority, key: key, payload: payload, into: &out)
         return out
     }
 
@@ -127,10 +157,20 @@ public struct ClusterMessage: Equatable, Sendable {
             throw .badEpoch
         }
         buffer.moveReaderIndex(forwardBy: 1)
-        guard let (version, kindByte, priorityByte, keyLength) = buffer.readMultipleIntegers(as: (UInt8, UInt8, UInt8, UInt16).self) else {
+        guard buffer.readableBytes >= 5, let version = buffer.readInteger(as: UInt8.self) else { throw .truncated }
+        var conn: UInt64? = nil
+        switch version {
+        case Self.version:
+            break
+        case Self.directVersion:
+            guard let id = buffer.readInteger(as: UInt64.self) else { throw .truncated }
+            conn = id
+        default:
+            throw .unknownVersion(version)
+        }
+        guard let (kindByte, priorityByte, keyLength) = buffer.readMultipleIntegers(as: (UInt8, UInt8, UInt16).self) else {
             throw .truncated
         }
-        guard version == Self.version else { throw .unknownVersion(version) }
         guard let kind = PayloadKind(rawValue: Int32(kindByte)) else { throw .badKind(kindByte) }
         guard let priority = Priority(rawValue: priorityByte) else { throw .badPriority(priorityByte) }
         var key: String? = nil
@@ -139,7 +179,7 @@ public struct ClusterMessage: Equatable, Sendable {
             guard let s = String(validating: bytes, as: UTF8.self) else { throw .badKey }
             key = s
         }
-        return ClusterMessage(offset: offset, epoch: String(decoding: epochBytes, as: UTF8.self), kind: kind,
+        return ClusterMessage(offset: offset, epoch: String(decoding: epochBytes, as: UTF8.self), conn: conn, kind: kind,
                               priority: priority, key: key, payload: buffer)
     }
 }

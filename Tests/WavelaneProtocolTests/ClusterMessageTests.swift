@@ -48,12 +48,28 @@ struct ClusterMessageTests {
         let m = try ClusterMessage.parse(whole)
         #expect(m.offset == 0 && m.epoch == "" && m.key == nil)
         #expect(String(buffer: m.payload) == "hi")
-        // A message for one connection of another instance carries the connection id there.
+        #expect(m.conn == nil)
+    }
+
+    @Test func directMessageCarriesTheConnectionInAFieldOfItsOwn() throws {
         let direct = Array("yo".utf8).withUnsafeBytes {
-            ClusterMessage.unsequenced(kind: .binary, priority: .high, key: nil, payload: $0, allocator: allocator, number: 42)
+            ClusterMessage.direct(conn: 0x0102_0304_0506_0708, kind: .binary, priority: .high, key: "k", payload: $0, allocator: allocator)
         }
+        #expect(Array(direct.readableBytesView) == Array("0::".utf8) + [3, 1, 2, 3, 4, 5, 6, 7, 8, 2, 1, 0, 1] + Array("kyo".utf8))
         let d = try ClusterMessage.parse(direct)
-        #expect(d.offset == 42 && d.kind == .binary && d.priority == .high && String(buffer: d.payload) == "yo")
+        #expect(d.conn == 0x0102_0304_0506_0708)
+        #expect(d.offset == 0 && d.epoch == "" && d.kind == .binary && d.priority == .high && d.key == "k")
+        #expect(String(buffer: d.payload) == "yo")
+        // Neither a user message nor a command; a cut-off connection id is refused.
+        #expect(ClusterMessage.parseCommand(direct) == nil)
+        #expect(throws: ClusterMessage.ParseError.truncated) {
+            try ClusterMessage.parse(ByteBuffer(bytes: Array("0::".utf8) + [3, 0, 0, 0, 0, 0, 0]))
+        }
+        #expect(throws: ClusterMessage.ParseError.truncated) {
+            try ClusterMessage.parse(ByteBuffer(bytes: Array("0::".utf8) + [3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0]))
+        }
+        // A sequenced message never names a connection.
+        #expect(try ClusterMessage.parse(sequenced(5, "e", body(.text, .normal, nil, [0x61]))).conn == nil)
     }
 
     @Test func largestOffsetParsesAndOverflowIsRefused() throws {
