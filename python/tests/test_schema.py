@@ -116,6 +116,12 @@ def test_python_settings_defaults_are_the_server_signatures():
     for key, entry in _schema.PYTHON_SETTINGS.items():
         assert params[key].default == entry["default"], key
     assert not set(_schema.PYTHON_SETTINGS) & set(_schema.SETTINGS)
+    # Engine settings that are parameters of Server(): a default there is the schema's (or None:
+    # "the engine's default").
+    shared = [name for name in params if name in _schema.SETTINGS]
+    assert {"host", "port", "jwt_secret", "threads"} <= set(shared)
+    for name in shared:
+        assert params[name].default in (None, _schema.SETTINGS[name]["default"]), name
 
 
 def test_schema_comes_from_the_engine():

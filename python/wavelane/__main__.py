@@ -139,9 +139,9 @@ def handle_demo_events(server: Server, events: List[Any], state: DemoState) -> N
             state.nicks.pop(conn, None)
         elif kind == "rpc":
             if data.get("method") == "login" and isinstance(data.get("params"), dict):
-                nick = state.login(conn, data["params"].get("nick"))
-                server.set_presence_info(conn, {"nick": nick})
-                server.reply(conn, data["id"], {"nick": nick})
+                login = state.login(conn, data["params"].get("nick"))
+                server.set_presence_info(conn, {"nick": login})
+                server.reply(conn, data["id"], {"nick": login})
             else:
                 server.reply(conn, data["id"], error={"code": "no_such_method", "message": str(data.get("method"))})
         elif kind == "message" and isinstance(data, dict) and data.get("type") == "chat":

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Optional, Union
 
-from .errors import WavelaneError
+from .errors import ClientError, ConnectionClosed, RPCError, SubscribeError
 
 __all__ = ["Client", "Message", "ClientError", "ConnectionClosed", "SubscribeError", "RPCError"]
 
@@ -41,40 +41,6 @@ TokenSource = Callable[[], Awaitable[str]]
 _TERMINAL_CLOSE = {1002, 1003, 1007, 1008, 1009}
 _RECONNECT_AT_ONCE = {1012, 1013}
 _TOKEN_EXPIRED = 4001
-
-
-class ClientError(WavelaneError):
-    """Base class of the client's errors."""
-
-
-class ConnectionClosed(ClientError):
-    """The client is closed for good (by :meth:`Client.close`, or by a close code after which
-    reconnecting cannot help, or because the server refused the handshake). ``code`` and
-    ``reason`` are the close code and reason (or the HTTP status of a refused handshake)."""
-
-    def __init__(self, code: Optional[int], reason: str) -> None:
-        super().__init__(f"connection closed ({code}): {reason}" if code else f"connection closed: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class SubscribeError(ClientError):
-    """The server refused a subscription: ``code`` is its error code (``forbidden``,
-    ``invalid_topic``, ``too_many_subscriptions``, or the application's code...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-class RPCError(ClientError):
-    """The application answered an RPC with an error: ``code``, ``message`` and the whole
-    ``error`` object it sent."""
-
-    def __init__(self, error: Dict[str, Any]) -> None:
-        super().__init__(f"{error.get('code')}: {error.get('message', '')}")
-        self.code = error.get("code")
-        self.error = error
 
 
 @dataclass

@@ -5,6 +5,9 @@
   :class:`ValueError`. ``key`` names the offending key.
 * :class:`StartError` — :meth:`Server.start` could not bind or start (port in use, bad host...).
   Also an :class:`OSError`.
+* :class:`ClientError` — base of :class:`wavelane.Client`'s errors: :class:`ConnectionClosed`
+  (closed for good), :class:`SubscribeError` (a subscription refused), :class:`RPCError` (an RPC
+  answered with an error). Also importable from :mod:`wavelane.client`.
 
 Bad arguments to methods raise the built-in :class:`TypeError` (wrong type) or
 :class:`ValueError` (bad value; e.g. a topic the engine refuses, an invalid close code, an object
@@ -17,9 +20,12 @@ priorities, ranges...): its messages name the argument or key and reach the call
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Dict, Optional
 
-__all__ = ["WavelaneError", "ConfigError", "StartError", "config_error_from_engine"]
+__all__ = [
+    "WavelaneError", "ConfigError", "StartError", "ClientError", "ConnectionClosed", "SubscribeError", "RPCError",
+    "config_error_from_engine",
+]
 
 
 class WavelaneError(Exception):
@@ -40,6 +46,41 @@ class ConfigError(WavelaneError, ValueError):
 
 class StartError(WavelaneError, OSError):
     """The server could not start (for example the port is already in use)."""
+
+
+
+class ClientError(WavelaneError):
+    """Base class of the client's errors."""
+
+
+class ConnectionClosed(ClientError):
+    """The client is closed for good (by :meth:`Client.close`, or by a close code after which
+    reconnecting cannot help, or because the server refused the handshake). ``code`` and
+    ``reason`` are the close code and reason (or the HTTP status of a refused handshake)."""
+
+    def __init__(self, code: Optional[int], reason: str) -> None:
+        super().__init__(f"connection closed ({code}): {reason}" if code else f"connection closed: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class SubscribeError(ClientError):
+    """The server refused a subscription: ``code`` is its error code (``forbidden``,
+    ``invalid_topic``, ``too_many_subscriptions``, or the application's code...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class RPCError(ClientError):
+    """The application answered an RPC with an error: ``code``, ``message`` and the whole
+    ``error`` object it sent."""
+
+    def __init__(self, error: Dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message', '')}")
+        self.code = error.get("code")
+        self.error = error
 
 
 _KEY_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
