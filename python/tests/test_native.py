@@ -184,3 +184,41 @@ def test_interpreter_exit_without_stop_and_unreferenced_server():
         [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=20
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_failing_call_reports_the_engines_message():
+    """wavelane.h v5: each C function that can fail fills an error buffer; the binding raises with it."""
+    eng = _native.Engine(json.dumps({"port": 0}))
+    try:
+        with pytest.raises(ValueError, match=r"^path: "):
+            eng.add_route("no-slash", "text/plain", b"")
+        with pytest.raises(ValueError, match=r"^id: not valid JSON"):
+            eng.deny(1, None, None, "{")
+        with pytest.raises(ValueError, match=r"^code: 999 is not a close code an application may send"):
+            eng.close(1, 999, "")
+        with pytest.raises(ValueError, match=r"^reason: longer than 123 bytes"):
+            eng.close(1, 1000, "x" * 124)
+        with pytest.raises(ValueError, match=r"^priority: must be 0 \(critical\)"):
+            eng.send(1, "x", 9, None)
+        assert eng.deny(12345, None, None, None) is False  # defaults are the engine's; unknown conn
+        assert eng.close(12345, 1013, "later") is False
+    finally:
+        eng.close_engine()
+
+
+def test_strings_come_back_through_one_pattern():
+    eng = _native.Engine(json.dumps({"port": 0, "log_level": "debug"}))
+    try:
+        assert eng.node() == ""  # not running
+        assert "connections_active" in json.loads(eng.stats())
+        eng.start()
+        assert eng.node() != ""
+        records = [json.loads(line) for line in eng.logs().splitlines()]
+        assert any(r["message"] == "listening" for r in records), records
+        again = [json.loads(line) for line in eng.logs().splitlines()]
+        assert not any(r["message"] == "listening" for r in again)  # taken once
+        assert json.loads(_native.config_schema())[0]["key"] == "host"
+        assert _native.version()
+    finally:
+        eng.stop(1.0)
+        eng.close_engine()
