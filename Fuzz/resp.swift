@@ -28,17 +28,24 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let whole = parseAll([input], limits: limits)
     let cut = input.startIndex + Int(control & 0x7F) % (input.count + 1)
     let split = parseAll([input[..<cut], input[cut...]], limits: limits)
-    check(whole.values == split.values, "split parsing gives other values: \(whole.values) vs \(split.values) (cut \(cut - input.startIndex))")
+    // compared as their encodings: a RESP3 double may be nan, which is not == to itself
+    check(encoding(whole.values) == encoding(split.values), "split parsing gives other values: \(whole.values) vs \(split.values) (cut \(cut - input.startIndex))")
     check((whole.error == nil) == (split.error == nil), "split parsing gives another outcome: \(String(describing: whole.error)) vs \(String(describing: split.error))")
     for value in whole.values {
         var encoded = ByteBuffer()
         RESPEncoder.encode(value, into: &encoded)
         var parser = RESPParser()
         let again = try? parser.parse(&encoded)
-        check(again == value, "encode -> parse changed \(value) into \(String(describing: again))")
+        check(again.map { encoding([$0]) } == encoding([value]), "encode -> parse changed \(value) into \(String(describing: again))")
         check(encoded.readableBytes == 0, "re-encoded value left bytes behind")
     }
     return 0
+}
+
+func encoding(_ values: [RESPValue]) -> [UInt8] {
+    var buffer = ByteBuffer()
+    for value in values { RESPEncoder.encode(value, into: &buffer) }
+    return Array(buffer.readableBytesView)
 }
 
 /// A failed invariant: fatalError keeps its message in optimized builds (precondition's is dropped).
