@@ -5,11 +5,6 @@ import Testing
 @testable import WavelaneEngine
 import WavelaneProtocol
 
-/// A made-up monotonic clock: `t(1.5)` is 1.5 s after an arbitrary origin.
-private func t(_ seconds: Double) -> NIODeadline {
-    .uptimeNanoseconds(1_000_000_000_000 + UInt64(seconds * 1e9))
-}
-
 extension Result where Success == AdmissionTicket, Failure == Admission.Refusal {
     var refusal: Admission.Refusal? {
         if case .failure(let r) = self { return r }

@@ -5,22 +5,6 @@ import Testing
 @testable import WavelaneEngine
 import WavelaneProtocol
 
-private func policies(_ json: String) throws -> PolicyConfiguration {
-    try EngineConfiguration(json: JSONParser.parse(json)).policies
-}
-
-private func policyError(_ json: String) -> ConfigurationError? {
-    do {
-        _ = try EngineConfiguration(json: JSONParser.parse(json))
-        return nil
-    } catch let error as ConfigurationError {
-        return error
-    } catch {
-        Issue.record("unexpected \(error)")
-        return nil
-    }
-}
-
 @Suite("Origins and subprotocols")
 struct OriginTests {
     private func allowed(_ patterns: [String], _ origin: String?) throws -> Bool {

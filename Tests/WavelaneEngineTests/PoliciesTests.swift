@@ -6,27 +6,6 @@ import Testing
 @testable import WavelaneEngine
 import WavelaneProtocol
 
-/// A made-up monotonic clock: `t(1.5)` is 1.5 s after an arbitrary origin.
-private func t(_ seconds: Double) -> NIODeadline {
-    .uptimeNanoseconds(1_000_000_000_000 + UInt64(seconds * 1e9))
-}
-
-private func policies(_ json: String) throws -> PolicyConfiguration {
-    try EngineConfiguration(json: JSONParser.parse(json)).policies
-}
-
-private func policyError(_ json: String) -> ConfigurationError? {
-    do {
-        _ = try EngineConfiguration(json: JSONParser.parse(json))
-        return nil
-    } catch let error as ConfigurationError {
-        return error
-    } catch {
-        Issue.record("unexpected \(error)")
-        return nil
-    }
-}
-
 @Suite("Policy configuration")
 struct PolicyConfigurationTests {
     @Test func defaults() throws {
