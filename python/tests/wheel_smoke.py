@@ -45,10 +45,10 @@ def hs256(claims: dict) -> str:
 
 def check_extras(tmp: str) -> str:
     """With WAVELANE_SMOKE_EXTRAS=1 (installed as wavelane[toml,yaml,fast]): the optional imports
-    config.py and _server.py look for are there and used."""
-    from wavelane import _server
+    config.py and _json.py look for are there and used."""
+    from wavelane import _json
 
-    assert _server._orjson is not None, "[fast] installed but orjson not used"
+    assert _json._orjson is not None, "[fast] installed but orjson not used"
     toml_path = os.path.join(tmp, "wavelane.toml")
     with open(toml_path, "w") as f:
         f.write("[wavelane]\nmax_message_size = 4096\n")
