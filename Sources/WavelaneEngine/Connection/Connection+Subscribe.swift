@@ -112,7 +112,11 @@ extension Connection {
                                       offset: reply.position.offset > backlog ? reply.position.offset - backlog : 0)
             return self.server.position(topic: topic, since: from, on: self.eventLoop).map { second in
                 guard case .recovered = second.recovery else { return SubscriptionSession.Positioned(reply: reply, backlogFrom: nil) }
-                return SubscriptionSession.Positioned(reply: second, backlogFrom: from)
+                // Publications between the two reads moved the position on: the backlog is the last
+                // `backlog` publications up to the position reported, not one more per publication.
+                let top = second.position.offset
+                let start = top > backlog ? max(from.offset, top - backlog) : from.offset
+                return SubscriptionSession.Positioned(reply: second, backlogFrom: StreamPosition(epoch: from.epoch, offset: start))
             }.recover { _ in SubscriptionSession.Positioned(reply: reply, backlogFrom: nil) }
         }
     }
