@@ -78,7 +78,7 @@ public enum ConfigSchema {
         // network
         .init("host", .string, .string("127.0.0.1"), "address to bind"),
         .init("port", .int, .int(8765), min: 0, max: 65535, "port to bind; 0: an ephemeral port"),
-        .init("threads", .int, .int(0), min: 0, max: 1024, "event loops; 0: one per core"),
+        .init("threads", .int, .int(0), min: 0, max: 1024, "event loops; 0: the cores the process may run on (affinity mask, cgroup cpu.max quota) less one for Python, at least 1"),
         .init("ws_path", .string, .null, nullable: true, "the only path that upgrades; null: any path"),
         .init("reuse_port", .bool, .bool(false), "SO_REUSEPORT: several processes share the port"),
         .init("listen", .bool, .bool(true), "false: bind nothing (a publisher-only instance; needs redis_url)"),

@@ -18,7 +18,7 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 public struct EngineConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8765
-    /// Event loops; 0 = one per core.
+    /// Event loops; 0 = `LoopCount.detect()`: the cores the process may run on less one, at least 1.
     public var threads = 0
     /// The path the WebSocket endpoint answers on; nil = any path.
     public var wsPath: String? = nil

@@ -170,7 +170,7 @@ public final class ServerCore: @unchecked Sendable {
         defer { self.lifecycleLock.unlock() }
         do {
             guard self.group == nil else { throw StartError(message: "server is already running") }
-            let threads = self.config.threads == 0 ? System.coreCount : self.config.threads
+            let threads = self.config.threads == 0 ? LoopCount.detect() : self.config.threads
             let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
             var shards: [Shard] = []
             for (i, loop) in group.makeIterator().enumerated() {
