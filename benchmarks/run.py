@@ -67,10 +67,10 @@ PARAMS = {
                   inbound_count=200, rtt_count=300, hs_count=100, hs_concurrency=16,
                   idle_steps=[200]),
     "quick": dict(reps=1, fanout_subs=1000, fanout_count=400, inbound_clients=100,
-                  inbound_count=1000, rtt_count=5000, hs_count=2000, hs_concurrency=16,
+                  inbound_count=2000, rtt_count=5000, hs_count=2000, hs_concurrency=16,
                   idle_steps=[1000, 5000]),
     "full": dict(reps=3, fanout_subs=1000, fanout_count=10000, inbound_clients=100,
-                 inbound_count=1000, rtt_count=5000, hs_count=2000, hs_concurrency=16,
+                 inbound_count=5000, rtt_count=5000, hs_count=5000, hs_concurrency=16,
                  idle_steps=[1000, 5000, 10000]),
 }
 
