@@ -9,6 +9,7 @@ Needs matplotlib for the plots (the bench venv has it); without it, only the Mar
 from __future__ import annotations
 
 import json
+import re
 import time
 import os
 import sys
@@ -216,7 +217,8 @@ def profiles(w) -> None:
                 continue
             parts = line.split(None, 2)
             if len(parts) == 3 and parts[0].endswith("%"):
-                rows.append((parts[0], parts[1], parts[2].replace("[.] ", "").replace("[k] ", "(kernel) ")))
+                sym = re.sub(r"(\s+-)+\s*$", "", parts[2]).replace("[.] ", "").replace("[k] ", "(kernel) ")
+                rows.append((parts[0], parts[1], sym))
             if len(rows) >= 12:
                 break
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(path)))
