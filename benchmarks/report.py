@@ -9,6 +9,8 @@ Needs matplotlib for the plots (the bench venv has it); without it, only the Mar
 from __future__ import annotations
 
 import json
+import re
+import time
 import os
 import sys
 
@@ -17,6 +19,10 @@ REPO = os.path.dirname(HERE)
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
 IMG = os.path.join(REPO, "docs", "img")
 MICRO = os.path.join(HERE, "results", "micro.txt")
+sys.path.insert(0, HERE)
+from run import ratios as bench_ratios  # noqa: E402  (one bar, defined in run.py)
+
+PROFILES = os.path.join(HERE, "results", "profile")
 NOTES = os.path.join(HERE, "results", "notes.md")  # hand-written analysis (profiles), optional
 
 NAMES = {"wavelane": "Wavelane", "wse": "wse-server 2.5.1", "socketify": "socketify 0.0.31 (uWS core)",
@@ -153,6 +159,79 @@ def plots(res) -> list:
     return made
 
 
+PEER_NAMES = {"wse": "wse-server", "socketify": "socketify"}
+
+
+def bar_rows(w, res, rat, heading=True) -> None:
+    """Issue #12's bar: one row per target; a missed row says by how much (value / bar)."""
+    rows = [(k, r) for k, r in rat.items() if "metric" in r]
+    if not rows:
+        return
+    if heading:
+        w("## The bar (issue #12; %s, medians of %d, same run)\n" % (
+            "pinned" if res.get("pinned") else "NOT pinned — the bar is set on a pinned run",
+            res["params"]["reps"]))
+    w("| target | Wavelane | peer | ratio / value | bar | met? | off by |\n|---|---:|---:|---:|---:|:---:|---:|")
+    for _, r in rows:
+        absolute = r["peer"] is None
+        nd = 2 if r["metric"] in ("fds_per_conn", "cpu_us_per_delivery") else (1 if absolute else 0)
+        if r["metric"].startswith("cpu_us"):
+            nd = 3 if r["metric"] == "cpu_us_per_delivery" else 1
+        peer = "–" if absolute else "%s %s" % (PEER_NAMES.get(r["peer"], r["peer"]), fmt(r["peer_value"], nd))
+        w("| %s | %s | %s | %s | %s %s | %s | %s |" % (
+            r["what"], fmt(r["wavelane"], nd), peer,
+            fmt(r["ratio"], 2) + ("" if absolute else "×"), r["op"], r["bar"],
+            {True: "yes", False: "**no**", None: "– (not judged in this mode)" if r["ratio"] is not None else "–"}[r["pass"]],
+            off_by(r)))
+    w("")
+
+
+def off_by(r) -> str:
+    """How far a missed row is from its bar."""
+    if not r.get("off_by"):
+        return ""
+    if r["op"] == ">=":
+        return "reaches %.0f%% of the bar" % (100 * r["off_by"])
+    return "%.2f× over the bar" % r["off_by"]
+
+
+def profiles(w) -> None:
+    """Where Wavelane's server time goes now: the top symbols (self time) of a `perf record` of the
+    server process per scenario (benchmarks/profile.py; files in results/profile/)."""
+    found = []
+    for sc in ("fanout", "inbound", "rtt", "handshakes"):
+        path = os.path.join(PROFILES, "perf-wavelane-%s-self.txt" % sc)
+        if os.path.exists(path):
+            found.append((sc, path))
+    if not found:
+        return
+    w("## Where the time goes (profiles)\n")
+    w("`python benchmarks/profile.py wavelane SCENARIO` — `perf record -g` (1,999 Hz) of the server "
+      "process alone while the load generator drives the scenario; self time by shared object and "
+      "symbol, the top rows (full reports, with call chains, in `benchmarks/results/profile/`).\n")
+    for sc, path in found:
+        rows = []
+        for line in open(path):
+            line = line.rstrip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[0].endswith("%"):
+                sym = re.sub(r"(\s+-)+\s*$", "", parts[2]).replace("[.] ", "").replace("[k] ", "(kernel) ")
+                rows.append((parts[0], parts[1], sym))
+            if len(rows) >= 12:
+                break
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(path)))
+        w("### %s (profiled %s UTC)\n" % (sc, stamp))
+        w("| self | object | symbol |\n|---:|---|---|")
+        for pct, dso, sym in rows:
+            sym = sym.strip()
+            if len(sym) > 110:
+                sym = sym[:107] + "..."
+            w("| %s | %s | `%s` |" % (pct, dso, sym.replace("|", "\\|")))
+        w("")
+
+
 def main() -> int:
     args = [x for x in sys.argv[1:] if not x.startswith("--extra=")]
     extras = [x.split("=", 1)[1] for x in sys.argv[1:] if x.startswith("--extra=")]
@@ -166,15 +245,16 @@ def main() -> int:
     L = []
     w = L.append
     w("# Benchmarks\n")
-    w("Wavelane against **wse-server 2.5.1** (Rust/tokio under PyO3, drain mode), and two "
-      "Python-native baselines running the same application: **picows** (Cython WebSocket on "
-      "asyncio/uvloop) and **websockets** (pure Python, asyncio/uvloop). All four are measured "
-      "in the same run, on the same machine, by the same load generator.\n")
+    w("Wavelane against **wse-server 2.5.1** (Rust/tokio under PyO3, drain mode), **socketify "
+      "0.0.31** (uWebSockets' C++ core, native pub/sub, one thread), and two Python-native "
+      "baselines running the same application: **picows** (Cython WebSocket on asyncio/uvloop) "
+      "and **websockets** (pure Python, asyncio/uvloop). All are measured in the same run, on the "
+      "same machine, by the same load generator.\n")
     w("_This file is generated by `benchmarks/report.py` from `%s`; do not edit it by hand._\n"
       % os.path.relpath(src, REPO))
     w("## Reproduce\n")
     w("```sh\n%s\n```\n" % res.get("command", "python benchmarks/run.py --full"))
-    w("`--quick` (1.5–4 min, 1 repetition, fan-out shortened to 400 messages), `--full` (the issue's parameters, 3 repetitions; 30+ min with the Python baselines), "
+    w("`--quick` (1.5–4 min, 1 repetition, fan-out shortened to 400 messages), `--full` (the issue's parameters, 3 repetitions; the Python-app baselines publish at most 1,000 messages in fan-out), `--pin` (the server process on one core, the load generator on the other), "
       "`--smoke` (≤ 60 s, Wavelane only; CI). The harness creates its own venv under "
       "`~/.cache/wavelane-bench/` on CPython 3.12 and installs the pinned peers; see "
       "`benchmarks/README.md`.\n")
@@ -202,19 +282,10 @@ def main() -> int:
         w("**Losses in this run:** " + "; ".join(res["losses"]) + "\n")
 
     rat = res.get("ratios")
+    if res.get("scenarios"):
+        rat = bench_ratios(res)  # the bar of run.py, applied to this run's medians
     if rat:
-        w("## The bar (Wavelane against wse-server, same run)\n")
-        w("| target | Wavelane | wse-server | ratio / value | bar | met? |\n|---|---:|---:|---:|---:|:---:|")
-        for key, r in rat.items():
-            if key.startswith("cpu_per_"):
-                continue
-            absolute = key in ("idle_rss_kb", "fds_per_conn")
-            nd = 2 if key == "fds_per_conn" else (1 if absolute else 0)
-            w("| %s | %s | %s | %s | %s %s | %s |" % (
-                r["what"], fmt(r["wavelane"], nd), fmt(r["wse"], nd),
-                fmt(r["ratio"], 2) + ("" if absolute else "×"), r["op"], r["bar"],
-                {True: "yes", False: "**no**", None: "–"}[r["pass"]]))
-        w("")
+        bar_rows(w, res, rat)
         cpu_rows = [(k, r) for k, r in rat.items() if k.startswith("cpu_per_")]
         if cpu_rows:
             w("## Server CPU per unit of work (µs; lower is better)%s\n" % (
@@ -228,31 +299,17 @@ def main() -> int:
                     fmt(r.get("socketify"), 2), fmt(r.get("ratio_wse"), 2), fmt(r.get("ratio_socketify"), 2)))
             w("")
 
-    for path in extras:  # other runs (e.g. --full for Wavelane and wse-server only): the bar
+    for path in extras:  # other runs (e.g. unpinned beside a pinned one): their bar
         ex = json.load(open(path))
-        exr = ex.get("ratios") or {}
-        if not exr:
+        exr = bench_ratios(ex) if ex.get("scenarios") else (ex.get("ratios") or {})
+        if not exr or not all("metric" in r for r in exr.values() if not r.get("what", "").startswith("server CPU")):
             continue
         w("### The bar in another run: `%s`\n" % ex.get("command"))
-        w("From `%s` (%s, %d repetitions, fan-out %s subscribers × %s messages; load average %s "
-          "at start). Medians, min–max in brackets:\n" % (
-              os.path.relpath(path, REPO), ex.get("started"), ex["params"]["reps"],
-              "{:,}".format(ex["params"]["fanout_subs"]), "{:,}".format(ex["params"]["fanout_count"]),
-              " / ".join("%.2f" % x for x in ex["machine"].get("loadavg_start", []))))
-        keys = {"fanout": ("fanout", "rate", 0), "inbound": ("inbound", "rate", 0),
-                "rtt_p99": ("rtt", "p99_us", 0), "handshakes": ("handshakes", "rate", 0),
-                "idle_rss_kb": ("idle", "rss_kb_per_conn", 1), "fds_per_conn": ("idle", "fds_per_conn", 2)}
-        w("| target | Wavelane | wse-server | ratio / value | bar | met? |\n|---|---:|---:|---:|---:|:---:|")
-        for key, r in exr.items():
-            if key not in keys:
-                continue
-            sc, mk, nd = keys[key]
-            absolute = key in ("idle_rss_kb", "fds_per_conn")
-            w("| %s | %s | %s | %s | %s %s | %s |" % (
-                r["what"], cell(ex, sc, "wavelane", mk, nd), cell(ex, sc, "wse", mk, nd),
-                fmt(r["ratio"], 2) + ("" if absolute else "×"), r["op"], r["bar"],
-                {True: "yes", False: "**no**", None: "–"}[r["pass"]]))
-        w("")
+        w("From `%s` (%s, %d repetitions, %s; load average %s at start).\n" % (
+            os.path.relpath(path, REPO), ex.get("started"), ex["params"]["reps"],
+            "pinned" if ex.get("pinned") else "not pinned",
+            " / ".join("%.2f" % x for x in ex["machine"].get("loadavg_start", []))))
+        bar_rows(w, ex, exr, heading=False)
 
     def table(title, sc, cols, intro=""):
         w("## %s\n" % title)
@@ -268,7 +325,8 @@ def main() -> int:
                                    ("server CPU µs / delivery", "cpu_us_per_delivery", 3),
                                    ("server CPU (cores)", "server_cpu_util", 2),
                                    ("load generator CPU (cores)", "client_cpu_util", 2),
-                                   ("fds / connection", "fds_per_conn", 2)],
+                                   ("fds / connection", "fds_per_conn", 2),
+                                   ("server peak RSS MB", "server_peak_rss_mb", 0)],
           "%d subscribers on one topic; the server's Python publishes %s messages of 100 B "
           "(%s deliveries per repetition). Deliveries/s = deliveries counted at the clients / time "
           "from the publish command to the last delivery. Wavelane publishes a `str` (the engine "
@@ -276,7 +334,10 @@ def main() -> int:
           "`{\"type\":\"message\",\"topic\":..,\"offset\":n,\"data\":\"..\"}` in Python and fan it "
           "out (`broadcast_local`, a loop over picows transports, `websockets.broadcast`). "
           "Lost = deliveries that never arrived (checked per client by exact byte total and last "
-          "offset)." % (P["fanout_subs"], "{:,}".format(P["fanout_count"]),
+          "offset). Server peak RSS: the server's `VmHWM` after the scenario (the process is "
+          "fresh per scenario). The Python-app baselines (picows, websockets) publish at most "
+          "1,000 messages (their per-delivery figures do not depend on it; 10 M deliveries at "
+          "20–40 k/s would take minutes per repetition)." % (P["fanout_subs"], "{:,}".format(P["fanout_count"]),
                         "{:,}".format(P["fanout_subs"] * P["fanout_count"])))
     if any(os.path.basename(p) == "bench-fanout.png" for p in made):
         w("![fan-out](img/bench-fanout.png) ![cpu per delivery](img/bench-fanout-cpu.png)\n")
@@ -286,7 +347,8 @@ def main() -> int:
                                     ("drain-only events/s (pre-filled queue)", "drain_rate", 0),
                                     ("lost", "lost", 0), ("server CPU (cores)", "server_cpu_util", 2),
                                     ("load generator CPU (cores)", "client_cpu_util", 2)],
-          "%d clients × %s messages of 100 B sent as fast as possible. *End to end*: messages / "
+          "%d clients × %s messages of 100 B sent as fast as possible (each write carries 16 "
+          "pre-built masked frames, so the load generator is not the bound). *End to end*: messages / "
           "time from the first send until the app has counted them all. *In the app loop*: count / "
           "time between the first and the last message the Python loop saw. *Drain-only*: the app "
           "stops draining until the engine's queue holds all %s events, then times draining them "
@@ -310,7 +372,8 @@ def main() -> int:
                                           ("server CPU (cores)", "server_cpu_util", 2),
                                           ("load generator CPU (cores)", "client_cpu_util", 2)],
           "%s × (TCP connect + HTTP upgrade with `Authorization: Bearer <HS256 JWT>` verified by "
-          "the server + the server's first JSON frame + close), %d at a time. Latency: connect "
+          "the server + the server's first JSON frame + close), %d at a time, from a minimal raw "
+          "client (a pre-built upgrade request; picows' client was the bound). Latency: connect "
           "start → first frame received." % ("{:,}".format(P["hs_count"]), P["hs_concurrency"]))
     if made:
         w("![handshakes](img/bench-handshakes.png)\n")
@@ -343,7 +406,8 @@ def main() -> int:
         w("![idle memory](img/bench-idle.png)\n")
 
     w("## 6. CPU per delivery, file descriptors\n")
-    w("Server process CPU seconds (user + system, all threads, `/proc/PID/stat`) during the "
+    w("Server process CPU seconds (on-CPU time of all threads from the scheduler, "
+      "`/proc/PID/task/*/schedstat`, in ns; `/proc/PID/stat`'s 10 ms ticks quantised short runs) during the "
       "fan-out phase divided by the deliveries; fds per connection counted during fan-out and at "
       "the largest idle step.\n")
     w("| engine | server CPU µs / delivery | fds / conn (fan-out) | fds / conn (idle) | server threads |")
@@ -358,6 +422,8 @@ def main() -> int:
                                           cell(res, "fanout", e, "fds_per_conn", 2),
                                           cell(res, "idle", e, "fds_per_conn", 2), fmt(thr)))
     w("")
+
+    profiles(w)
 
     if os.path.exists(NOTES):
         w(open(NOTES).read().strip() + "\n")
@@ -376,14 +442,18 @@ def main() -> int:
       "and an inbound counter. Wavelane and wse-server are driven from one Python thread looping "
       "on `drain()` / `drain_inbound()`; picows and websockets run on uvloop.\n"
       "- The load generator (`benchmarks/loadgen.py`) is one separate process on uvloop: picows "
-      "clients for inbound, round trip, handshakes and idle; for fan-out, minimal raw WebSocket "
+      "clients for inbound (writing pre-built frames 16 at a time), round trip and idle; a raw "
+      "asyncio client with a pre-built upgrade request for handshakes; for fan-out, minimal raw WebSocket "
       "receivers that parse the handshake and control frames and then count publication bytes "
       "(every engine sends byte-identical envelopes, so an exact byte total plus the last offset "
       "in each stream proves nothing was lost) — this keeps the client far from being the "
       "bottleneck; its CPU is in the tables (1.0 = one full core).\n"
       "- The machine has %s cores shared by the server (all its threads), the load generator and "
       "anything else running (see the load average above: other builds on a shared machine "
-      "inflate the spread). Servers are not pinned to cores.\n"
+      "inflate the spread). With `--pin` the server process (every thread) runs on one core and "
+      "the load generator on the other (`sched_setaffinity`), so each engine is measured on "
+      "exactly one core and the bar is judged on server CPU per unit of work, which is steadier "
+      "than throughput here.\n"
       "- Heartbeats are pushed out of the measurement window (ping interval 300 s) for every "
       "engine; wse-server's per-connection rate limiter is set out of the way (1e9/s).\n"
       % m.get("cores"))
