@@ -55,6 +55,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     /// Events of the current read burst, handed to the queue together at `channelReadComplete`:
     /// one lock and at most one wake-up of Python per burst instead of one per message.
     private var pendingEvents: [InboundEvent] = []
+    /// messages_in / bytes_in of the current read burst, added to the shared counters once per
+    /// burst (`commitInboundCounters`) instead of two atomic adds per message; committed before
+    /// the burst's events reach the queue and before any reply, so a reader who saw either sees them.
+    private var uncountedMessages = 0
+    private var uncountedBytes = 0
 
     /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
     /// through it at teardown.
@@ -148,6 +153,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.ownDeflater = nil
         self.ownInflater = nil
         self.server.sendQueueBytes.wrappingSubtract(self.outbox.removeAll(), ordering: .relaxed)
+        self.commitInboundCounters()
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: closeReason.utf8.count)
         reason.writeString(closeReason)
@@ -225,10 +231,11 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func received(_ kind: MessageAssembler.MessageKind, _ payload: ByteBuffer) {
-        self.server.stats.add(.messagesIn)
-        self.server.stats.add(.bytesIn, payload.readableBytes)
+        self.uncountedMessages += 1
+        self.uncountedBytes += payload.readableBytes
         // Every message counts against the rate limit, control messages included (`lastActivity` is now).
         if let verdict = self.inboundLimiter?.admit(size: payload.readableBytes, now: self.lastActivity), verdict != .pass {
+            self.commitInboundCounters()
             self.server.stats.add(.rateLimited)
             switch verdict {
             case .refuse(reply: true): self.sendJSON(InboundLimiter.errorReply)
@@ -244,6 +251,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         }
         if kind == .text, self.server.config.controlMessages,
            let control = payload.withUnsafeReadableBytes({ ClientControl.parse($0) }) {
+            self.commitInboundCounters()
             self.handle(control)
         } else {
             self.push(InboundEvent(kind: kind == .text ? .text : .binary, conn: self.id, payload: payload))
@@ -293,7 +301,16 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.pendingEvents.append(event)
     }
 
+    private func commitInboundCounters() {
+        guard self.uncountedMessages > 0 else { return }
+        self.server.stats.add(.messagesIn, self.uncountedMessages)
+        self.server.stats.add(.bytesIn, self.uncountedBytes)
+        self.uncountedMessages = 0
+        self.uncountedBytes = 0
+    }
+
     private func flushEvents(context: ChannelHandlerContext) {
+        self.commitInboundCounters()
         guard !self.pendingEvents.isEmpty else { return }
         let pause = self.server.queue.push(contentsOf: self.pendingEvents, from: context.channel)
         self.pendingEvents.removeAll(keepingCapacity: self.pendingEvents.count <= 64)

@@ -23,13 +23,14 @@ public enum ClientControl: Equatable, Sendable {
     public static let maxMethodLength = 256
 
     /// Recognises a control message in a text frame, or returns nil when the frame is the app's.
-    /// Cheap for app traffic: only text that starts with `{` and mentions `"type"` is parsed.
+    /// Cheap for app traffic: only text that starts with `{` and passes `mayBeControl` (a `"type"`
+    /// and a control name in its bytes) is parsed.
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> ClientControl? {
         guard bytes.count >= 10, bytes.count <= maxSize else { return nil }
         var i = 0
         while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x0A || bytes[i] == 0x0D || bytes[i] == 0x09 { i += 1 }
         guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return nil }
-        guard containsTypeKey(bytes) else { return nil }
+        guard mayBeControl(bytes) else { return nil }
         guard let value = try? JSONParser.parse(bytes), case .object(let object) = value,
               let type = object["type"]?.stringValue else { return nil }
         let id = object["id"]
@@ -105,18 +106,46 @@ public enum ClientControl: Equatable, Sendable {
         }
     }
 
-    private static func containsTypeKey(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        // Looks for the six bytes "type" (with quotes).
+    /// False only when `parse` cannot find a control message in these bytes, decided in one scan
+    /// without parsing: a control message has a key `"type"` (the bytes `"type"`, as `parse` has
+    /// always required) whose string value is a control name. A JSON string equals a name made of
+    /// ASCII letters only if its raw bytes are that name in quotes or it uses a `\u` escape (the
+    /// other escapes decode to non-letters), so the bytes must also hold a quoted control name or
+    /// a `\u`. Where the names and `"type"` sit (nested, as values, duplicated) is left to the
+    /// parser: this only has to be true whenever `parse` could succeed, and cheap for app messages
+    /// like `{"type":"chat",..}`, which it is when they hold no `\u` and no quoted control name.
+    public static func mayBeControl(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let n = bytes.count
+        var sawType = false
+        var sawName = false
         var i = 0
-        while i + 6 <= n {
-            if bytes[i] == 0x22, bytes[i + 1] == 0x74, bytes[i + 2] == 0x79, bytes[i + 3] == 0x70,
-               bytes[i + 4] == 0x65, bytes[i + 5] == 0x22 {
-                return true
+        while i < n {
+            let b = bytes[i]
+            if b == 0x5C {  // backslash
+                if i + 1 < n, bytes[i + 1] == 0x75 { sawName = true }  // \u
+            } else if b == 0x22, i + 1 < n {  // a quote: what follows?
+                switch bytes[i + 1] {
+                case 0x74: if !sawType && matches(bytes, i + 1, "type\"") { sawType = true }
+                case 0x70: if !sawName && (matches(bytes, i + 1, "ping\"") || matches(bytes, i + 1, "presence\"")) { sawName = true }
+                case 0x72: if !sawName && (matches(bytes, i + 1, "rpc\"") || matches(bytes, i + 1, "refresh\"")) { sawName = true }
+                case 0x73: if !sawName && matches(bytes, i + 1, "subscribe\"") { sawName = true }
+                case 0x75: if !sawName && matches(bytes, i + 1, "unsubscribe\"") { sawName = true }
+                default: break
+                }
             }
+            if sawType && sawName { return true }
             i += 1
         }
         return false
+    }
+
+    @inline(__always)
+    private static func matches(_ bytes: UnsafeRawBufferPointer, _ at: Int, _ literal: StaticString) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard at + count <= bytes.count else { return false }
+        let p = literal.utf8Start
+        for k in 0..<count where bytes[at + k] != p[k] { return false }
+        return true
     }
 }
 

@@ -313,3 +313,85 @@ struct TopicEnvelopeTests {
         #expect(v == .object(["type": .string("message"), "topic": .string("a:b"), "offset": .int(10), "data": .string(data)]))
     }
 }
+
+private func mayBe(_ s: String) -> Bool {
+    Array(s.utf8).withUnsafeBytes { ClientControl.mayBeControl($0) }
+}
+
+@Suite("ClientControl.mayBeControl (the sniff before parsing)")
+struct ClientControlSniffTests {
+    @Test func appMessagesWithATypeAreNotParsed() {
+        #expect(!mayBe(#"{"type":"chat","text":"hi"}"#))
+        #expect(!mayBe(#"{"type":"chat","text":"say \"hi\"\n\\ \/ \t"}"#), "escapes other than \\u")
+        #expect(!mayBe(#"{"type":"PING"}"#))
+        #expect(!mayBe(#"{"type":"pings"}"#))
+        #expect(!mayBe(#"{"type":"chat","text":"ping subscribe rpc"}"#), "names not in quotes")
+        #expect(!mayBe(#"{"kind":"ping"}"#), "no \"type\"")
+        #expect(!mayBe("ixxxxxxxxxxxxxxx"))
+        #expect(!mayBe(""))
+    }
+
+    @Test func everyControlTypeIsSeen() {
+        for name in ["ping", "rpc", "refresh", "presence", "subscribe", "unsubscribe"] {
+            #expect(mayBe(#"{"type":"\#(name)"}"#), "\(name)")
+            #expect(mayBe(#"{ "id" : 3 , "type" : "\#(name)" }"#), "\(name)")
+        }
+    }
+
+    @Test func hostileInputs() {
+        // A value spelled with \u escapes is still that value: sniffed, parsed, recognised.
+        #expect(mayBe(#"{"type":"p\u0069ng"}"#))
+        #expect(parse(#"{"type":"p\u0069ng"}"#) == .ping(id: nil))
+        // An escaped key never was a control message (parse has always needed the bytes "type")...
+        #expect(parse(#"{"\u0074ype":"ping"}"#) == nil)
+        // ...unless "type" also appears elsewhere; then both still agree.
+        #expect(mayBe(#"{"\u0074ype":"ping","x":"type"}"#))
+        #expect(parse(#"{"\u0074ype":"ping","x":"type"}"#) == .ping(id: nil))
+        #expect(mayBe(#"{"\u0074ype":"ping","a":"x\"type"}"#), "\"type\" right after an escaped quote")
+        #expect(parse(#"{"\u0074ype":"ping","a":"x\"type"}"#) == .ping(id: nil))
+        // "type" nested in data: sniffed (the sniff does not know structure), then the parser says no.
+        #expect(mayBe(#"{"type":"chat","data":{"type":"ping"}}"#))
+        #expect(parse(#"{"type":"chat","data":{"type":"ping"}}"#) == nil)
+        #expect(parse(#"{"data":{"type":"subscribe","topics":["a"]}}"#) == nil)
+        // Duplicate keys: the strict parser refuses them.
+        #expect(mayBe(#"{"type":"chat","type":"ping"}"#))
+        #expect(parse(#"{"type":"chat","type":"ping"}"#) == nil)
+        // A name at the very end, cut short, and "type" split across the end.
+        #expect(!mayBe(#"{"type":"pin"#))
+        #expect(!mayBe(#"{"ping":"typ"#))
+    }
+
+    @Test func hugeMessages() {
+        let filler = String(repeating: "chat text with \"quotes\" and type ", count: 4000)  // ~140 KB
+        #expect(!mayBe(#"{"type":"chat","text":"\#(filler)"}"#))
+        #expect(mayBe(#"{"type":"chat","text":"\#(filler)","x":"ping"}"#))
+        // Over maxSize nothing is inspected, control or not.
+        #expect(parse(#"{"type":"ping","pad":"\#(filler)"}"#) == nil)
+    }
+
+    /// Generated objects (keys and values drawn from control-like and app-like pieces, escaped and
+    /// nested): whenever parse finds a control message, the sniff let it through.
+    @Test func neverHidesAControlMessage() {
+        let keys = [#""type""#, #""\u0074ype""#, #""id""#, #""topics""#, #""topic""#, #""method""#, #""token""#, #""x""#, #""data""#]
+        let values = [#""ping""#, #""p\u0069ng""#, #""rpc""#, #""refresh""#, #""presence""#, #""subscribe""#,
+                      #""unsubscribe""#, #""chat""#, #""\"type\"""#, #""type""#, #"["a","b"]"#, #""m""#, "1", "null",
+                      #"{"type":"ping"}"#, #""sub\u0073cribe""#, #""t""#]
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ n: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(n))
+        }
+        var controls = 0, skipped = 0
+        for _ in 0..<20_000 {
+            var pairs: [String] = []
+            for _ in 0..<(1 + next(4)) { pairs.append(keys[next(keys.count)] + ":" + values[next(values.count)]) }
+            let text = "{" + pairs.joined(separator: ",") + "}"
+            let control = parse(text)
+            if control != nil { controls += 1 }
+            if !mayBe(text) { skipped += 1 }
+            #expect(control == nil || mayBe(text), "\(text)")
+        }
+        #expect(controls > 1000)  // the property was exercised both ways
+        #expect(skipped > 1000)
+    }
+}
