@@ -312,7 +312,8 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     private func flushEvents(context: ChannelHandlerContext) {
         self.commitInboundCounters()
         guard !self.pendingEvents.isEmpty else { return }
-        let pause = self.server.queue.push(contentsOf: self.pendingEvents, from: context.channel)
+        let (pause, wake) = self.server.queue.pushDeferringWake(contentsOf: self.pendingEvents, from: context.channel)
+        if wake { self.shard.scheduleConsumerWake() }
         self.pendingEvents.removeAll(keepingCapacity: self.pendingEvents.count <= 64)
         if pause {
             self.server.stats.add(.backpressurePauses)

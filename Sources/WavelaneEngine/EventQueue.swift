@@ -124,6 +124,35 @@ public final class EventQueue: @unchecked Sendable {
         return pause
     }
 
+    /// Like `push(contentsOf:from:)` but leaves waking the consumer to the caller: the result's
+    /// `wake` is true when the queue went from empty to non-empty, and the caller must then call
+    /// `wakeConsumer()` soon (an event loop does it once at the end of its tick, so the events of
+    /// every connection read in that tick cost one wake-up of Python, not one each, and Python is
+    /// not woken, and scheduled over the loop, in the middle of the loop's reads).
+    public func pushDeferringWake<Events: Collection>(contentsOf batch: Events, from channel: Channel?) -> (pause: Bool, wake: Bool)
+    where Events.Element == InboundEvent {
+        guard !batch.isEmpty else { return (false, false) }
+        pthread_mutex_lock(self.mutex)
+        let wasEmpty = self.events.count == self.head
+        self.events.append(contentsOf: batch)
+        var pause = false
+        if let channel, self.events.count - self.head >= self.capacity {
+            self.paused[ObjectIdentifier(channel)] = channel
+            pause = true
+        }
+        pthread_mutex_unlock(self.mutex)
+        return (pause, wasEmpty)
+    }
+
+    /// Wakes the consumer if events wait (the deferred half of `pushDeferringWake`).
+    public func wakeConsumer() {
+        pthread_mutex_lock(self.mutex)
+        let waiting = self.events.count > self.head
+        if waiting { self.signalLocked() }
+        pthread_mutex_unlock(self.mutex)
+        if waiting { pthread_cond_signal(self.cond) }
+    }
+
     /// Takes up to `max` events, waiting up to `timeoutMs` for the first one. Returns an empty array
     /// on timeout, after `wake()`, or once the queue is closed and empty.
     public func drain(max: Int, timeoutMs: Int) -> [InboundEvent] {

@@ -142,6 +142,19 @@ final class Shard: @unchecked Sendable {
         if delivered > 0 { self.server.stats.add(.deliveries, delivered) }
     }
 
+    /// Wakes Python once at the end of this tick for the inbound events queued during it
+    /// (`EventQueue.pushDeferringWake`).
+    private var wakeScheduled = false
+
+    func scheduleConsumerWake() {
+        guard !self.wakeScheduled else { return }
+        self.wakeScheduled = true
+        self.eventLoop.execute {
+            self.wakeScheduled = false
+            self.server.queue.wakeConsumer()
+        }
+    }
+
     /// Records a connection with pending writes; all of them are flushed once, at the end of this tick.
     func markDirty(_ connection: Connection) {
         self.dirty.append(connection)

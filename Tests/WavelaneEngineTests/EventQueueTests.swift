@@ -1,6 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
+import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 @testable import WavelaneEngine
@@ -30,6 +33,37 @@ import Testing
     private func readable(_ fd: Int32) -> Bool {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&p, 1, 0) == 1 && (p.revents & Int16(POLLIN)) != 0
+    }
+
+    @Test func deferredWakeSignalsOnlyWhenAskedAndOnlyOnEmptyToNonEmpty() {
+        let q = EventQueue(capacity: 100)
+        let fd = q.notificationFD()
+        #expect(q.pushDeferringWake(contentsOf: [event(1)], from: nil) == (pause: false, wake: true))
+        #expect(q.pushDeferringWake(contentsOf: [event(2), event(3)], from: nil) == (pause: false, wake: false))
+        #expect(!readable(fd), "not signalled before wakeConsumer")
+        q.wakeConsumer()
+        #expect(readable(fd))
+        q.wakeConsumer()  // idempotent
+        #expect(q.drain(max: 10, timeoutMs: 0).map(\.conn) == [1, 2, 3])
+        #expect(!readable(fd))
+        q.wakeConsumer()  // nothing waits: no signal
+        #expect(!readable(fd))
+        #expect(q.pushDeferringWake(contentsOf: [InboundEvent](), from: nil) == (pause: false, wake: false))
+    }
+
+    @Test func deferredWakeReleasesABlockedConsumer() {
+        let q = EventQueue(capacity: 100)
+        let done = DispatchSemaphore(value: 0)
+        let got = NIOLockedValueBox<[UInt64]>([])
+        Thread.detachNewThread {  // a real thread blocked in drain, as Python's is
+            got.withLockedValue { $0 = q.drain(max: 10, timeoutMs: 10_000).map(\.conn) }
+            done.signal()
+        }
+        usleep(50_000)
+        _ = q.pushDeferringWake(contentsOf: [event(7)], from: nil)
+        q.wakeConsumer()
+        #expect(done.wait(timeout: .now() + 5) == .success, "woken well before its 10 s timeout")
+        #expect(got.withLockedValue { $0 } == [7])
     }
 
     @Test func notificationDescriptorIsReadableExactlyWhileEventsWait() {
