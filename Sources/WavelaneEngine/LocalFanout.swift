@@ -41,7 +41,8 @@ extension ServerCore: DeliveryHost {
             compressed = buffer
         }
         return Publication(topic: topic, offset: offset, epoch: epoch, frame: frame, body: body, opcode: opcode,
-                           compressedFrame: compressed, priority: priority, key: key)
+                           compressedFrame: compressed, priority: priority, key: key,
+                           origin: key == nil ? self.frameBlocks.append(frame) : nil)
     }
 
     /// An encoded publication for a message from the cluster stream or a topic's history.

@@ -82,6 +82,9 @@ public final class ServerCore: @unchecked Sendable {
     lazy var publicationDeflater = Deflater(
         level: self.config.compression.level, windowBits: 15, memLevel: self.config.compression.memLevel,
         contextTakeover: false)
+    /// Publication frames in shared blocks, so backed-up connections queue runs of them; used under
+    /// `offsets.lock`.
+    var frameBlocks = FrameBlockWriter()
 
     public init(configuration: EngineConfiguration) throws(ConfigurationError) {
         self.config = configuration
@@ -198,12 +201,15 @@ public final class ServerCore: @unchecked Sendable {
             }
             self.acceptingFlag.store(true, ordering: .relaxed)
 
-            let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 64 * 1024, high: 256 * 1024)
+            // Small marks: what a connection hands NIO beyond them waits in its send queue, where
+            // publications are shared runs (FrameBlock) instead of per-connection copies; 1,000
+            // backed-up subscribers then hold ~16 MB here, not 256 MB (issue #12's fan-out RSS).
+            let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 8 * 1024, high: 16 * 1024)
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.backlog, value: 4096)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
-                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }

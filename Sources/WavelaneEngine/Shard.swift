@@ -207,6 +207,23 @@ struct Publication: Sendable {
     let priority: Priority
     /// Latest-state-wins key: replaces a queued publication with the same key.
     let key: String?
+    /// Where `frame` sits in the shared frame blocks (nil: keyed or large), so a backed-up
+    /// connection queues consecutive publications as one run.
+    let origin: FrameOrigin?
+
+    init(topic: String, offset: UInt64, epoch: String?, frame: ByteBuffer, body: ByteBuffer, opcode: WebSocketOpcode,
+         compressedFrame: ByteBuffer?, priority: Priority, key: String?, origin: FrameOrigin? = nil) {
+        self.topic = topic
+        self.offset = offset
+        self.epoch = epoch
+        self.frame = frame
+        self.body = body
+        self.opcode = opcode
+        self.compressedFrame = compressedFrame
+        self.priority = priority
+        self.key = key
+        self.origin = origin
+    }
 }
 
 /// Connections and users by id, for calls that come from Python threads. One lock; held only to

@@ -10,7 +10,7 @@ public struct Outbox {
     /// profiles. Larger frames go out as the shared buffer itself (no copy).
     public static let coalesceMaxFrame = 1024
     /// The coalescing buffer is handed over once it holds this much.
-    public static let coalesceLimit = 64 * 1024
+    public static let coalesceLimit = 16 * 1024
 
     /// What `send` decided for one frame.
     public enum Decision: Equatable {
@@ -49,6 +49,8 @@ public struct Outbox {
     /// Bytes waiting in the send queue.
     public var queuedBytes: Int { self.queue.bytes }
     public var queuedCount: Int { self.queue.count }
+    /// Entries in the send queue (a run of shared publication frames is one).
+    public var queuedEntries: Int { self.queue.entryCount }
     @inlinable public var isQueueEmpty: Bool { self.queue.isEmpty }
     /// Bytes in the coalescing buffer, not yet handed to the channel.
     public var bufferedBytes: Int { self.coalesced?.readableBytes ?? 0 }
@@ -56,15 +58,15 @@ public struct Outbox {
     /// Decides where one complete frame goes. `writable`: the channel takes more; `draining`: a
     /// graceful stop waits for the queue, so new frames queue behind it.
     @inlinable @inline(__always)
-    public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?,
+    public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?, origin: FrameOrigin? = nil,
                               writable: Bool, draining: Bool) -> Decision {
         if self.queue.isEmpty && writable && !draining { return .writeNow }
-        return self.enqueue(frame, priority: priority, key: key)
+        return self.enqueue(frame, priority: priority, key: key, origin: origin)
     }
 
     @usableFromInline
-    mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String?) -> Decision {
-        switch self.queue.enqueue(frame, priority: priority, key: key) {
+    mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String?, origin: FrameOrigin?) -> Decision {
+        switch self.queue.enqueue(frame, priority: priority, key: key, origin: origin) {
         case .coalesced:
             return .coalesced
         case .queued(let dropped):

@@ -24,7 +24,9 @@ public enum Priority: UInt8, CaseIterable, Sendable, Comparable {
 
 /// A connection's outbound queue for the time its socket cannot take more: bounded in bytes, one
 /// FIFO per priority, with a latest-state-wins lane (a message with a coalescing key replaces the
-/// queued message with the same key in place, keeping its position). A pure data structure.
+/// queued message with the same key in place, keeping its position). Consecutive publication
+/// frames of one `FrameBlock` are held as one run (`FrameOrigin`), so a long backlog of shared
+/// publications costs a few entries, not one per frame. A pure data structure.
 public struct SendQueue {
     public struct Item {
         public var frame: ByteBuffer
@@ -32,22 +34,62 @@ public struct SendQueue {
         public var key: String?
     }
 
+    /// Counts per priority, without an allocation (indexed by `Priority.rawValue`).
+    public struct PerPriority: Equatable, Sendable, ExpressibleByArrayLiteral {
+        private var values: (Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0)
+
+        public init() {}
+
+        public init(arrayLiteral elements: Int...) {
+            precondition(elements.count <= Priority.allCases.count)
+            for (i, v) in elements.enumerated() { self[i] = v }
+        }
+
+        public subscript(index: Int) -> Int {
+            get {
+                switch index {
+                case 0: return self.values.0
+                case 1: return self.values.1
+                case 2: return self.values.2
+                case 3: return self.values.3
+                default: return self.values.4
+                }
+            }
+            set {
+                switch index {
+                case 0: self.values.0 = newValue
+                case 1: self.values.1 = newValue
+                case 2: self.values.2 = newValue
+                case 3: self.values.3 = newValue
+                default: self.values.4 = newValue
+                }
+            }
+        }
+
+        public var indices: Range<Int> { 0..<Priority.allCases.count }
+
+        public static func == (a: PerPriority, b: PerPriority) -> Bool {
+            a.indices.allSatisfy { a[$0] == b[$0] }
+        }
+    }
+
     /// What `enqueue` had to drop to stay within the bound.
     public struct Dropped: Equatable, Sendable {
         public var count = 0
         public var bytes = 0
-        public var byPriority = [Int](repeating: 0, count: Priority.allCases.count)
+        public var byPriority = PerPriority()
         public var isEmpty: Bool { self.count == 0 }
 
         public init() {}
 
-        mutating func add(_ item: Item) {
+        mutating func add(bytes: Int, priority: Priority) {
             self.count += 1
-            self.bytes += item.frame.readableBytes
-            self.byPriority[Int(item.priority.rawValue)] += 1
+            self.bytes += bytes
+            self.byPriority[Int(priority.rawValue)] += 1
         }
 
         public mutating func merge(_ other: Dropped) {
+            guard !other.isEmpty else { return }
             self.count += other.count
             self.bytes += other.bytes
             for i in self.byPriority.indices { self.byPriority[i] += other.byPriority[i] }
@@ -64,41 +106,68 @@ public struct SendQueue {
         case overflow(Dropped)
     }
 
+    /// One queued frame, or a run `block[start..<end]` whose next frame is `frame`.
+    struct Entry {
+        var frame: ByteBuffer
+        var key: String?
+        var block: FrameBlock?
+        var start = 0
+        var end = 0
+    }
+
     public let maxBytes: Int
-    private var levels: [CircularBuffer<Item>]
+    /// One FIFO per priority, made on the first enqueue (an idle connection holds none).
+    private var levels: [CircularBuffer<Entry>] = []
     public private(set) var bytes = 0
+    /// Frames queued (a run counts each of its frames).
     public private(set) var count = 0
 
     public init(maxBytes: Int) {
         self.maxBytes = maxBytes
-        self.levels = Priority.allCases.map { _ in CircularBuffer<Item>(initialCapacity: 4) }
     }
 
     @inlinable public var isEmpty: Bool { self.count == 0 }
 
-    public mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String? = nil) -> Outcome {
+    /// Queued entries (a run of frames is one entry): what the queue costs in memory.
+    public var entryCount: Int { self.levels.reduce(0) { $0 + $1.count } }
+
+    /// Queues one frame. `origin`: where the frame sits in a shared `FrameBlock`; the frame then
+    /// joins the run before it when it is the next frame of the same block.
+    public mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String? = nil,
+                                 origin: FrameOrigin? = nil) -> Outcome {
         let size = frame.readableBytes
+        let level = Int(priority.rawValue)
+        if self.levels.isEmpty {
+            self.levels = Priority.allCases.map { _ in CircularBuffer<Entry>(initialCapacity: 4) }
+        }
         if let key {
-            let level = Int(priority.rawValue)
             if let index = self.levels[level].firstIndex(where: { $0.key?.bytesEqual(key) == true }) {
                 self.bytes += size - self.levels[level][index].frame.readableBytes
                 self.levels[level][index].frame = frame
                 return .coalesced
             }
+            self.levels[level].append(Entry(frame: frame, key: key))
+        } else if let origin {
+            if let last = self.levels[level].indices.last, let block = self.levels[level][last].block,
+               block === origin.block, self.levels[level][last].end == origin.index {
+                self.levels[level][last].end += 1
+            } else {
+                self.levels[level].append(Entry(frame: frame, block: origin.block, start: origin.index, end: origin.index + 1))
+            }
+        } else {
+            self.levels[level].append(Entry(frame: frame))
         }
-        self.levels[Int(priority.rawValue)].append(Item(frame: frame, priority: priority, key: key))
         self.bytes += size
         self.count += 1
         var dropped = Dropped()
         // Drop oldest-first from the lowest priority up, never critical, until within bound.
-        var level = Priority.allCases.count - 1
-        while self.bytes > self.maxBytes && level > 0 {
-            if let item = self.levels[level].popFirst() {
-                self.bytes -= item.frame.readableBytes
-                self.count -= 1
-                dropped.add(item)
+        var lowest = Priority.allCases.count - 1
+        while self.bytes > self.maxBytes && lowest > 0 {
+            // (levels exist: this enqueue made them)
+            if let item = self.popFirst(level: lowest) {
+                dropped.add(bytes: item.frame.readableBytes, priority: item.priority)
             } else {
-                level -= 1
+                lowest -= 1
             }
         }
         return self.bytes > self.maxBytes ? .overflow(dropped) : .queued(dropped)
@@ -106,14 +175,26 @@ public struct SendQueue {
 
     /// The next message to write: highest priority first, FIFO within a priority.
     public mutating func dequeue() -> Item? {
+        guard self.count > 0 else { return nil }
         for level in self.levels.indices {
-            if let item = self.levels[level].popFirst() {
-                self.bytes -= item.frame.readableBytes
-                self.count -= 1
-                return item
-            }
+            if let item = self.popFirst(level: level) { return item }
         }
         return nil
+    }
+
+    private mutating func popFirst(level: Int) -> Item? {
+        guard let first = self.levels[level].first else { return nil }
+        let item = Item(frame: first.frame, priority: Priority(rawValue: UInt8(level))!, key: first.key)
+        if let block = first.block, first.start + 1 < first.end {
+            let next = first.start + 1
+            self.levels[level][self.levels[level].startIndex].start = next
+            self.levels[level][self.levels[level].startIndex].frame = block[next]
+        } else {
+            self.levels[level].removeFirst()
+        }
+        self.bytes -= item.frame.readableBytes
+        self.count -= 1
+        return item
     }
 
     public mutating func removeAll() {

@@ -130,4 +130,81 @@ struct SendQueueTests {
         #expect(queue.count == 0)
         #expect(queue.dequeue() == nil)
     }
+
+    // Runs of shared publication frames (FrameBlock): a backlog of consecutive publications is one
+    // entry per block, delivered frame by frame in order, dropped frame by frame.
+    @Test func consecutiveBlockFramesAreOneRun() {
+        var writer = FrameBlockWriter()
+        var queue = SendQueue(maxBytes: 1 << 20)
+        var origins: [FrameOrigin] = []
+        for i in 0..<100 {
+            let f = frame(10, UInt8(i))
+            let origin = writer.append(f)!
+            origins.append(origin)
+            #expect(queue.enqueue(f, priority: .normal, origin: origin) == .queued(SendQueue.Dropped()))
+        }
+        #expect(queue.entryCount == 1)
+        #expect(queue.count == 100)
+        #expect(queue.bytes == 1000)
+        #expect(tags(&queue) == (0..<100).map { UInt8($0) })
+        #expect(queue.bytes == 0)
+        #expect(queue.entryCount == 0)
+    }
+
+    @Test func aGapAnotherPriorityOrAPlainFrameStartsANewEntry() {
+        var writer = FrameBlockWriter()
+        var queue = SendQueue(maxBytes: 1 << 20)
+        let o = (0..<6).map { i in (frame(10, UInt8(i)), writer.append(frame(10, UInt8(i)))!) }
+        _ = queue.enqueue(o[0].0, priority: .normal, origin: o[0].1)
+        _ = queue.enqueue(o[1].0, priority: .normal, origin: o[1].1)
+        _ = queue.enqueue(o[3].0, priority: .normal, origin: o[3].1)  // gap: 2 went elsewhere
+        #expect(queue.entryCount == 2)
+        _ = queue.enqueue(frame(10, 50), priority: .normal)  // a plain frame
+        _ = queue.enqueue(o[4].0, priority: .normal, origin: o[4].1)  // not after 3 any more
+        #expect(queue.entryCount == 4)
+        _ = queue.enqueue(o[5].0, priority: .high, origin: o[5].1)
+        #expect(queue.entryCount == 5)
+        #expect(tags(&queue) == [5, 0, 1, 3, 50, 4])
+    }
+
+    @Test func dropsTakeTheOldestFramesOfARun() {
+        var writer = FrameBlockWriter()
+        var queue = SendQueue(maxBytes: 35)
+        var last: SendQueue.Outcome = .coalesced
+        for i in 0..<5 {
+            let f = frame(10, UInt8(i))
+            last = queue.enqueue(f, priority: .low, origin: writer.append(f)!)
+        }
+        var expected = SendQueue.Dropped()
+        expected.count = 1
+        expected.bytes = 10
+        expected.byPriority[Int(Priority.low.rawValue)] = 1
+        #expect(last == .queued(expected))
+        #expect(queue.count == 3)
+        #expect(queue.entryCount == 1)
+        #expect(tags(&queue) == [2, 3, 4])
+    }
+
+    @Test func runsFollowTheSameOrderAsSingleFramesProperty() {
+        // The same random sequence queued with and without origins dequeues identically.
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            var writer = FrameBlockWriter()
+            var withRuns = SendQueue(maxBytes: 400)
+            var plain = SendQueue(maxBytes: 400)
+            var tag: UInt8 = 0
+            for _ in 0..<Int.random(in: 1...60, using: &rng) {
+                let f = frame(Int.random(in: 1...30, using: &rng), tag)
+                tag &+= 1
+                let priority = Priority(rawValue: UInt8.random(in: 1...4, using: &rng))!
+                let origin = writer.append(f)!
+                let skip = Bool.random(using: &rng) && Bool.random(using: &rng)
+                if skip { continue }  // a publication this connection does not take
+                #expect(withRuns.enqueue(f, priority: priority, origin: origin) == plain.enqueue(f, priority: priority))
+                if Int.random(in: 0..<5, using: &rng) == 0 { #expect(withRuns.dequeue()?.frame == plain.dequeue()?.frame) }
+            }
+            #expect(withRuns.bytes == plain.bytes)
+            #expect(tags(&withRuns) == tags(&plain))
+        }
+    }
 }

@@ -10,10 +10,10 @@ extension Connection {
     /// the channel (flushed once per event-loop tick by the shard); otherwise into the bounded
     /// priority send queue, where a full queue drops the lowest priorities first and a message
     /// with a coalescing `key` replaces the queued one with the same key.
-    func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil) {
+    func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil, origin: FrameOrigin? = nil) {
         guard self.state == .open, let context = self.context else { return }
         let before = self.outbox.queuedBytes
-        switch self.outbox.send(frame, priority: priority, key: key, writable: context.channel.isWritable,
+        switch self.outbox.send(frame, priority: priority, key: key, origin: origin, writable: context.channel.isWritable,
                                 draining: self.machine.isDraining) {
         case .writeNow:
             self.write(frame, context: context)
@@ -90,7 +90,8 @@ extension Connection {
     /// unusual deflate parameters) a frame compressed for this connection.
     func deliver(_ publication: Publication) {
         guard self.deflate != nil, publication.body.readableBytes >= self.server.config.compression.minSize else {
-            self.writeFrame(publication.frame, priority: publication.priority, key: publication.key)
+            self.writeFrame(publication.frame, priority: publication.priority, key: publication.key,
+                            origin: publication.origin)
             return
         }
         if self.sharesCompressedPublications, let compressed = publication.compressedFrame {
