@@ -285,8 +285,12 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         var wrote = false
         let before = self.outbox.queuedBytes
         defer { self.server.sendQueueBytes.wrappingSubtract(before - self.outbox.queuedBytes, ordering: .relaxed) }
-        while context.channel.isWritable, let frame = self.outbox.nextQueued() {
-            self.write(frame, context: context)
+        // Writability only changes when a buffer is handed to the channel: ask once per batch.
+        while !self.outbox.isQueueEmpty && context.channel.isWritable {
+            let (writes, frames, bytes) = self.outbox.writeQueued()
+            self.shard.framesOut += frames
+            self.shard.bytesOut += bytes
+            self.perform(writes, context: context)
             wrote = true
         }
         if wrote {

@@ -42,6 +42,14 @@ public final class FrameBlock: @unchecked Sendable {
         return self.slots[index]
     }
 
+    /// Copies the frame in slot `index` to the end of `buffer` (read in place: no retain of the
+    /// frame's storage); returns its size.
+    @discardableResult
+    public func copyFrame(at index: Int, into buffer: inout ByteBuffer) -> Int {
+        precondition(index >= 0 && index < Self.capacity)
+        return self.slots[index].withUnsafeReadableBytes { buffer.writeBytes($0) }
+    }
+
     /// Appends a frame; nil when the block is full (or the frame is too large for blocks).
     func append(_ frame: ByteBuffer) -> Int? {
         guard self.count < Self.capacity, self.bytes < Self.byteLimit else { return nil }

@@ -58,9 +58,11 @@ public struct Outbox {
     /// Decides where one complete frame goes. `writable`: the channel takes more; `draining`: a
     /// graceful stop waits for the queue, so new frames queue behind it.
     @inlinable @inline(__always)
+    /// (`writable` is asked only when nothing is queued: a backed-up connection never looks at its
+    /// channel.)
     public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?, origin: FrameOrigin? = nil,
-                              writable: Bool, draining: Bool) -> Decision {
-        if self.queue.isEmpty && writable && !draining { return .writeNow }
+                              writable: @autoclosure () -> Bool, draining: Bool) -> Decision {
+        if self.queue.isEmpty && !draining && writable() { return .writeNow }
         return self.enqueue(frame, priority: priority, key: key, origin: origin)
     }
 
@@ -99,6 +101,25 @@ public struct Outbox {
         guard let buffer = self.coalesced else { return nil }
         self.coalesced = nil
         return buffer
+    }
+
+    /// Hands queued frames over, highest priority first: small ones are copied into the coalescing
+    /// buffer (straight from shared publication blocks) until it holds `coalesceLimit` bytes, a
+    /// large one goes as itself after what was coalesced before it. Returns the buffers for the
+    /// channel (`.none`: all of it still fits in the coalescing buffer) and the frames and bytes
+    /// taken from the queue.
+    public mutating func writeQueued() -> (writes: Writes, frames: Int, bytes: Int) {
+        if self.coalesced == nil {
+            self.coalesced = self.allocator.buffer(capacity: Self.coalesceLimit + Self.coalesceMaxFrame)
+        }
+        var (frames, bytes) = self.queue.moveFrames(into: &self.coalesced!, limit: Self.coalesceLimit,
+                                                    maxFrame: Self.coalesceMaxFrame)
+        if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return (.one(full), frames, bytes) }
+        guard let large = self.queue.dequeue()?.frame else { return (.none, frames, bytes) }
+        frames += 1
+        bytes += large.readableBytes
+        if let before = self.spill(), before.readableBytes > 0 { return (.two(before, large), frames, bytes) }
+        return (.one(large), frames, bytes)
     }
 
     /// The next queued frame to write: highest priority first.

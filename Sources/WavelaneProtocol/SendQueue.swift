@@ -106,18 +106,28 @@ public struct SendQueue {
         case overflow(Dropped)
     }
 
-    /// One queued frame, or a run `block[start..<end]` whose next frame is `frame`.
+    /// One queued frame (`frame`), or a run `block[start..<end]` (`block` set, `frame` nil).
     struct Entry {
-        var frame: ByteBuffer
+        var frame: ByteBuffer?
         var key: String?
         var block: FrameBlock?
         var start = 0
         var end = 0
     }
 
+    /// The open run: the last entry of `level` is a run of the block `block` ending at `end`. Kept
+    /// beside the entries so the common case — the next frame of the same block — is checked
+    /// without reading (and retaining) the entry.
+    private struct Tail {
+        var level: Int
+        var block: ObjectIdentifier
+        var end: Int
+    }
+
     public let maxBytes: Int
     /// One FIFO per priority, made on the first enqueue (an idle connection holds none).
     private var levels: [CircularBuffer<Entry>] = []
+    private var tail: Tail?
     public private(set) var bytes = 0
     /// Frames queued (a run counts each of its frames).
     public private(set) var count = 0
@@ -142,20 +152,26 @@ public struct SendQueue {
         }
         if let key {
             if let index = self.levels[level].firstIndex(where: { $0.key?.bytesEqual(key) == true }) {
-                self.bytes += size - self.levels[level][index].frame.readableBytes
-                self.levels[level][index].frame = frame
+                let old = self.levels[level].modify(index) { entry -> Int in
+                    defer { entry.frame = frame }
+                    return entry.frame?.readableBytes ?? 0
+                }
+                self.bytes += size - old
                 return .coalesced
             }
-            self.levels[level].append(Entry(frame: frame, key: key))
+            self.append(Entry(frame: frame, key: key), level: level)
         } else if let origin {
-            if let last = self.levels[level].indices.last, let block = self.levels[level][last].block,
-               block === origin.block, self.levels[level][last].end == origin.index {
-                self.levels[level][last].end += 1
+            if let tail = self.tail, tail.level == level, tail.block == ObjectIdentifier(origin.block),
+               tail.end == origin.index {
+                let last = self.levels[level].index(before: self.levels[level].endIndex)
+                self.levels[level].modify(last) { $0.end += 1 }
+                self.tail!.end += 1
             } else {
-                self.levels[level].append(Entry(frame: frame, block: origin.block, start: origin.index, end: origin.index + 1))
+                self.append(Entry(block: origin.block, start: origin.index, end: origin.index + 1), level: level)
+                self.tail = Tail(level: level, block: ObjectIdentifier(origin.block), end: origin.index + 1)
             }
         } else {
-            self.levels[level].append(Entry(frame: frame))
+            self.append(Entry(frame: frame), level: level)
         }
         self.bytes += size
         self.count += 1
@@ -163,7 +179,6 @@ public struct SendQueue {
         // Drop oldest-first from the lowest priority up, never critical, until within bound.
         var lowest = Priority.allCases.count - 1
         while self.bytes > self.maxBytes && lowest > 0 {
-            // (levels exist: this enqueue made them)
             if let item = self.popFirst(level: lowest) {
                 dropped.add(bytes: item.frame.readableBytes, priority: item.priority)
             } else {
@@ -171,6 +186,12 @@ public struct SendQueue {
             }
         }
         return self.bytes > self.maxBytes ? .overflow(dropped) : .queued(dropped)
+    }
+
+    /// Appends an entry that is not a continued run (the level's open run, if any, ends).
+    private mutating func append(_ entry: Entry, level: Int) {
+        if self.tail?.level == level { self.tail = nil }
+        self.levels[level].append(entry)
     }
 
     /// The next message to write: highest priority first, FIFO within a priority.
@@ -183,22 +204,68 @@ public struct SendQueue {
     }
 
     private mutating func popFirst(level: Int) -> Item? {
-        guard let first = self.levels[level].first else { return nil }
-        let item = Item(frame: first.frame, priority: Priority(rawValue: UInt8(level))!, key: first.key)
-        if let block = first.block, first.start + 1 < first.end {
-            let next = first.start + 1
-            self.levels[level][self.levels[level].startIndex].start = next
-            self.levels[level][self.levels[level].startIndex].frame = block[next]
-        } else {
-            self.levels[level].removeFirst()
+        guard !self.levels[level].isEmpty else { return nil }
+        let first = self.levels[level].startIndex
+        let (frame, key, done) = self.levels[level].modify(first) { entry -> (ByteBuffer, String?, Bool) in
+            guard let block = entry.block else { return (entry.frame!, entry.key, true) }
+            let frame = block[entry.start]
+            entry.start += 1
+            return (frame, nil, entry.start == entry.end)
         }
-        self.bytes -= item.frame.readableBytes
+        if done {
+            self.levels[level].removeFirst()
+            if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
+        }
+        self.bytes -= frame.readableBytes
         self.count -= 1
-        return item
+        return Item(frame: frame, priority: Priority(rawValue: UInt8(level))!, key: key)
+    }
+
+    /// Moves frames of at most `maxFrame` bytes from the front of the queue (highest priority
+    /// first) to the end of `buffer` until it holds `limit` bytes, the queue is empty, or a larger
+    /// frame is next. Runs are copied straight from their block. Returns the frames and bytes moved.
+    public mutating func moveFrames(into buffer: inout ByteBuffer, limit: Int, maxFrame: Int) -> (frames: Int, bytes: Int) {
+        precondition(FrameBlock.maxFrame <= maxFrame, "block frames are always small enough to move")
+        var frames = 0
+        var bytes = 0
+        var level = 0
+        while self.count - frames > 0 && level < self.levels.count && buffer.readableBytes < limit {
+            if self.levels[level].isEmpty {
+                level += 1
+                continue
+            }
+            let first = self.levels[level].startIndex
+            let (n, b, done) = self.levels[level].modify(first) { entry -> (Int, Int, Bool) in
+                if let block = entry.block {
+                    var n = 0
+                    var b = 0
+                    while entry.start < entry.end && buffer.readableBytes < limit {
+                        b += block.copyFrame(at: entry.start, into: &buffer)
+                        entry.start += 1
+                        n += 1
+                    }
+                    return (n, b, entry.start == entry.end)
+                }
+                guard entry.frame!.readableBytes <= maxFrame else { return (0, 0, false) }
+                return (1, buffer.writeImmutableBuffer(entry.frame!), true)
+            }
+            frames += n
+            bytes += b
+            if done {
+                self.levels[level].removeFirst()
+                if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
+            } else if n == 0 || buffer.readableBytes < limit {
+                break  // a large frame is next
+            }
+        }
+        self.count -= frames
+        self.bytes -= bytes
+        return (frames, bytes)
     }
 
     public mutating func removeAll() {
         for i in self.levels.indices { self.levels[i].removeAll() }
+        self.tail = nil
         self.bytes = 0
         self.count = 0
     }

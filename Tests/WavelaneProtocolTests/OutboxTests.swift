@@ -140,4 +140,69 @@ struct OutboxTests {
         #expect(outbox.isQueueEmpty)
         #expect(outbox.spill() == nil)
     }
+
+    /// Drains the queue the way the connection does (as if the socket took everything) and returns
+    /// the bytes handed to the channel, in order, plus the frames and bytes reported.
+    private func drainAll(_ outbox: inout Outbox) -> (out: [UInt8], buffers: Int, frames: Int, bytes: Int) {
+        var out: [UInt8] = []
+        var buffers = 0
+        var frames = 0
+        var total = 0
+        while !outbox.isQueueEmpty {
+            let (writes, f, b) = outbox.writeQueued()
+            for chunk in written(writes) {
+                out += chunk
+                buffers += 1
+            }
+            frames += f
+            total += b
+        }
+        if let rest = outbox.spill() {
+            out += bytes(rest)
+            buffers += 1
+        }
+        return (out, buffers, frames, total)
+    }
+
+    @Test func writeQueuedKeepsPriorityAndFIFOOrderAcrossRunsPlainAndLargeFrames() {
+        var outbox = Outbox(maxQueuedBytes: 1 << 20)
+        var writer = FrameBlockWriter()
+        var expectedNormal: [UInt8] = []
+        for i in 0..<40 {  // a run of 40 publications
+            let f = frame(100, UInt8(i))
+            _ = outbox.send(f, priority: .normal, key: nil, origin: writer.append(f), writable: false, draining: false)
+            expectedNormal += bytes(f)
+        }
+        let large = frame(Outbox.coalesceMaxFrame + 500, 200)
+        _ = outbox.send(large, priority: .normal, key: nil, writable: false, draining: false)
+        let plain = frame(10, 201)
+        _ = outbox.send(plain, priority: .normal, key: nil, writable: false, draining: false)
+        let urgent = frame(20, 202)
+        _ = outbox.send(urgent, priority: .high, key: nil, writable: false, draining: false)
+        let expected = bytes(urgent) + expectedNormal + bytes(large) + bytes(plain)
+        let drained = drainAll(&outbox)
+        #expect(drained.out == expected)
+        #expect(drained.frames == 43)
+        #expect(drained.bytes == expected.count)
+        #expect(outbox.queuedBytes == 0)
+    }
+
+    @Test func writeQueuedHandsOverFullBuffersOfCoalesceLimit() {
+        var outbox = Outbox(maxQueuedBytes: 1 << 22)
+        var writer = FrameBlockWriter()
+        let count = 3 * Outbox.coalesceLimit / 100 + 7
+        for i in 0..<count {
+            let f = frame(100, UInt8(i & 0xFF))
+            _ = outbox.send(f, priority: .normal, key: nil, origin: writer.append(f), writable: false, draining: false)
+        }
+        #expect(outbox.queuedEntries < count / 100 + 2)  // runs, one per block
+        let (writes, frames, moved) = outbox.writeQueued()
+        let first = written(writes)
+        #expect(first.count == 1)
+        #expect(first[0].count >= Outbox.coalesceLimit && first[0].count < Outbox.coalesceLimit + 100)
+        #expect(frames * 100 == first[0].count)
+        #expect(moved == first[0].count)
+        let rest = drainAll(&outbox)
+        #expect(rest.frames + frames == count)
+    }
 }

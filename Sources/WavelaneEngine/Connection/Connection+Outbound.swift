@@ -11,12 +11,12 @@ extension Connection {
     /// priority send queue, where a full queue drops the lowest priorities first and a message
     /// with a coalescing `key` replaces the queued one with the same key.
     func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil, origin: FrameOrigin? = nil) {
-        guard self.state == .open, let context = self.context else { return }
+        guard self.state == .open, self.context != nil else { return }
         let before = self.outbox.queuedBytes
-        switch self.outbox.send(frame, priority: priority, key: key, origin: origin, writable: context.channel.isWritable,
-                                draining: self.machine.isDraining) {
+        switch self.outbox.send(frame, priority: priority, key: key, origin: origin,
+                                writable: self.context!.channel.isWritable, draining: self.machine.isDraining) {
         case .writeNow:
-            self.write(frame, context: context)
+            self.write(frame, context: self.context!)
             if !self.dirty {
                 self.dirty = true
                 self.shard.markDirty(self)
@@ -39,7 +39,13 @@ extension Connection {
     func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         self.shard.framesOut += 1
         self.shard.bytesOut += frame.readableBytes
-        switch self.outbox.write(frame) {
+        self.perform(self.outbox.write(frame), context: context)
+    }
+
+    /// Hands the outbox's buffers to the channel (not flushed).
+    @inline(__always)
+    func perform(_ writes: Outbox.Writes, context: ChannelHandlerContext) {
+        switch writes {
         case .none: break
         case .one(let buffer): context.write(self.wrapOutboundOut(buffer), promise: nil)
         case .two(let first, let second):
