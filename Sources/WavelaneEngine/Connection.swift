@@ -14,7 +14,12 @@ import WavelaneProtocol
 ///
 /// Threading: every mutable property is touched only on `eventLoop`. Other threads (Python's)
 /// find a connection through the registry and hop onto its loop with `eventLoop.execute`.
-final class Connection: ChannelInboundHandler, @unchecked Sendable {
+final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
+    /// Identity (connection ids are unique per server): connections are kept in sets, e.g. the
+    /// shard's `TopicIndex`.
+    static func == (a: Connection, b: Connection) -> Bool { a === b }
+    func hash(into hasher: inout Hasher) { hasher.combine(self.id) }
+
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
@@ -137,7 +142,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         self.closeTimer = nil
         let held = self.session.removeAll()
         for topic in held.subscriptions {
-            self.shard.removeSubscription(self.id, topic.string)
+            self.shard.removeSubscription(self, topic.string)
             if Topic.isPattern(topic.string) { self.server.globBudget.release(topic) }
         }
         if self.server.config.presence {
@@ -152,7 +157,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
         if self.sharesCompressedPublications { self.server.sharedDeflateConnections.wrappingSubtract(1, ordering: .relaxed) }
         self.ownDeflater = nil
         self.ownInflater = nil
-        self.server.sendQueueBytes.wrappingSubtract(self.outbox.removeAll(), ordering: .relaxed)
+        self.shard.queuedBytesChanged(by: -self.outbox.removeAll())
         self.commitInboundCounters()
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: closeReason.utf8.count)
@@ -284,7 +289,7 @@ final class Connection: ChannelInboundHandler, @unchecked Sendable {
     func drainSendQueue(context: ChannelHandlerContext) {
         var wrote = false
         let before = self.outbox.queuedBytes
-        defer { self.server.sendQueueBytes.wrappingSubtract(before - self.outbox.queuedBytes, ordering: .relaxed) }
+        defer { self.shard.queuedBytesChanged(by: self.outbox.queuedBytes - before) }
         // Writability only changes when a buffer is handed to the channel: ask once per batch.
         while !self.outbox.isQueueEmpty && context.channel.isWritable {
             let (writes, frames, bytes) = self.outbox.writeQueued()

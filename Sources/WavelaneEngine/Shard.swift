@@ -18,7 +18,9 @@ final class Shard: @unchecked Sendable {
     private unowned let server: ServerCore
 
     var connections: [UInt64: Connection] = [:]
-    var topics = TopicIndex<UInt64>()
+    /// Subscriptions by topic and glob. The index holds the connections themselves (hashed by id),
+    /// so a delivery walks subscribers without a lookup in `connections` per subscriber.
+    var topics = TopicIndex<Connection>()
     private var dirty: [Connection] = []
     /// Shared permessage-deflate state for connections without context takeover (reset per message).
     private(set) lazy var inflater = Inflater(contextTakeover: false)
@@ -91,7 +93,7 @@ final class Shard: @unchecked Sendable {
     /// Adds a subscription; the first subscriber of a topic or glob on this loop makes the
     /// instance subscribe to it in Redis (multi-instance mode). Returns false if it existed.
     @discardableResult
-    func addSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
+    func addSubscription(_ conn: Connection, _ subscription: String) -> Bool {
         let first = !self.topics.hasSubscribers(subscription)
         guard self.topics.subscribe(conn, to: subscription) else { return false }
         if first { self.server.delivery.need(subscription: subscription) }
@@ -99,7 +101,7 @@ final class Shard: @unchecked Sendable {
     }
 
     @discardableResult
-    func removeSubscription(_ conn: UInt64, _ subscription: String) -> Bool {
+    func removeSubscription(_ conn: Connection, _ subscription: String) -> Bool {
         guard self.topics.unsubscribe(conn, from: subscription) else { return false }
         if !self.topics.hasSubscribers(subscription) { self.server.delivery.release(subscription: subscription) }
         return true
@@ -133,11 +135,9 @@ final class Shard: @unchecked Sendable {
     /// Delivers an encoded publication to every local subscriber of `topic`.
     func deliver(topic: String, publication: Publication) {
         var delivered = 0
-        self.topics.forEachSubscriber(of: topic) { id in
-            if let connection = self.connections[id] {
-                connection.writePublication(publication)
-                delivered += 1
-            }
+        self.topics.forEachSubscriber(of: topic) { connection in
+            connection.writePublication(publication)
+            delivered += 1
         }
         if delivered > 0 { self.server.stats.add(.deliveries, delivered) }
     }
@@ -181,7 +181,25 @@ final class Shard: @unchecked Sendable {
     var framesOut = 0
     var bytesOut = 0
 
+    /// Change of this loop's send-queue bytes not yet added to `ServerCore.sendQueueBytes` (committed
+    /// once per tick: an atomic add per queued frame showed in fan-out profiles).
+    private var queuedBytesDelta = 0
+
+    @inline(__always)
+    func queuedBytesChanged(by delta: Int) {
+        guard delta != 0 else { return }
+        self.queuedBytesDelta += delta
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            self.eventLoop.execute { self.flushAll() }
+        }
+    }
+
     func commitCounters() {
+        if self.queuedBytesDelta != 0 {
+            self.server.sendQueueBytes.wrappingAdd(self.queuedBytesDelta, ordering: .relaxed)
+            self.queuedBytesDelta = 0
+        }
         if self.framesOut > 0 {
             self.server.stats.add(.framesOut, self.framesOut)
             self.server.stats.add(.bytesOut, self.bytesOut)

@@ -20,41 +20,58 @@ public final class FrameBlock: @unchecked Sendable {
     /// not keep a block alive).
     public static let maxFrame = 1024
 
-    private let slots: UnsafeMutablePointer<ByteBuffer>
-    /// Slots written so far; read only by the appending thread (and `deinit`).
+    /// The frames' bytes, back to back: a run of consecutive frames is one contiguous range.
+    private let bytes: UnsafeMutableRawPointer
+    /// `offsets[i] ..< offsets[i + 1]`: frame `i`'s bytes (`offsets[0] == 0`).
+    private let offsets: UnsafeMutablePointer<Int32>
+    /// Frames written so far; read only by the appending thread.
     private var count = 0
-    private var bytes = 0
 
     public init() {
-        self.slots = .allocate(capacity: Self.capacity)
+        self.bytes = .allocate(byteCount: Self.byteLimit + Self.maxFrame, alignment: 16)
+        self.offsets = .allocate(capacity: Self.capacity + 1)
+        self.offsets[0] = 0
     }
 
     deinit {
-        self.slots.deinitialize(count: self.count)
-        self.slots.deallocate()
+        self.bytes.deallocate()
+        self.offsets.deallocate()
     }
 
-    /// The frame in slot `index` (written before this block reached the caller with that index).
-    @inlinable public subscript(index: Int) -> ByteBuffer { self.frame(at: index) }
-
-    @usableFromInline func frame(at index: Int) -> ByteBuffer {
+    /// The frame in slot `index` (written before this block reached the caller with that index), as
+    /// a new buffer (the queue's slow paths; the hot path copies runs with `copyFrames`).
+    public subscript(index: Int) -> ByteBuffer {
         precondition(index >= 0 && index < Self.capacity)
-        return self.slots[index]
+        let start = Int(self.offsets[index])
+        return ByteBuffer(bytes: UnsafeRawBufferPointer(start: self.bytes + start, count: Int(self.offsets[index + 1]) - start))
     }
 
-    /// Copies the frame in slot `index` to the end of `buffer` (read in place: no retain of the
-    /// frame's storage); returns its size.
-    @discardableResult
-    public func copyFrame(at index: Int, into buffer: inout ByteBuffer) -> Int {
-        precondition(index >= 0 && index < Self.capacity)
-        return self.slots[index].withUnsafeReadableBytes { buffer.writeBytes($0) }
+    /// The size of the frame in slot `index`.
+    @inline(__always)
+    public func size(at index: Int) -> Int {
+        Int(self.offsets[index + 1] &- self.offsets[index])
     }
 
-    /// Appends a frame; nil when the block is full (or the frame is too large for blocks).
+    /// Copies frames `start..<end` (all written) to the end of `buffer` with one copy, as many as
+    /// fit in `room` bytes but at least one; returns how many frames and bytes it copied.
+    public func copyFrames(_ start: Int, _ end: Int, room: Int, into buffer: inout ByteBuffer) -> (frames: Int, bytes: Int) {
+        precondition(start >= 0 && start < end && end <= Self.capacity)
+        let first = Int(self.offsets[start])
+        var last = start + 1
+        while last < end && Int(self.offsets[last + 1]) - first <= room { last += 1 }
+        let count = Int(self.offsets[last]) - first
+        buffer.writeBytes(UnsafeRawBufferPointer(start: self.bytes + first, count: count))
+        return (last - start, count)
+    }
+
+    /// Appends a frame; nil when the block is full.
     func append(_ frame: ByteBuffer) -> Int? {
-        guard self.count < Self.capacity, self.bytes < Self.byteLimit else { return nil }
-        (self.slots + self.count).initialize(to: frame)
-        self.bytes += frame.readableBytes
+        let used = Int(self.offsets[self.count])
+        guard self.count < Self.capacity, used < Self.byteLimit, frame.readableBytes <= Self.maxFrame else { return nil }
+        frame.withUnsafeReadableBytes { raw in
+            if let base = raw.baseAddress { (self.bytes + used).copyMemory(from: base, byteCount: raw.count) }
+        }
+        self.offsets[self.count + 1] = Int32(used + frame.readableBytes)
         self.count += 1
         return self.count - 1
     }

@@ -112,12 +112,13 @@ public struct SendQueue {
         var key: String?
         var block: FrameBlock?
         var start = 0
+        /// For the open run (`SendQueue.tail`), stale: the tail's `end` is the truth until sealed.
         var end = 0
     }
 
-    /// The open run: the last entry of `level` is a run of the block `block` ending at `end`. Kept
-    /// beside the entries so the common case — the next frame of the same block — is checked
-    /// without reading (and retaining) the entry.
+    /// The open run: the last entry of `level`, a run of the block `block` whose true end is `end`.
+    /// Kept beside the entries, so the common case — the next frame of the same block — costs two
+    /// comparisons and an add, without touching (or retaining) any entry.
     private struct Tail {
         var level: Int
         var block: ObjectIdentifier
@@ -147,31 +148,29 @@ public struct SendQueue {
                                  origin: FrameOrigin? = nil) -> Outcome {
         let size = frame.readableBytes
         let level = Int(priority.rawValue)
-        if self.levels.isEmpty {
-            self.levels = Priority.allCases.map { _ in CircularBuffer<Entry>(initialCapacity: 4) }
-        }
-        if let key {
-            if let index = self.levels[level].firstIndex(where: { $0.key?.bytesEqual(key) == true }) {
-                let old = self.levels[level].modify(index) { entry -> Int in
-                    defer { entry.frame = frame }
-                    return entry.frame?.readableBytes ?? 0
-                }
-                self.bytes += size - old
-                return .coalesced
+        if key == nil, let origin, let tail = self.tail, tail.level == level, tail.end == origin.index,
+           tail.block == ObjectIdentifier(origin.block) {
+            self.tail!.end += 1
+        } else {
+            if self.levels.isEmpty {
+                self.levels = Priority.allCases.map { _ in CircularBuffer<Entry>(initialCapacity: 4) }
             }
-            self.append(Entry(frame: frame, key: key), level: level)
-        } else if let origin {
-            if let tail = self.tail, tail.level == level, tail.block == ObjectIdentifier(origin.block),
-               tail.end == origin.index {
-                let last = self.levels[level].index(before: self.levels[level].endIndex)
-                self.levels[level].modify(last) { $0.end += 1 }
-                self.tail!.end += 1
-            } else {
+            if let key {
+                if let index = self.levels[level].firstIndex(where: { $0.key?.bytesEqual(key) == true }) {
+                    let old = self.levels[level].modify(index) { entry -> Int in
+                        defer { entry.frame = frame }
+                        return entry.frame?.readableBytes ?? 0
+                    }
+                    self.bytes += size - old
+                    return .coalesced
+                }
+                self.append(Entry(frame: frame, key: key), level: level)
+            } else if let origin {
                 self.append(Entry(block: origin.block, start: origin.index, end: origin.index + 1), level: level)
                 self.tail = Tail(level: level, block: ObjectIdentifier(origin.block), end: origin.index + 1)
+            } else {
+                self.append(Entry(frame: frame), level: level)
             }
-        } else {
-            self.append(Entry(frame: frame), level: level)
         }
         self.bytes += size
         self.count += 1
@@ -179,8 +178,8 @@ public struct SendQueue {
         // Drop oldest-first from the lowest priority up, never critical, until within bound.
         var lowest = Priority.allCases.count - 1
         while self.bytes > self.maxBytes && lowest > 0 {
-            if let item = self.popFirst(level: lowest) {
-                dropped.add(bytes: item.frame.readableBytes, priority: item.priority)
+            if let size = self.dropFirst(level: lowest) {
+                dropped.add(bytes: size, priority: Priority(rawValue: UInt8(lowest))!)
             } else {
                 lowest -= 1
             }
@@ -188,42 +187,68 @@ public struct SendQueue {
         return self.bytes > self.maxBytes ? .overflow(dropped) : .queued(dropped)
     }
 
-    /// Appends an entry that is not a continued run (the level's open run, if any, ends).
+    /// Appends an entry; the open run, if any, is sealed (its end written into its entry).
     private mutating func append(_ entry: Entry, level: Int) {
-        if self.tail?.level == level { self.tail = nil }
+        if let tail = self.tail {
+            let last = self.levels[tail.level].index(before: self.levels[tail.level].endIndex)
+            self.levels[tail.level].modify(last) { $0.end = tail.end }
+            self.tail = nil
+        }
         self.levels[level].append(entry)
+    }
+
+    /// The true end of the first entry of `level` if it is the open run.
+    @inline(__always)
+    private func openEnd(level: Int) -> Int? {
+        guard let tail = self.tail, tail.level == level, self.levels[level].count == 1 else { return nil }
+        return tail.end
+    }
+
+    /// Removes the first entry of `level` (it is done).
+    private mutating func removeFirst(level: Int) {
+        self.levels[level].removeFirst()
+        if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
     }
 
     /// The next message to write: highest priority first, FIFO within a priority.
     public mutating func dequeue() -> Item? {
         guard self.count > 0 else { return nil }
-        for level in self.levels.indices {
-            if let item = self.popFirst(level: level) { return item }
+        for level in self.levels.indices where !self.levels[level].isEmpty {
+            let openEnd = self.openEnd(level: level)
+            let (frame, key, done) = self.levels[level].modify(self.levels[level].startIndex) { entry -> (ByteBuffer, String?, Bool) in
+                guard let block = entry.block else { return (entry.frame!, entry.key, true) }
+                let frame = block[entry.start]
+                entry.start += 1
+                return (frame, nil, entry.start == (openEnd ?? entry.end))
+            }
+            if done { self.removeFirst(level: level) }
+            self.bytes -= frame.readableBytes
+            self.count -= 1
+            return Item(frame: frame, priority: Priority(rawValue: UInt8(level))!, key: key)
         }
         return nil
     }
 
-    private mutating func popFirst(level: Int) -> Item? {
+    /// Drops the oldest frame of `level`; returns its size (nil: the level is empty).
+    private mutating func dropFirst(level: Int) -> Int? {
         guard !self.levels[level].isEmpty else { return nil }
-        let first = self.levels[level].startIndex
-        let (frame, key, done) = self.levels[level].modify(first) { entry -> (ByteBuffer, String?, Bool) in
-            guard let block = entry.block else { return (entry.frame!, entry.key, true) }
-            let frame = block[entry.start]
+        let openEnd = self.openEnd(level: level)
+        let (size, done) = self.levels[level].modify(self.levels[level].startIndex) { entry -> (Int, Bool) in
+            guard let block = entry.block else { return (entry.frame!.readableBytes, true) }
+            let size = block.size(at: entry.start)
             entry.start += 1
-            return (frame, nil, entry.start == entry.end)
+            return (size, entry.start == (openEnd ?? entry.end))
         }
-        if done {
-            self.levels[level].removeFirst()
-            if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
-        }
-        self.bytes -= frame.readableBytes
+        if done { self.removeFirst(level: level) }
+        self.bytes -= size
         self.count -= 1
-        return Item(frame: frame, priority: Priority(rawValue: UInt8(level))!, key: key)
+        return size
     }
 
     /// Moves frames of at most `maxFrame` bytes from the front of the queue (highest priority
     /// first) to the end of `buffer` until it holds `limit` bytes, the queue is empty, or a larger
-    /// frame is next. Runs are copied straight from their block. Returns the frames and bytes moved.
+    /// frame is next. A run's frames go with one copy from their block. Returns the frames and
+    /// bytes moved.
     public mutating func moveFrames(into buffer: inout ByteBuffer, limit: Int, maxFrame: Int) -> (frames: Int, bytes: Int) {
         precondition(FrameBlock.maxFrame <= maxFrame, "block frames are always small enough to move")
         var frames = 0
@@ -234,17 +259,13 @@ public struct SendQueue {
                 level += 1
                 continue
             }
-            let first = self.levels[level].startIndex
-            let (n, b, done) = self.levels[level].modify(first) { entry -> (Int, Int, Bool) in
+            let openEnd = self.openEnd(level: level)
+            let (n, b, done) = self.levels[level].modify(self.levels[level].startIndex) { entry -> (Int, Int, Bool) in
                 if let block = entry.block {
-                    var n = 0
-                    var b = 0
-                    while entry.start < entry.end && buffer.readableBytes < limit {
-                        b += block.copyFrame(at: entry.start, into: &buffer)
-                        entry.start += 1
-                        n += 1
-                    }
-                    return (n, b, entry.start == entry.end)
+                    let end = openEnd ?? entry.end
+                    let (n, b) = block.copyFrames(entry.start, end, room: limit - buffer.readableBytes, into: &buffer)
+                    entry.start += n
+                    return (n, b, entry.start == end)
                 }
                 guard entry.frame!.readableBytes <= maxFrame else { return (0, 0, false) }
                 return (1, buffer.writeImmutableBuffer(entry.frame!), true)
@@ -252,9 +273,8 @@ public struct SendQueue {
             frames += n
             bytes += b
             if done {
-                self.levels[level].removeFirst()
-                if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
-            } else if n == 0 || buffer.readableBytes < limit {
+                self.removeFirst(level: level)
+            } else if n == 0 {
                 break  // a large frame is next
             }
         }

@@ -28,11 +28,11 @@ extension Connection {
             self.countDropped(dropped)
         case .overflow(let dropped):
             self.countDropped(dropped)
-            self.server.sendQueueBytes.wrappingAdd(self.outbox.queuedBytes - before, ordering: .relaxed)
+            self.shard.queuedBytesChanged(by: self.outbox.queuedBytes - before)
             self.closeSlowConsumer()
             return
         }
-        self.server.sendQueueBytes.wrappingAdd(self.outbox.queuedBytes - before, ordering: .relaxed)
+        self.shard.queuedBytesChanged(by: self.outbox.queuedBytes - before)
     }
 
     @inline(__always)

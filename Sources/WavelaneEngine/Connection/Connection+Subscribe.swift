@@ -49,7 +49,7 @@ extension Connection {
         let options = self.session.options(for: topics, options, acknowledged: ack != nil)
         let presence = self.server.config.presence
         for topic in self.session.add(topics) {
-            self.shard.addSubscription(self.id, topic)
+            self.shard.addSubscription(self, topic)
             if presence && !Topic.isPattern(topic) {
                 self.server.presenceJoin(topic: topic, conn: self.id, member: self.memberJSON()) {
                     self.eventLoop.execute { self.presenceRefused(topic) }
@@ -125,7 +125,7 @@ extension Connection {
         guard self.state == .open else { return }
         for topic in topics {
             guard let removed = self.session.remove(topic) else { continue }
-            self.shard.removeSubscription(self.id, topic)
+            self.shard.removeSubscription(self, topic)
             if removed.isPattern { self.server.globBudget.release(ByteString(topic)) }
             if self.server.config.presence && !removed.isPattern { self.server.presenceLeave(topic: topic, conn: self.id) }
             if removed.wasWatched { self.shard.unwatchPresence(self.id, topic) }
