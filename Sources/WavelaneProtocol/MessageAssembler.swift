@@ -82,13 +82,13 @@ public struct MessageAssembler {
             return self.continueMessage(frame)
         case .ping:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
-            return .ping(frame.unmaskedData)
+            return .ping(frame.payloadUnmasked)
         case .pong:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
             return .pong
         case .connectionClose:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
-            return self.closeFrame(frame.unmaskedData)
+            return self.closeFrame(frame.payloadUnmasked)
         default:
             return self.fail(CloseCode.protocolError, "reserved opcode")
         }
@@ -99,7 +99,7 @@ public struct MessageAssembler {
             return self.fail(CloseCode.protocolError, "new message started inside a fragmented message")
         }
         if frame.length > self.maxMessageSize { return self.fail(CloseCode.messageTooBig, "message too big") }
-        let data = frame.unmaskedData
+        let data = frame.payloadUnmasked
         if frame.rsv1 {
             if frame.fin { return .compressedMessage(kind, data) }
             self.fragmentKind = kind
@@ -131,7 +131,7 @@ public struct MessageAssembler {
         if buffer.readableBytes + frame.length > self.maxMessageSize {
             return self.fail(CloseCode.messageTooBig, "message too big")
         }
-        let data = frame.unmaskedData
+        let data = frame.payloadUnmasked
         if kind == .text && !self.fragmentCompressed {
             let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
             guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
