@@ -36,7 +36,11 @@ public struct SendQueue {
 
     /// Counts per priority, without an allocation (indexed by `Priority.rawValue`).
     public struct PerPriority: Equatable, Sendable, ExpressibleByArrayLiteral {
-        private var values: (Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0)
+        // Allocated on the first non-zero count: a `Dropped` is made per enqueue, and almost every
+        // one stays empty. (Kept one word wide: with five stored counts inline, the release build
+        // returned `Outcome.queued(Dropped)` with `count` and `bytes` zeroed — caught by
+        // test_backpressure's slow consumers; EngineEventsTests/SendQueueTests cover the values.)
+        private var values: [Int] = []
 
         public init() {}
 
@@ -46,23 +50,13 @@ public struct SendQueue {
         }
 
         public subscript(index: Int) -> Int {
-            get {
-                switch index {
-                case 0: return self.values.0
-                case 1: return self.values.1
-                case 2: return self.values.2
-                case 3: return self.values.3
-                default: return self.values.4
-                }
-            }
+            get { self.values.isEmpty ? 0 : self.values[index] }
             set {
-                switch index {
-                case 0: self.values.0 = newValue
-                case 1: self.values.1 = newValue
-                case 2: self.values.2 = newValue
-                case 3: self.values.3 = newValue
-                default: self.values.4 = newValue
+                if self.values.isEmpty {
+                    if newValue == 0 { return }
+                    self.values = [Int](repeating: 0, count: Priority.allCases.count)
                 }
+                self.values[index] = newValue
             }
         }
 
