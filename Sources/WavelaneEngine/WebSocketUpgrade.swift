@@ -29,6 +29,9 @@ final class HandshakeState: @unchecked Sendable {
     var slotHeld = false
     var upgraded = false
     var timeout: Scheduled<Void>?
+    /// Holds the 101 back until the connection's first frame joins it (UpgradeCork.swift); nil
+    /// once released.
+    var cork: UpgradeCork?
     /// Set by a successful check: the connection's id, user and connect-event payload.
     var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?)?
     /// The subprotocol chosen from the client's offers (answered in the 101), if any.
@@ -63,6 +66,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
                               initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
         switch self.check(channel: channel, request: upgradeRequest) {
         case .success(let key):
+            self.state.cork?.hold()
             var headers = initialResponseHeaders
             headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
             if let deflate = self.state.accepted?.deflate {
@@ -271,6 +275,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         let channel = context.channel
         guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
+            self.releaseCork()
             return channel.eventLoop.makeFailedFuture(Refused())
         }
         self.state.upgraded = true
@@ -281,10 +286,20 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
                                     deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state,
                                     tokenExpiry: accepted.exp)
         return channel.eventLoop.makeCompletedFuture {
+            // The 101 goes out with the connection's ready frame (if any) in one write; and goes
+            // out in any case.
+            defer { self.releaseCork() }
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))
             try sync.addHandler(connection)
+            connection.flush()
         }
+    }
+
+    /// Lets out what the cork held (the 101, and the ready frame when the upgrade got that far).
+    private func releaseCork() {
+        self.state.cork?.release()
+        self.state.cork = nil
     }
 
     static func describe(_ address: SocketAddress?) -> String {
