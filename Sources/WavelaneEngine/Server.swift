@@ -165,6 +165,12 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: lifecycle
 
+    /// Receive buffers of a WebSocket connection. NIO keeps a connection's first receive buffer for
+    /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes:
+    /// 1 KiB (NIO's default: 2 KiB) still takes a browser's upgrade request in one read, and the
+    /// buffer doubles up to `maximum` (NIO's default) under inbound load as before.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+
     /// SO_REUSEPORT (NIO has no name for it).
     private static let reusePortOption = ChannelOptions.Types.SocketOption(
         level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
@@ -213,6 +219,7 @@ public final class ServerCore: @unchecked Sendable {
                 .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+                .childChannelOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"

@@ -32,8 +32,27 @@ final class HandshakeState: @unchecked Sendable {
     /// Holds the 101 back until the connection's first frame joins it (UpgradeCork.swift); nil
     /// once released.
     var cork: UpgradeCork?
-    /// Set by a successful check: the connection's id, user and connect-event payload.
-    var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?)?
+    /// What a successful check decided, until the upgrade hands it to the `Connection`.
+    final class Accepted {
+        let id: UInt64
+        let user: String?
+        /// The connect event's payload.
+        let payload: ByteBuffer
+        let deflate: PerMessageDeflate.Parameters?
+        let exp: Double?
+
+        init(id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?) {
+            self.id = id
+            self.user = user
+            self.payload = payload
+            self.deflate = deflate
+            self.exp = exp
+        }
+    }
+
+    /// Set by a successful check, cleared by the upgrade: boxed, so the state that outlives the
+    /// handshake (slot, admission) stays small.
+    var accepted: Accepted?
     /// The subprotocol chosen from the client's offers (answered in the 101), if any.
     var subprotocol: String?
     /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
@@ -53,7 +72,7 @@ final class HandshakeState: @unchecked Sendable {
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
 /// the limits before anything is sent, so a refused client gets a plain HTTP status (401, 404, 503)
-/// and never a 101; then installs NIO's frame decoder and our `Connection` handler.
+/// and never a 101; then installs the `FrameReader` (NIO's frame decoder) and our `Connection` handler.
 struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []  // checked in `check` so a bad request gets a clear 400
@@ -232,7 +251,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
-        self.state.accepted = (id, user, payload, deflate, exp)
+        self.state.accepted = HandshakeState.Accepted(id: id, user: user, payload: payload, deflate: deflate, exp: exp)
         return .success(keys[0].trimmingSpaces)
     }
 
@@ -279,6 +298,9 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             return channel.eventLoop.makeFailedFuture(Refused())
         }
         self.state.upgraded = true
+        // Handed to the connection: the handshake state lives as long as it, but needs none of this.
+        self.state.accepted = nil
+        self.state.subprotocol = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
         self.state.timeout = nil
@@ -290,7 +312,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             // out in any case.
             defer { self.releaseCork() }
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))
+            try sync.addHandler(FrameReader(maxFrameSize: self.server.config.maxFrameSize))
             try sync.addHandler(connection)
             connection.flush()
         }
