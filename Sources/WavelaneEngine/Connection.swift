@@ -28,7 +28,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     let eventLoop: EventLoop
     let shard: Shard
     let server: ServerCore
-    private let connectPayload: ByteBuffer
+    /// The connect event's payload until `handlerAdded` queues it; not kept for the connection's life.
+    private(set) var connectPayload: ByteBuffer?
     /// permessage-deflate parameters, when negotiated.
     let deflate: PerMessageDeflate.Parameters?
     /// True when this connection takes the publication compressed once for everybody (no context
@@ -49,8 +50,9 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     /// Coalescing buffer, send queue, drop accounting.
     var outbox: Outbox
     var lastActivity: NIODeadline
-    /// Inbound rate limit (Policies.swift); nil when none is configured.
-    private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity)
+    /// Inbound rate limit (Policies.swift); nil when none is configured. Made at the first message,
+    /// in a box: a connection that never sends keeps a pointer here, not the ~115-byte limiter.
+    private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity).map(InboundLimiterBox.init)
     var lastPing: NIODeadline
     var dirty = false
     var closeTimer: Scheduled<Void>?
@@ -59,7 +61,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     var presenceInfo: [UInt8]?
     /// Events of the current read burst, handed to the queue together at `channelReadComplete`:
     /// one lock and at most one wake-up of Python per burst instead of one per message.
-    private var pendingEvents: [InboundEvent] = []
+    private(set) var pendingEvents: [InboundEvent] = []
     /// messages_in / bytes_in of the current read burst, added to the shared counters once per
     /// burst (`commitInboundCounters`) instead of two atomic adds per message; committed before
     /// the burst's events reach the queue and before any reply, so a reader who saw either sees them.
@@ -68,7 +70,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
 
     /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
     /// through it at teardown.
-    private let handshake: HandshakeState?
+    let handshake: HandshakeState?
 
     /// The token's `exp` (Unix seconds; nil: none). Once exp + jwt_leeway has passed the shard's
     /// sweep closes the connection with 4001; a `refresh` with a new token moves (or clears) it.
@@ -122,8 +124,12 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
                 heartbeat: self.server.config.pingInterval, epoch: self.server.epoch,
                 maxMessageSize: self.server.config.maxMessageSize, exp: self.tokenExpiry))
         }
-        self.push(InboundEvent(kind: .connect, conn: self.id, payload: self.connectPayload))
-        self.flushEvents(context: context)
+        // Straight to the queue, not through `pendingEvents`: a connection that never sends
+        // anything then never allocates that array.
+        if let payload = self.connectPayload {
+            self.connectPayload = nil
+            self.handOver(CollectionOfOne(InboundEvent(kind: .connect, conn: self.id, payload: payload)), context: context)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -239,7 +245,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.uncountedMessages += 1
         self.uncountedBytes += payload.readableBytes
         // Every message counts against the rate limit, control messages included (`lastActivity` is now).
-        if let verdict = self.inboundLimiter?.admit(size: payload.readableBytes, now: self.lastActivity), verdict != .pass {
+        if let verdict = self.inboundLimiter?.limiter.admit(size: payload.readableBytes, now: self.lastActivity), verdict != .pass {
             self.commitInboundCounters()
             self.server.stats.add(.rateLimited)
             switch verdict {
@@ -321,9 +327,15 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private func flushEvents(context: ChannelHandlerContext) {
         self.commitInboundCounters()
         guard !self.pendingEvents.isEmpty else { return }
-        let (pause, wake) = self.server.queue.pushDeferringWake(contentsOf: self.pendingEvents, from: context.channel)
-        if wake { self.shard.scheduleConsumerWake() }
+        self.handOver(self.pendingEvents, context: context)
         self.pendingEvents.removeAll(keepingCapacity: self.pendingEvents.count <= 64)
+    }
+
+    /// Queues events for the application: the consumer is woken once at the end of the tick, and
+    /// reads pause when the queue is full.
+    private func handOver<Events: Collection>(_ events: Events, context: ChannelHandlerContext) where Events.Element == InboundEvent {
+        let (pause, wake) = self.server.queue.pushDeferringWake(contentsOf: events, from: context.channel)
+        if wake { self.shard.scheduleConsumerWake() }
         if pause {
             self.server.stats.add(.backpressurePauses)
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }

@@ -123,3 +123,12 @@ struct InboundLimiter {
         return .refuse(reply: true)
     }
 }
+
+/// An `InboundLimiter` on the heap, made only for connections that send something.
+final class InboundLimiterBox {
+    var limiter: InboundLimiter
+
+    init(_ limiter: InboundLimiter) {
+        self.limiter = limiter
+    }
+}

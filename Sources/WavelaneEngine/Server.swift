@@ -72,7 +72,8 @@ public final class ServerCore: @unchecked Sendable {
     private var boundPort = 0
     let shardsBox = NIOLockedValueBox<[Shard]>([])
     private let routes = NIOLockedValueBox<[String: Route]>([:])
-    private let acceptingFlag = Atomic<Bool>(false)
+    /// Whether new upgrades are taken (internal for tests).
+    let acceptingFlag = Atomic<Bool>(false)
     private let connectionCounter = Atomic<UInt64>(0)
     /// Bytes waiting in all connections' send queues (messages held back from slow consumers).
     let sendQueueBytes = Atomic<Int>(0)
@@ -164,6 +165,12 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: lifecycle
 
+    /// Receive buffers of a WebSocket connection. NIO keeps a connection's first receive buffer for
+    /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes:
+    /// 1 KiB (NIO's default: 2 KiB) still takes a browser's upgrade request in one read, and the
+    /// buffer doubles up to `maximum` (NIO's default) under inbound load as before.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+
     /// SO_REUSEPORT (NIO has no name for it).
     private static let reusePortOption = ChannelOptions.Types.SocketOption(
         level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
@@ -212,6 +219,7 @@ public final class ServerCore: @unchecked Sendable {
                 .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
                 .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+                .childChannelOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
@@ -328,7 +336,9 @@ public final class ServerCore: @unchecked Sendable {
         self.stop(timeout: 0)
     }
 
-    private func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
+    /// A connection to the WebSocket port: [TLS,] the upgrade cork, HTTP with the WebSocket upgrader,
+    /// plain-HTTP handling, and the handshake timeout (internal for tests).
+    func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
         let state = HandshakeState()
         let upgrader = WebSocketUpgrader(server: self, state: state)
         let httpHandler = HTTPHandler(server: self, state: state)
@@ -337,6 +347,10 @@ public final class ServerCore: @unchecked Sendable {
             if let tlsContext = self.tlsContext {
                 try sync.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
+            // After TLS (it sees plaintext; holding its flushes is what counts), before HTTP.
+            let cork = UpgradeCork()
+            try sync.addHandler(cork)
+            state.cork = cork
             try sync.configureHTTPServerPipeline(
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                     // The upgrade is happening: plain-HTTP handling leaves the pipeline.
@@ -357,6 +371,7 @@ public final class ServerCore: @unchecked Sendable {
         channel.closeFuture.whenComplete { _ in
             state.timeout?.cancel()
             state.timeout = nil
+            state.cork = nil
             state.releaseHolds(stats)
         }
         return channel.eventLoop.makeSucceededVoidFuture()

@@ -29,8 +29,30 @@ final class HandshakeState: @unchecked Sendable {
     var slotHeld = false
     var upgraded = false
     var timeout: Scheduled<Void>?
-    /// Set by a successful check: the connection's id, user and connect-event payload.
-    var accepted: (id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?)?
+    /// Holds the 101 back until the connection's first frame joins it (UpgradeCork.swift); nil
+    /// once released.
+    var cork: UpgradeCork?
+    /// What a successful check decided, until the upgrade hands it to the `Connection`.
+    final class Accepted {
+        let id: UInt64
+        let user: String?
+        /// The connect event's payload.
+        let payload: ByteBuffer
+        let deflate: PerMessageDeflate.Parameters?
+        let exp: Double?
+
+        init(id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?) {
+            self.id = id
+            self.user = user
+            self.payload = payload
+            self.deflate = deflate
+            self.exp = exp
+        }
+    }
+
+    /// Set by a successful check, cleared by the upgrade: boxed, so the state that outlives the
+    /// handshake (slot, admission) stays small.
+    var accepted: Accepted?
     /// The subprotocol chosen from the client's offers (answered in the 101), if any.
     var subprotocol: String?
     /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
@@ -50,7 +72,7 @@ final class HandshakeState: @unchecked Sendable {
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
 /// the limits before anything is sent, so a refused client gets a plain HTTP status (401, 404, 503)
-/// and never a 101; then installs NIO's frame decoder and our `Connection` handler.
+/// and never a 101; then installs the `FrameReader` (NIO's frame decoder) and our `Connection` handler.
 struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []  // checked in `check` so a bad request gets a clear 400
@@ -63,6 +85,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
                               initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
         switch self.check(channel: channel, request: upgradeRequest) {
         case .success(let key):
+            self.state.cork?.hold()
             var headers = initialResponseHeaders
             headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
             if let deflate = self.state.accepted?.deflate {
@@ -228,7 +251,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
-        self.state.accepted = (id, user, payload, deflate, exp)
+        self.state.accepted = HandshakeState.Accepted(id: id, user: user, payload: payload, deflate: deflate, exp: exp)
         return .success(keys[0].trimmingSpaces)
     }
 
@@ -271,9 +294,13 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         let channel = context.channel
         guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
+            self.releaseCork()
             return channel.eventLoop.makeFailedFuture(Refused())
         }
         self.state.upgraded = true
+        // Handed to the connection: the handshake state lives as long as it, but needs none of this.
+        self.state.accepted = nil
+        self.state.subprotocol = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
         self.state.timeout = nil
@@ -281,10 +308,20 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
                                     deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state,
                                     tokenExpiry: accepted.exp)
         return channel.eventLoop.makeCompletedFuture {
+            // The 101 goes out with the connection's ready frame (if any) in one write; and goes
+            // out in any case.
+            defer { self.releaseCork() }
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.server.config.maxFrameSize)))
+            try sync.addHandler(FrameReader(maxFrameSize: self.server.config.maxFrameSize))
             try sync.addHandler(connection)
+            connection.flush()
         }
+    }
+
+    /// Lets out what the cork held (the 101, and the ready frame when the upgrade got that far).
+    private func releaseCork() {
+        self.state.cork?.release()
+        self.state.cork = nil
     }
 
     static func describe(_ address: SocketAddress?) -> String {
