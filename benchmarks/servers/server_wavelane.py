@@ -31,7 +31,8 @@ def main() -> None:
         max_send_queue=64 << 20,
         slow_consumer_timeout=60,
         client_topics=["*"],  # the benchmark clients subscribe freely (deny by default otherwise)
-        # Event loops: 0 = one per core (the default). BENCH_WAVELANE_THREADS overrides it for experiments.
+        # Event loops: 0 = the cores the process may run on, less one for Python, at least 1 (the
+        # default; pinned to one core: 1 loop). BENCH_WAVELANE_THREADS overrides it for experiments.
         threads=int(os.environ.get("BENCH_WAVELANE_THREADS", "0")),
     )
     srv.start()
