@@ -55,11 +55,11 @@ public struct Outbox {
     /// Bytes in the coalescing buffer, not yet handed to the channel.
     public var bufferedBytes: Int { self.coalesced?.readableBytes ?? 0 }
 
-    /// Decides where one complete frame goes. `writable`: the channel takes more; `draining`: a
-    /// graceful stop waits for the queue, so new frames queue behind it.
+    /// Decides where one complete frame goes. `writable`: the channel takes more (asked only when
+    /// nothing is queued: a backed-up connection never looks at its channel); `draining`: a
+    /// graceful stop waits for the queue, so new frames queue behind it. `origin`: where the frame
+    /// sits in a shared `FrameBlock`, so that it can join a queued run.
     @inlinable @inline(__always)
-    /// (`writable` is asked only when nothing is queued: a backed-up connection never looks at its
-    /// channel.)
     public mutating func send(_ frame: ByteBuffer, priority: Priority, key: String?, origin: FrameOrigin? = nil,
                               writable: @autoclosure () -> Bool, draining: Bool) -> Decision {
         if self.queue.isEmpty && !draining && writable() { return .writeNow }
@@ -109,12 +109,17 @@ public struct Outbox {
     /// channel (`.none`: all of it still fits in the coalescing buffer) and the frames and bytes
     /// taken from the queue.
     public mutating func writeQueued() -> (writes: Writes, frames: Int, bytes: Int) {
-        if self.coalesced == nil {
-            self.coalesced = self.allocator.buffer(capacity: Self.coalesceLimit + Self.coalesceMaxFrame)
-        }
-        var (frames, bytes) = self.queue.moveFrames(into: &self.coalesced!, limit: Self.coalesceLimit,
+        var frames = 0
+        var bytes = 0
+        if let next = self.queue.nextFrameSize, next <= Self.coalesceMaxFrame {
+            // A buffer is made only when small frames are next (a stream of large frames needs none).
+            if self.coalesced == nil {
+                self.coalesced = self.allocator.buffer(capacity: Self.coalesceLimit + Self.coalesceMaxFrame)
+            }
+            (frames, bytes) = self.queue.moveFrames(into: &self.coalesced!, limit: Self.coalesceLimit,
                                                     maxFrame: Self.coalesceMaxFrame)
-        if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return (.one(full), frames, bytes) }
+            if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return (.one(full), frames, bytes) }
+        }
         guard let large = self.queue.dequeue()?.frame else { return (.none, frames, bytes) }
         frames += 1
         bytes += large.readableBytes

@@ -123,12 +123,19 @@ public struct SendQueue {
     /// One FIFO per priority, made on the first enqueue (an idle connection holds none).
     private var levels: [CircularBuffer<Entry>] = []
     private var tail: Tail?
+    /// Run entries queued. Each keeps a whole block (~65 KB) alive however few of its frames it
+    /// holds, so their number is bounded like the bytes: past `maxRuns`, a frame is queued on its
+    /// own (a client reading nothing on a rarely published topic, one frame per block, must not
+    /// keep a block alive per queued frame).
+    public private(set) var runCount = 0
+    private let maxRuns: Int
     public private(set) var bytes = 0
     /// Frames queued (a run counts each of its frames).
     public private(set) var count = 0
 
     public init(maxBytes: Int) {
         self.maxBytes = maxBytes
+        self.maxRuns = max(2, maxBytes / FrameBlock.byteLimit + 1)
     }
 
     @inlinable public var isEmpty: Bool { self.count == 0 }
@@ -159,9 +166,10 @@ public struct SendQueue {
                     return .coalesced
                 }
                 self.append(Entry(frame: frame, key: key), level: level)
-            } else if let origin {
+            } else if let origin, self.runCount < self.maxRuns {
                 self.append(Entry(block: origin.block, start: origin.index, end: origin.index + 1), level: level)
                 self.tail = Tail(level: level, block: ObjectIdentifier(origin.block), end: origin.index + 1)
+                self.runCount += 1
             } else {
                 self.append(Entry(frame: frame), level: level)
             }
@@ -200,8 +208,19 @@ public struct SendQueue {
 
     /// Removes the first entry of `level` (it is done).
     private mutating func removeFirst(level: Int) {
-        self.levels[level].removeFirst()
+        if self.levels[level].removeFirst().block != nil { self.runCount -= 1 }
         if self.levels[level].isEmpty && self.tail?.level == level { self.tail = nil }
+    }
+
+    /// The size of the frame `dequeue` would return next (nil: the queue is empty).
+    public var nextFrameSize: Int? {
+        guard self.count > 0 else { return nil }
+        for level in self.levels.indices {
+            guard let first = self.levels[level].first else { continue }
+            if let block = first.block { return block.size(at: first.start) }
+            return first.frame!.readableBytes
+        }
+        return nil
     }
 
     /// The next message to write: highest priority first, FIFO within a priority.
@@ -280,6 +299,7 @@ public struct SendQueue {
     public mutating func removeAll() {
         for i in self.levels.indices { self.levels[i].removeAll() }
         self.tail = nil
+        self.runCount = 0
         self.bytes = 0
         self.count = 0
     }

@@ -205,4 +205,32 @@ struct OutboxTests {
         let rest = drainAll(&outbox)
         #expect(rest.frames + frames == count)
     }
+
+    @Test func writeQueuedHandsLargeFramesOverOneByOne() {
+        var outbox = Outbox(maxQueuedBytes: 1 << 20)
+        let large = (0..<3).map { frame(Outbox.coalesceMaxFrame + 10, UInt8($0)) }
+        for f in large { _ = outbox.send(f, priority: .normal, key: nil, writable: false, draining: false) }
+        for f in large {
+            let (writes, frames, moved) = outbox.writeQueued()
+            #expect(written(writes) == [bytes(f)])
+            #expect(frames == 1 && moved == f.readableBytes)
+            #expect(outbox.spill() == nil)
+        }
+        #expect(outbox.isQueueEmpty)
+    }
+
+    @Test func nextFrameSizeFollowsPriorityAndRuns() {
+        var queue = SendQueue(maxBytes: 1 << 20)
+        var writer = FrameBlockWriter()
+        #expect(queue.nextFrameSize == nil)
+        let small = frame(7, 1)
+        _ = queue.enqueue(small, priority: .low, origin: writer.append(small))
+        #expect(queue.nextFrameSize == 7)
+        _ = queue.enqueue(frame(3000, 2), priority: .high)
+        #expect(queue.nextFrameSize == 3000)
+        _ = queue.dequeue()
+        #expect(queue.nextFrameSize == 7)
+        _ = queue.dequeue()
+        #expect(queue.nextFrameSize == nil)
+    }
 }

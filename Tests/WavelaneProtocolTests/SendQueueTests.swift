@@ -207,4 +207,25 @@ struct SendQueueTests {
             #expect(tags(&withRuns) == tags(&plain))
         }
     }
+
+    @Test func sparseFramesDoNotKeepABlockAliveEach() {
+        // One queued frame per block (a rarely published topic among busy ones): runs are bounded
+        // like the bytes (maxBytes / FrameBlock.byteLimit + 1), the rest is queued frame by frame.
+        let maxBytes = 4 * FrameBlock.byteLimit
+        var queue = SendQueue(maxBytes: maxBytes)
+        var writer = FrameBlockWriter()
+        var expected: [UInt8] = []
+        for i in 0..<40 {
+            let mine = frame(10, UInt8(i))
+            let origin = writer.append(mine)!
+            _ = queue.enqueue(mine, priority: .normal, origin: origin)
+            expected.append(UInt8(i))
+            // The rest of the block goes to other topics.
+            while let other = writer.append(frame(FrameBlock.maxFrame, 0xEE)), other.block === origin.block {}
+        }
+        #expect(queue.runCount == maxBytes / FrameBlock.byteLimit + 1)
+        #expect(queue.entryCount == 40)
+        #expect(tags(&queue) == expected)
+        #expect(queue.runCount == 0)
+    }
 }

@@ -11,6 +11,8 @@ extension Connection {
     /// priority send queue, where a full queue drops the lowest priorities first and a message
     /// with a coalescing `key` replaces the queued one with the same key.
     func writeFrame(_ frame: ByteBuffer, priority: Priority = .normal, key: String? = nil, origin: FrameOrigin? = nil) {
+        // The context is read (and retained) only on the write-now path: a backed-up connection
+        // queues without touching its channel.
         guard self.state == .open, self.context != nil else { return }
         let before = self.outbox.queuedBytes
         switch self.outbox.send(frame, priority: priority, key: key, origin: origin,
