@@ -88,7 +88,10 @@ let package = Package(
             ],
             path: "benchmarks/micro"
         ),
-        .testTarget(name: "WavelaneProtocolTests", dependencies: ["WavelaneProtocol"]),
+        .testTarget(
+            name: "WavelaneProtocolTests",
+            dependencies: ["WavelaneProtocol", .product(name: "NIOEmbedded", package: "swift-nio")]
+        ),
         .testTarget(name: "WavelaneAuthTests", dependencies: ["WavelaneAuth"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "WavelaneEngineTests",

@@ -20,7 +20,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     static func == (a: Connection, b: Connection) -> Bool { a === b }
     func hash(into hasher: inout Hasher) { hasher.combine(self.id) }
 
-    typealias InboundIn = WebSocketFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let id: UInt64
@@ -39,6 +39,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private var ownInflater: Inflater?
 
     var context: ChannelHandlerContext?
+    /// Inbound bytes to frames (no handler of its own: frames come straight here).
+    private var frames: FrameReader
     private var assembler: MessageAssembler
     /// What this connection adds to `server.partialBytes` (its assembler's fragments).
     private var partialBytes = 0
@@ -92,6 +94,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.shard = shard
         self.eventLoop = shard.eventLoop
         self.server = server
+        self.frames = FrameReader(maxFrameSize: server.config.maxFrameSize)
         self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize, compression: deflate != nil)
         self.outbox = Outbox(maxQueuedBytes: server.config.maxSendQueue)
         if let deflate {
@@ -155,6 +158,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
             for topic in held.subscriptions where !Topic.isPattern(topic.string) { self.server.presenceLeave(topic: topic.string, conn: self.id) }
         }
         for topic in held.watched { self.shard.unwatchPresence(self.id, topic.string) }
+        self.frames.stop()
         self.assembler.discardData()
         self.accountPartial()
         if let user = self.user { self.server.delivery.release(user: user) }
@@ -180,8 +184,28 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = self.unwrapInboundIn(data)
+        guard !self.frames.failed else {
+            // After a framing error the rest of the stream cannot be read: more bytes end the connection.
+            if self.context != nil { context.close(promise: nil) }
+            return
+        }
+        self.frames.receive(self.unwrapInboundIn(data), allocator: context.channel.allocator)
         self.lastActivity = .now()
+        do throws(FrameReader.Error) {
+            // A frame that closes the channel ends the loop (`teardown` stops the reader).
+            while let frame = try self.frames.next() { self.received(frame, context: context) }
+        } catch {
+            self.server.stats.add(.protocolErrors)
+            switch error {
+            case .frameTooLong: self.fail(code: CloseCode.messageTooBig, reason: "frame too big")
+            case .fragmentedControlFrame, .controlFrameTooLong: self.fail(code: CloseCode.protocolError, reason: "bad control frame")
+            }
+        }
+        self.frames.endRead(allocator: context.channel.allocator)
+    }
+
+    /// One frame of the client's.
+    private func received(_ frame: ClientFrame, context: ChannelHandlerContext) {
         if !frame.fin && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation)
             && self.assembler.bufferedBytes + frame.length <= self.server.config.maxMessageSize  // else 1009, below
             && self.server.partialBytes.load(ordering: .relaxed) + frame.length > self.server.config.maxPartialBytes {
@@ -270,16 +294,6 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let wsError = error as? NIOWebSocketError {
-            self.server.stats.add(.protocolErrors)
-            switch wsError {
-            case .invalidFrameLength:
-                self.fail(code: CloseCode.messageTooBig, reason: "frame too big")
-            default:
-                self.fail(code: CloseCode.protocolError, reason: "bad control frame")
-            }
-            return
-        }
         // I/O errors (reset by peer and the like): the connection is gone.
         context.close(promise: nil)
     }
@@ -327,14 +341,20 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private func flushEvents(context: ChannelHandlerContext) {
         self.commitInboundCounters()
         guard !self.pendingEvents.isEmpty else { return }
-        self.handOver(self.pendingEvents, context: context)
-        self.pendingEvents.removeAll(keepingCapacity: self.pendingEvents.count <= 64)
+        let (pause, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: context.channel)
+        // An idle connection does not keep a large array (it may have got the queue's spare one).
+        if self.pendingEvents.capacity > 64 { self.pendingEvents = [] }
+        self.queued(pause: pause, wake: wake, context: context)
     }
 
     /// Queues events for the application: the consumer is woken once at the end of the tick, and
     /// reads pause when the queue is full.
     private func handOver<Events: Collection>(_ events: Events, context: ChannelHandlerContext) where Events.Element == InboundEvent {
         let (pause, wake) = self.server.queue.pushDeferringWake(contentsOf: events, from: context.channel)
+        self.queued(pause: pause, wake: wake, context: context)
+    }
+
+    private func queued(pause: Bool, wake: Bool, context: ChannelHandlerContext) {
         if wake { self.shard.scheduleConsumerWake() }
         if pause {
             self.server.stats.add(.backpressurePauses)

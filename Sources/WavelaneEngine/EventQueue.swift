@@ -144,6 +144,27 @@ public final class EventQueue: @unchecked Sendable {
         return (pause, wasEmpty)
     }
 
+    /// `pushDeferringWake` that empties `batch`: into an empty queue the storage changes hands
+    /// (`batch` gets the queue's spare one), else the events are appended and `batch` is cleared.
+    public func pushDeferringWake(moving batch: inout [InboundEvent], from channel: Channel?) -> (pause: Bool, wake: Bool) {
+        guard !batch.isEmpty else { return (false, false) }
+        pthread_mutex_lock(self.mutex)
+        let wasEmpty = self.events.count == self.head
+        if self.events.isEmpty {
+            swap(&self.events, &batch)
+        } else {
+            self.events.append(contentsOf: batch)
+        }
+        var pause = false
+        if let channel, self.events.count - self.head >= self.capacity {
+            self.paused[ObjectIdentifier(channel)] = channel
+            pause = true
+        }
+        pthread_mutex_unlock(self.mutex)
+        batch.removeAll(keepingCapacity: true)  // outside the lock: the releases of an append
+        return (pause, wasEmpty)
+    }
+
     /// Wakes the consumer if events wait (the deferred half of `pushDeferringWake`).
     public func wakeConsumer() {
         pthread_mutex_lock(self.mutex)
@@ -173,8 +194,14 @@ public final class EventQueue: @unchecked Sendable {
         var out: [InboundEvent] = []
         var resume: [Channel] = []
         if n > 0 {
-            out = Array(self.events[self.head..<(self.head + n)])
-            self.head += n
+            if self.head == 0 && n == self.events.count {
+                // All of it: the storage changes hands (no copy, no retain and release per event).
+                // The next producer's batch takes the queue's place (`pushDeferringWake(moving:)`).
+                swap(&out, &self.events)
+            } else {
+                out = Array(self.events[self.head..<(self.head + n)])
+                self.head += n
+            }
             if self.head == self.events.count {
                 self.events.removeAll(keepingCapacity: self.events.capacity <= 4 * self.capacity)
                 self.head = 0

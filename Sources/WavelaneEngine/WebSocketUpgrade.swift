@@ -72,7 +72,7 @@ final class HandshakeState: @unchecked Sendable {
 
 /// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
 /// the limits before anything is sent, so a refused client gets a plain HTTP status (401, 404, 503)
-/// and never a 101; then installs the `FrameReader` (NIO's frame decoder) and our `Connection` handler.
+/// and never a 101; then installs our `Connection` handler (which reads the frames itself).
 struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []  // checked in `check` so a bad request gets a clear 400
@@ -312,7 +312,6 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             // out in any case.
             defer { self.releaseCork() }
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(FrameReader(maxFrameSize: self.server.config.maxFrameSize))
             try sync.addHandler(connection)
             connection.flush()
         }

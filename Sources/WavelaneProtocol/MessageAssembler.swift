@@ -2,7 +2,7 @@ import NIOCore
 import NIOWebSocket
 
 /// The inbound half of a server-side WebSocket connection as a pure state machine: it takes the
-/// frames NIOWebSocket's `WebSocketFrameDecoder` parsed and returns what the connection must do.
+/// frames `FrameReader` cut and returns what the connection must do.
 /// It enforces RFC 6455 for client frames: masking, reserved bits and opcodes, control-frame rules,
 /// fragmentation order, UTF-8 validity of text (incrementally, failing fast across fragments), the
 /// close-frame payload, and the maximum message size.
@@ -60,10 +60,15 @@ public struct MessageAssembler {
         self.fragmentCompressed = false
     }
 
+    /// `receive` for a frame as NIOWebSocket spells it (tests and fuzzers build frames so).
     public mutating func receive(_ frame: WebSocketFrame) -> Action {
+        self.receive(ClientFrame(frame))
+    }
+
+    public mutating func receive(_ frame: ClientFrame) -> Action {
         if self.failed { return .none }
         if self.discarding && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation) { return .none }
-        guard frame.maskKey != nil else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
+        guard frame.masked else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
         if frame.rsv2 || frame.rsv3 {
             return self.fail(CloseCode.protocolError, "reserved bits set without a negotiated extension")
         }
@@ -82,29 +87,29 @@ public struct MessageAssembler {
             return self.continueMessage(frame)
         case .ping:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
-            return .ping(frame.payloadUnmasked)
+            return .ping(frame.payload)
         case .pong:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
             return .pong
         case .connectionClose:
             guard frame.fin, frame.length <= 125 else { return self.fail(CloseCode.protocolError, "bad control frame") }
-            return self.closeFrame(frame.payloadUnmasked)
+            return self.closeFrame(frame.payload)
         default:
             return self.fail(CloseCode.protocolError, "reserved opcode")
         }
     }
 
-    private mutating func startMessage(_ kind: MessageKind, _ frame: WebSocketFrame) -> Action {
+    private mutating func startMessage(_ kind: MessageKind, _ frame: ClientFrame) -> Action {
         guard self.fragmentKind == nil else {
             return self.fail(CloseCode.protocolError, "new message started inside a fragmented message")
         }
         if frame.length > self.maxMessageSize { return self.fail(CloseCode.messageTooBig, "message too big") }
-        let data = frame.payloadUnmasked
+        let data = frame.payload
         if frame.rsv1 {
             if frame.fin { return .compressedMessage(kind, data) }
             self.fragmentKind = kind
             self.fragmentCompressed = true
-            self.fragments = data
+            self.fragments = Self.ownCopy(data)
             return .none
         }
         self.fragmentCompressed = false
@@ -120,18 +125,27 @@ public struct MessageAssembler {
             return .message(kind, data)
         }
         self.fragmentKind = kind
-        self.fragments = data
+        self.fragments = Self.ownCopy(data)
         return .none
     }
 
-    private mutating func continueMessage(_ frame: WebSocketFrame) -> Action {
+    /// A fragment's bytes in a buffer of their own: a frame's payload may be a slice of a buffer that
+    /// holds a whole read (`FrameReader`), which the fragments would otherwise keep alive, unaccounted,
+    /// until the message completes.
+    private static func ownCopy(_ data: ByteBuffer) -> ByteBuffer {
+        var own = ByteBufferAllocator().buffer(capacity: data.readableBytes)
+        own.writeImmutableBuffer(data)
+        return own
+    }
+
+    private mutating func continueMessage(_ frame: ClientFrame) -> Action {
         guard let kind = self.fragmentKind, var buffer = self.fragments else {
             return self.fail(CloseCode.protocolError, "continuation frame without a message to continue")
         }
         if buffer.readableBytes + frame.length > self.maxMessageSize {
             return self.fail(CloseCode.messageTooBig, "message too big")
         }
-        let data = frame.payloadUnmasked
+        let data = frame.payload
         if kind == .text && !self.fragmentCompressed {
             let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
             guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }

@@ -26,12 +26,14 @@ private final class Harness {
         try self.channel.pipeline.syncOperations.addHandler(self.connection)
     }
 
-    /// A masked client frame.
+    /// A client frame (masked unless told), as the bytes of one read.
     func send(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true, masked: Bool = true) throws {
-        let key: WebSocketMaskingKey = [0x11, 0x22, 0x33, 0x44]
-        var data = ByteBuffer(bytes: payload)
-        if masked { data.webSocketMask(key) }
-        try self.channel.writeInbound(WebSocketFrame(fin: fin, opcode: opcode, maskKey: masked ? key : nil, data: data))
+        try self.receive(clientFrame(opcode, payload, fin: fin, masked: masked))
+    }
+
+    /// Raw bytes as one read.
+    func receive(_ bytes: [UInt8]) throws {
+        try self.channel.writeInbound(ByteBuffer(bytes: bytes))
         self.channel.pipeline.fireChannelReadComplete()
     }
 
@@ -54,6 +56,24 @@ private final class Harness {
     }
 
     var isOpen: Bool { self.channel.isActive }
+}
+
+/// A client frame's bytes: masked with 11 22 33 44 unless told.
+private func clientFrame(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true, masked: Bool = true) -> [UInt8] {
+    let key: [UInt8] = [0x11, 0x22, 0x33, 0x44]
+    var out: [UInt8] = [(fin ? 0x80 : 0) | UInt8(webSocketOpcode: opcode)]
+    let maskBit: UInt8 = masked ? 0x80 : 0
+    if payload.count < 126 {
+        out.append(maskBit | UInt8(payload.count))
+    } else if payload.count <= 0xFFFF {
+        out += [maskBit | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+    } else {
+        out.append(maskBit | 127)
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8((payload.count >> shift) & 0xFF)) }
+    }
+    if masked { out += key }
+    for (i, byte) in payload.enumerated() { out.append(masked ? byte ^ key[i % 4] : byte) }
+    return out
 }
 
 /// A server frame (unmasked, FIN) of a short payload.
@@ -185,11 +205,44 @@ struct ConnectionTests {
         #expect(h.core.stats.value(.protocolErrors) == 1)
     }
 
-    @Test func tooLargeFrameFromTheDecoderCloses1009() throws {
-        let h = try Harness { $0.readyMessage = false }
-        h.channel.pipeline.fireErrorCaught(NIOWebSocketError.invalidFrameLength)
+    @Test func aFrameHeaderOverMaxFrameSizeCloses1009BeforeItsPayload() throws {
+        let h = try Harness { $0.readyMessage = false; $0.maxFrameSize = 100 }
+        _ = h.events()
+        // Only the header of a 1,000-byte frame: refused without waiting for the payload.
+        try h.receive([0x82, 0x80 | 126, 0x03, 0xE8, 1, 2, 3, 4])
         #expect(try h.output() == close(1009, "frame too big"))
         #expect(!h.isOpen)
+        #expect(h.events().map(\.code) == [1009])
+        #expect(h.core.stats.value(.protocolErrors) == 1)
+    }
+
+    @Test func aFragmentedOrLongControlFrameCloses1002() throws {
+        for header: [UInt8] in [[0x09, 0x80], [0x89, 0x80 | 126, 0x00, 0x7E]] {
+            let h = try Harness { $0.readyMessage = false }
+            try h.receive(header + [1, 2, 3, 4])
+            #expect(try h.output() == close(1002, "bad control frame"))
+            #expect(!h.isOpen)
+        }
+    }
+
+    @Test func messagesOfOneReadBeforeABrokenFrameAreDelivered() throws {
+        let h = try Harness { $0.readyMessage = false; $0.maxFrameSize = 100 }
+        _ = h.events()
+        try h.receive(clientFrame(.text, Array("one".utf8)) + clientFrame(.binary, [1, 2]) + [0x82, 0x80 | 126, 0x03, 0xE8])
+        let events = h.events()
+        #expect(events.map(\.kind) == [.text, .binary, .disconnect])
+        #expect(events.first?.payload == "one")
+        #expect(events.last?.code == 1009)
+    }
+
+    @Test func aMessageSplitAcrossReadsByteByByte() throws {
+        let h = try Harness { $0.readyMessage = false }
+        _ = h.events()
+        for byte in clientFrame(.text, Array("split in pieces".utf8)) + clientFrame(.text, Array("next".utf8)) {
+            try h.receive([byte])
+        }
+        #expect(h.events().map(\.payload) == ["split in pieces", "next"])
+        #expect(h.isOpen)
     }
 
     @Test func invalidUTF8Closes1007() throws {

@@ -45,10 +45,9 @@ struct IdleConnectionTests {
         #expect(h.core.queue.drain(max: 10, timeoutMs: 0).map(\.kind) == [.connect, .text])
     }
 
-    @Test func thePipelineHoldsTheFrameReaderAndTheConnectionOnly() throws {
+    @Test func thePipelineHoldsTheConnectionOnly() throws {
         let (h, _) = try upgraded()
         let sync = h.channel.pipeline.syncOperations
-        #expect((try? sync.handler(type: FrameReader.self)) != nil)
         #expect((try? sync.handler(type: Connection.self)) != nil)
         #expect((try? sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)) == nil)
         #expect((try? sync.handler(type: HTTPHandler.self)) == nil)

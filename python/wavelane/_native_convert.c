@@ -159,11 +159,15 @@ PyObject *decode_json(const char *data, size_t len) {
     return s;
 }
 
-/* One batch -> list of (kind, conn, data). Unknown kinds (newer engines) are skipped. */
+/* One batch -> list of (kind, conn, data). Unknown kinds (newer engines) are skipped. A tuple whose
+ * data is a str, bytes, int or None can never be part of a reference cycle: it is untracked by the
+ * garbage collector at once, so the collections that a batch of thousands of tuples triggers do not
+ * walk them (they were ~5% of server CPU in the inbound benchmark). */
 PyObject *build_events(const wl_event *evs, int n, int parse_json) {
-    PyObject *list = PyList_New(0);
+    PyObject *list = PyList_New(n);
     if (list == NULL)
         return NULL;
+    Py_ssize_t count = 0;
     for (int i = 0; i < n; i++) {
         const wl_event *e = &evs[i];
         PyObject *kind, *data;
@@ -223,15 +227,17 @@ PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             Py_DECREF(data);
             goto fail;
         }
+        const int acyclic = PyUnicode_Check(data) || PyBytes_Check(data) || PyLong_Check(data) || data == Py_None;
         Py_INCREF(kind);
         PyTuple_SetItem(tup, 0, kind); /* steals */
         PyTuple_SetItem(tup, 1, conn);
         PyTuple_SetItem(tup, 2, data);
-        int rc = PyList_Append(list, tup);
-        Py_DECREF(tup);
-        if (rc < 0)
-            goto fail;
+        if (acyclic)
+            PyObject_GC_UnTrack(tup);
+        PyList_SetItem(list, count++, tup); /* steals; the slot was empty */
     }
+    if (count < n && PyList_SetSlice(list, count, n, NULL) < 0) /* drop the slots of skipped kinds */
+        goto fail;
     return list;
 fail:
     Py_DECREF(list);

@@ -1,0 +1,227 @@
+import NIOCore
+import NIOWebSocket
+
+/// One WebSocket frame as a client sent it (RFC 6455 §5.2): the header's first byte, whether it was
+/// masked, and the payload with the mask removed.
+public struct ClientFrame {
+    /// The header's first byte: FIN, RSV1–3 and the opcode.
+    public let firstByte: UInt8
+    /// The client masked the payload (RFC 6455 requires it of every client frame).
+    public let masked: Bool
+    /// The payload, unmasked.
+    public let payload: ByteBuffer
+
+    public init(firstByte: UInt8, masked: Bool, payload: ByteBuffer) {
+        self.firstByte = firstByte
+        self.masked = masked
+        self.payload = payload
+    }
+
+    /// The frame NIOWebSocket would have decoded (tests and fuzzers build frames so), unmasked.
+    public init(_ frame: WebSocketFrame) {
+        let flags: UInt8 = (frame.fin ? 0x80 : 0) | (frame.rsv1 ? 0x40 : 0) | (frame.rsv2 ? 0x20 : 0) | (frame.rsv3 ? 0x10 : 0)
+        self.init(firstByte: flags | UInt8(webSocketOpcode: frame.opcode), masked: frame.maskKey != nil,
+                  payload: frame.maskKey.map { Unmask.copy(frame.data, key: $0) } ?? frame.data)
+    }
+
+    public var fin: Bool { self.firstByte & 0x80 != 0 }
+    public var rsv1: Bool { self.firstByte & 0x40 != 0 }
+    public var rsv2: Bool { self.firstByte & 0x20 != 0 }
+    public var rsv3: Bool { self.firstByte & 0x10 != 0 }
+    public var opcode: WebSocketOpcode { WebSocketOpcode(encodedWebSocketOpcode: self.firstByte & 0x0F)! }
+    public var length: Int { self.payload.readableBytes }
+}
+
+/// Cuts a connection's inbound bytes into `ClientFrame`s: a pure value type the connection drives
+/// from its `channelRead` (no handler of its own, no frame object or pipeline hop per frame).
+///
+/// `receive` takes the bytes of one read and unmasks the payloads of every complete frame in them
+/// into one buffer (one allocation per read, not one per message); `next()` then hands the frames
+/// out one by one, their payloads slices of that buffer, sized to fit them and nothing else. `endRead`
+/// keeps what is left of an incomplete frame, and only that: a tight copy when it sits in the read
+/// buffer (so SwiftNIO can reuse its receive buffer), nothing between frames. A header that announces
+/// a frame longer than `maxFrameSize`, a fragmented control frame or a control frame longer than 125
+/// bytes is an error as soon as the header is read (the payload is never waited for); the reader
+/// then refuses every later byte.
+public struct FrameReader {
+    public enum Error: Swift.Error, Equatable {
+        /// The frame's length is over `maxFrameSize` (close with 1009).
+        case frameTooLong
+        /// A control frame without FIN (close with 1002).
+        case fragmentedControlFrame
+        /// A control frame longer than 125 bytes (close with 1002).
+        case controlFrameTooLong
+    }
+
+    /// A frame's header, read from the bytes without consuming them.
+    struct Header {
+        var firstByte: UInt8
+        /// The masking key as `Unmask.word` makes it; nil for an unmasked frame.
+        var key: UInt32?
+        /// Bytes of the header itself (2 to 14).
+        var size: Int
+        var length: Int
+    }
+
+    /// The payload of every empty frame (no allocation, and no reference to a read buffer).
+    private static let empty = ByteBuffer()
+
+    public let maxFrameSize: Int
+    /// The unread bytes: of the current read, or what an incomplete frame left (nil when none).
+    private var pending: ByteBuffer?
+    /// `pending` is a buffer of our own (not SwiftNIO's receive buffer).
+    private var owned = false
+    /// The unmasked payloads of the current read's complete frames, in order (nil between reads).
+    private var payloads: ByteBuffer?
+    public private(set) var failed = false
+
+    public init(maxFrameSize: Int) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    /// Bytes held for an incomplete frame between reads.
+    public var bufferedBytes: Int { self.pending?.readableBytes ?? 0 }
+
+    /// Takes the bytes of one read, after whatever an incomplete frame left, and unmasks the payloads
+    /// of the complete frames in them.
+    public mutating func receive(_ bytes: ByteBuffer, allocator: ByteBufferAllocator) {
+        guard !self.failed else { return }
+        if var held = self.pending, held.readableBytes > 0 {
+            self.pending = nil  // uniquely referenced while it grows
+            var bytes = bytes
+            held.writeBuffer(&bytes)
+            self.pending = held
+        } else {
+            self.pending = bytes
+            self.owned = false
+        }
+        self.unmaskCompleteFrames(allocator: allocator)
+    }
+
+    /// Fills `payloads`: two passes over the complete frames' headers, one to size it, one to unmask
+    /// into it. All its writes come before any slice of it is handed out (a slice shares the storage,
+    /// and a write to shared storage would copy it).
+    private mutating func unmaskCompleteFrames(allocator: ByteBufferAllocator) {
+        guard let bytes = self.pending else { return }
+        var index = bytes.readerIndex
+        var total = 0
+        while let header = try? Self.header(bytes, at: index, maxFrameSize: self.maxFrameSize),
+              bytes.writerIndex - index - header.size >= header.length {
+            total += header.length
+            index += header.size + header.length
+        }
+        guard total > 0 else { return }
+        var out = allocator.buffer(capacity: total)
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { dst in
+            bytes.withUnsafeReadableBytes { all in
+                var at = 0  // in `all`
+                var written = 0
+                while written < total,
+                      let header = try? Self.header(bytes, at: bytes.readerIndex + at, maxFrameSize: self.maxFrameSize) {
+                    let payload = UnsafeRawBufferPointer(rebasing: all[(at + header.size)..<(at + header.size + header.length)])
+                    if let key = header.key {
+                        Unmask.apply(payload, to: dst.baseAddress! + written, key: key)
+                    } else if header.length > 0 {
+                        (dst.baseAddress! + written).copyMemory(from: payload.baseAddress!, byteCount: header.length)
+                    }
+                    written += header.length
+                    at += header.size + header.length
+                }
+                return total
+            }
+        }
+        self.payloads = out
+    }
+
+    /// The next complete frame of what `receive` took, or nil when the bytes hold no complete frame.
+    public mutating func next() throws(Error) -> ClientFrame? {
+        guard !self.failed, let bytes = self.pending else { return nil }
+        let header: Header
+        do {
+            guard let h = try Self.header(bytes, at: bytes.readerIndex, maxFrameSize: self.maxFrameSize) else { return nil }
+            header = h
+        } catch {
+            self.stop()
+            throw error
+        }
+        guard bytes.readableBytes - header.size >= header.length else { return nil }
+        self.pending!.moveReaderIndex(forwardBy: header.size + header.length)
+        let payload: ByteBuffer
+        if header.length == 0 {
+            payload = Self.empty
+        } else if let slice = self.payloads?.readSlice(length: header.length) {
+            payload = slice  // every complete frame's payload is in `payloads`, in order (`receive`)
+        } else {
+            // Not reached (`receive` unmasked every complete frame); a copy of its own if it were.
+            let start = bytes.readerIndex + header.size
+            payload = bytes.withUnsafeReadableBytes { all in
+                var out = ByteBufferAllocator().buffer(capacity: header.length)
+                out.writeWithUnsafeMutableBytes(minimumWritableBytes: header.length) { dst in
+                    let src = UnsafeRawBufferPointer(rebasing: all[(start - bytes.readerIndex)..<(start - bytes.readerIndex + header.length)])
+                    Unmask.apply(src, to: dst.baseAddress!, key: header.key ?? 0)
+                    return header.length
+                }
+                return out
+            }
+        }
+        return ClientFrame(firstByte: header.firstByte, masked: header.key != nil, payload: payload)
+    }
+
+    /// Ends a read: keeps the bytes of an incomplete frame (in a buffer of our own), nothing else.
+    public mutating func endRead(allocator: ByteBufferAllocator) {
+        self.payloads = nil
+        guard var buffer = self.pending else { return }
+        if buffer.readableBytes == 0 || self.failed {
+            self.pending = nil
+            self.owned = false
+        } else if !(self.owned && buffer.readerIndex <= buffer.readableBytes) {
+            // A tight copy, so SwiftNIO can reuse its receive buffer for the next read. An owned
+            // buffer that is mostly the incomplete frame still keeps growing in place.
+            var rest = allocator.buffer(capacity: buffer.readableBytes)
+            rest.writeBuffer(&buffer)
+            self.pending = rest
+            self.owned = true
+        }
+    }
+
+    /// Drops everything held and every later byte (the connection is gone).
+    public mutating func stop() {
+        self.pending = nil
+        self.payloads = nil
+        self.failed = true
+    }
+
+    /// The header of the frame at `index`, or nil when the bytes do not hold all of it yet. Throws as
+    /// soon as the header shows a frame that must not be read.
+    static func header(_ buffer: ByteBuffer, at index: Int, maxFrameSize: Int) throws(Error) -> Header? {
+        let available = buffer.writerIndex - index
+        guard available >= 2 else { return nil }
+        let first = buffer.getInteger(at: index, as: UInt8.self)!
+        let second = buffer.getInteger(at: index + 1, as: UInt8.self)!
+        var size = 2
+        var length = Int(second & 0x7F)
+        if length == 126 {
+            guard available >= 4 else { return nil }
+            length = Int(buffer.getInteger(at: index + 2, as: UInt16.self)!)
+            size = 4
+        } else if length == 127 {
+            guard available >= 10 else { return nil }
+            let long = buffer.getInteger(at: index + 2, as: UInt64.self)!
+            guard long <= UInt64(maxFrameSize) else { throw .frameTooLong }
+            length = Int(long)
+            size = 10
+        }
+        guard length <= maxFrameSize else { throw .frameTooLong }
+        if first & 0x08 != 0 {
+            guard first & 0x80 != 0 else { throw .fragmentedControlFrame }
+            guard length <= 125 else { throw .controlFrameTooLong }
+        }
+        var key: UInt32?
+        if second & 0x80 != 0 {
+            guard available >= size + 4 else { return nil }
+            key = buffer.getInteger(at: index + size, endianness: .little, as: UInt32.self)!
+            size += 4
+        }
+        return Header(firstByte: first, key: key, size: size, length: length)
+    }
+}
