@@ -189,7 +189,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
             if self.context != nil { context.close(promise: nil) }
             return
         }
-        self.frames.receive(self.unwrapInboundIn(data), allocator: context.channel.allocator)
+        self.frames.receive(self.unwrapInboundIn(data), buffers: &self.shard.payloadBuffers, allocator: context.channel.allocator)
         self.lastActivity = .now()
         do throws(FrameReader.Error) {
             // A frame that closes the channel ends the loop (`teardown` stops the reader).
@@ -201,7 +201,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
             case .fragmentedControlFrame, .controlFrameTooLong: self.fail(code: CloseCode.protocolError, reason: "bad control frame")
             }
         }
-        self.frames.endRead(allocator: context.channel.allocator)
+        self.frames.endRead(buffers: &self.shard.payloadBuffers, allocator: context.channel.allocator)
     }
 
     /// One frame of the client's.

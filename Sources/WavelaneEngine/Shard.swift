@@ -18,6 +18,8 @@ final class Shard: @unchecked Sendable {
     private unowned let server: ServerCore
 
     var connections: [UInt64: Connection] = [:]
+    /// The buffers this loop's connections unmask each read's payloads into (`FrameReader`).
+    var payloadBuffers = PayloadBuffers()
     /// Subscriptions by topic and glob. The index holds the connections themselves (hashed by id),
     /// so a delivery walks subscribers without a lookup in `connections` per subscriber.
     var topics = TopicIndex<Connection>()

@@ -35,15 +35,16 @@ private func seen(_ frame: ClientFrame) -> Seen {
 
 /// Feeds `chunks` as reads; returns the frames and the error that stopped the reader, if any.
 private func read(_ chunks: [[UInt8]], maxFrameSize: Int, reader: inout FrameReader) -> ([Seen], FrameReader.Error?) {
+    var buffers = PayloadBuffers(count: 2)
     var frames: [Seen] = []
     for chunk in chunks {
-        reader.receive(ByteBuffer(bytes: chunk), allocator: ByteBufferAllocator())
+        reader.receive(ByteBuffer(bytes: chunk), buffers: &buffers, allocator: ByteBufferAllocator())
         do throws(FrameReader.Error) {
             while let frame = try reader.next() { frames.append(seen(frame)) }
         } catch {
             return (frames, error)
         }
-        reader.endRead(allocator: ByteBufferAllocator())
+        reader.endRead(buffers: &buffers, allocator: ByteBufferAllocator())
     }
     return (frames, nil)
 }
@@ -129,7 +130,8 @@ struct FrameReaderTests {
         #expect(frames.isEmpty)
         #expect(error == .frameTooLong)
         #expect(reader.failed)
-        reader.receive(ByteBuffer(bytes: clientFrame(0x1, [66])), allocator: ByteBufferAllocator())
+        var buffers = PayloadBuffers()
+        reader.receive(ByteBuffer(bytes: clientFrame(0x1, [66])), buffers: &buffers, allocator: ByteBufferAllocator())
         #expect((try? reader.next()) == nil)
         #expect(reader.bufferedBytes == 0)
     }
@@ -152,8 +154,32 @@ struct FrameReaderTests {
         #expect(reader.bufferedBytes == 5)
         reader.stop()
         #expect(reader.bufferedBytes == 0)
-        reader.receive(ByteBuffer(bytes: clientFrame(0x1, [66])), allocator: ByteBufferAllocator())
+        var buffers = PayloadBuffers()
+        reader.receive(ByteBuffer(bytes: clientFrame(0x1, [66])), buffers: &buffers, allocator: ByteBufferAllocator())
         #expect((try? reader.next()) == nil)
+    }
+
+    @Test func payloadsOutliveTheirReadAndABufferIsReusedOnlyOnceFree() {
+        var reader = FrameReader(maxFrameSize: 1 << 16)
+        var buffers = PayloadBuffers(count: 2)
+        var kept: [ClientFrame] = []
+        // Each read's payloads are kept (as events in the queue would be) for four reads.
+        for round in 0..<40 {
+            let text = String(repeating: Character(UnicodeScalar(UInt8(65 + round % 26))), count: 50 + round)
+            reader.receive(ByteBuffer(bytes: clientFrame(0x1, Array(text.utf8)) + clientFrame(0x2, [UInt8(round)])),
+                           buffers: &buffers, allocator: ByteBufferAllocator())
+            while let frame = try? reader.next() { kept.append(frame) }
+            reader.endRead(buffers: &buffers, allocator: ByteBufferAllocator())
+            #expect(buffers.kept <= 2)
+            if kept.count > 8 { kept.removeFirst(2) }
+            // Every payload still held reads as it was sent: no reuse overwrote it.
+            for (i, frame) in kept.enumerated() where i % 2 == 1 {
+                let r = round - (kept.count - 1 - i) / 2
+                #expect(Array(frame.payload.readableBytesView) == [UInt8(r)])
+                let expected = String(repeating: Character(UnicodeScalar(UInt8(65 + r % 26))), count: 50 + r)
+                #expect(String(buffer: kept[i - 1].payload) == expected)
+            }
+        }
     }
 
     /// Random frames, some breaking a rule, cut at random points: the same frames in the same order
