@@ -103,12 +103,16 @@ public struct FrameReader {
     /// and a write to shared storage would copy it).
     private mutating func unmaskCompleteFrames(buffers: inout PayloadBuffers, allocator: ByteBufferAllocator) {
         guard let bytes = self.pending else { return }
-        var index = bytes.readerIndex
-        var total = 0
-        while let header = try? Self.header(bytes, at: index, maxFrameSize: self.maxFrameSize),
-              bytes.writerIndex - index - header.size >= header.length {
-            total += header.length
-            index += header.size + header.length
+        let maxFrameSize = self.maxFrameSize
+        let total = bytes.withUnsafeReadableBytes { all in
+            var at = 0
+            var total = 0
+            while let header = try? Self.header(all, at: at, maxFrameSize: maxFrameSize),
+                  all.count - at - header.size >= header.length {
+                total += header.length
+                at += header.size + header.length
+            }
+            return total
         }
         guard total > 0 else { return }
         var out = buffers.take(capacity: total, allocator: allocator)
@@ -116,8 +120,7 @@ public struct FrameReader {
             bytes.withUnsafeReadableBytes { all in
                 var at = 0  // in `all`
                 var written = 0
-                while written < total,
-                      let header = try? Self.header(bytes, at: bytes.readerIndex + at, maxFrameSize: self.maxFrameSize) {
+                while written < total, let header = try? Self.header(all, at: at, maxFrameSize: maxFrameSize) {
                     let payload = UnsafeRawBufferPointer(rebasing: all[(at + header.size)..<(at + header.size + header.length)])
                     if let key = header.key {
                         Unmask.apply(payload, to: dst.baseAddress! + written, key: key)
@@ -195,22 +198,31 @@ public struct FrameReader {
         self.failed = true
     }
 
-    /// The header of the frame at `index`, or nil when the bytes do not hold all of it yet. Throws as
-    /// soon as the header shows a frame that must not be read.
+    /// The header of the frame at `index` of `buffer`, or nil when the bytes do not hold all of it
+    /// yet. Throws as soon as the header shows a frame that must not be read.
     static func header(_ buffer: ByteBuffer, at index: Int, maxFrameSize: Int) throws(Error) -> Header? {
-        let available = buffer.writerIndex - index
+        let offset = index - buffer.readerIndex
+        let result = buffer.withUnsafeReadableBytes { bytes in
+            Result { () throws(Error) -> Header? in try Self.header(bytes, at: offset, maxFrameSize: maxFrameSize) }
+        }
+        return try result.get()
+    }
+
+    /// `header` over raw bytes (`at` counts from their start).
+    static func header(_ bytes: UnsafeRawBufferPointer, at index: Int, maxFrameSize: Int) throws(Error) -> Header? {
+        let available = bytes.count - index
         guard available >= 2 else { return nil }
-        let first = buffer.getInteger(at: index, as: UInt8.self)!
-        let second = buffer.getInteger(at: index + 1, as: UInt8.self)!
+        let first = bytes[index]
+        let second = bytes[index + 1]
         var size = 2
         var length = Int(second & 0x7F)
         if length == 126 {
             guard available >= 4 else { return nil }
-            length = Int(buffer.getInteger(at: index + 2, as: UInt16.self)!)
+            length = Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
             size = 4
         } else if length == 127 {
             guard available >= 10 else { return nil }
-            let long = buffer.getInteger(at: index + 2, as: UInt64.self)!
+            let long = UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: index + 2, as: UInt64.self))
             guard long <= UInt64(maxFrameSize) else { throw .frameTooLong }
             length = Int(long)
             size = 10
@@ -223,7 +235,7 @@ public struct FrameReader {
         var key: UInt32?
         if second & 0x80 != 0 {
             guard available >= size + 4 else { return nil }
-            key = buffer.getInteger(at: index + size, endianness: .little, as: UInt32.self)!
+            key = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index + size, as: UInt32.self))
             size += 4
         }
         return Header(firstByte: first, key: key, size: size, length: length)
