@@ -68,9 +68,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private var uncountedMessages = 0
     private var uncountedBytes = 0
 
-    /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
-    /// through it at teardown.
-    let handshake: HandshakeState?
+    /// The connection slot and admission counts the handshake took, given back at teardown.
+    private(set) var holds: ConnectionHolds
 
     /// The token's `exp` (Unix seconds; nil: none). Once exp + jwt_leeway has passed the shard's
     /// sweep closes the connection with 4001; a `refresh` with a new token moves (or clears) it.
@@ -81,8 +80,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     static let refreshRate = 0.2
 
     init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
-         shard: Shard, server: ServerCore, handshake: HandshakeState? = nil, tokenExpiry: Double? = nil) {
-        self.handshake = handshake
+         shard: Shard, server: ServerCore, holds: ConnectionHolds = ConnectionHolds(), tokenExpiry: Double? = nil) {
+        self.holds = holds
         self.tokenExpiry = tokenExpiry
         self.id = id
         self.user = user
@@ -168,13 +167,19 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: closeReason.utf8.count)
         reason.writeString(closeReason)
-        self.handshake?.releaseHolds(self.server.stats)
+        self.releaseHolds()
         // Messages of the last read burst first, then the disconnect. Never refused: the queue's
         // bound is enforced by pausing reads.
         self.pendingEvents.append(InboundEvent(kind: .disconnect, code: UInt32(closeCode), conn: self.id, payload: reason))
         self.server.queue.push(contentsOf: self.pendingEvents, from: nil)
         self.pendingEvents.removeAll()
         self.context = nil
+    }
+
+    /// Gives back the connection slot and the admission counts (idempotent): at teardown, before
+    /// the disconnect event is queued, so a client that saw the disconnect can reconnect at once.
+    func releaseHolds() {
+        self.holds.release(self.server.stats)
     }
 
     // MARK: inbound

@@ -362,17 +362,14 @@ public final class ServerCore: @unchecked Sendable {
             return channel.eventLoop.makeFailedFuture(error)
         }
         let stats = self.stats
+        // Cancelled at the upgrade, or when the channel closes before it (HTTPHandler.channelInactive,
+        // which also gives back the holds): no close callback keeps the handshake state for the
+        // connection's life.
         state.timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.config.handshakeTimeout * 1e9))) {
             if !state.upgraded {
                 stats.add(.handshakeTimeouts)
                 channel.close(promise: nil)
             }
-        }
-        channel.closeFuture.whenComplete { _ in
-            state.timeout?.cancel()
-            state.timeout = nil
-            state.cork = nil
-            state.releaseHolds(stats)
         }
         return channel.eventLoop.makeSucceededVoidFuture()
     }

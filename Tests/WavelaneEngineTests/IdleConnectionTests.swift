@@ -16,16 +16,39 @@ struct IdleConnectionTests {
         return (h, connection)
     }
 
-    @Test func theHandshakeStateKeepsOnlyTheHolds() throws {
-        let (h, connection) = try upgraded()
-        let state = try #require(connection.handshake)
-        #expect(state.upgraded)
-        #expect(state.slotHeld, "the connection slot is still held (given back at teardown)")
-        #expect(state.accepted == nil, "id, user and connect payload went to the connection")
-        #expect(state.subprotocol == nil)
-        #expect(state.timeout == nil, "the handshake timeout was cancelled at the upgrade")
-        #expect(state.cork == nil)
+    @Test func theHandshakeStateGoesWithTheUpgradeAndTheConnectionKeepsTheHolds() throws {
+        let h = try ChildHarness { $0.handshakeTimeout = 1 }
+        weak var state = try h.channel.pipeline.syncOperations.handler(type: HTTPHandler.self).state
+        #expect(state != nil)
+        _ = try h.send(upgradeRequest())
+        #expect(state == nil, "no close callback, timeout or handler keeps the handshake state")
+        let connection = try #require(h.core.shardsBox.withLockedValue { $0.first?.connections[1] })
+        #expect(connection.holds.slot, "the connection slot is still held (given back at teardown)")
         #expect(h.core.stats.connectionSlots.load(ordering: .relaxed) == 1)
+        // The handshake timeout was cancelled at the upgrade.
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(h.channel.isActive)
+        #expect(h.core.stats.value(.handshakeTimeouts) == 0)
+        h.recorder.closeFromHead?()
+        h.channel.embeddedEventLoop.run()
+        #expect(!connection.holds.slot)
+        #expect(h.core.stats.connectionSlots.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aChannelClosedBeforeTheUpgradeGivesBackTheSlotAndCancelsTheTimeout() throws {
+        let h = try ChildHarness { $0.handshakeTimeout = 1 }
+        let state = try h.channel.pipeline.syncOperations.handler(type: HTTPHandler.self).state
+        // As if the checks had passed (they take the slot) and the peer were gone before the upgrade.
+        state.holds.slot = true
+        h.core.stats.connectionSlots.wrappingAdd(1, ordering: .relaxed)
+        _ = try h.send(Array("GET /ws HTTP/1.1\r\nHost: x\r\n".utf8))
+        h.recorder.closeFromHead?()
+        h.channel.embeddedEventLoop.run()
+        #expect(!state.holds.slot)
+        #expect(h.core.stats.connectionSlots.load(ordering: .relaxed) == 0)
+        #expect(state.timeout == nil)
+        h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(h.core.stats.value(.handshakeTimeouts) == 0, "a closed channel is no handshake timeout")
     }
 
     @Test func theConnectPayloadIsHandedOverNotKept() throws {
