@@ -324,6 +324,8 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.timeout = nil
         let holds = self.state.holds
         self.state.holds = ConnectionHolds()
+        // The handshake read one message at a time (ServerCore.handshakeMessagesPerRead).
+        try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: ServerCore.messagesPerRead)
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
                                     deflate: accepted.deflate, shard: shard, server: self.server, holds: holds,
                                     tokenExpiry: accepted.exp)
