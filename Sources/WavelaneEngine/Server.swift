@@ -167,9 +167,9 @@ public final class ServerCore: @unchecked Sendable {
 
     /// Receive buffers of a WebSocket connection. NIO keeps a connection's first receive buffer for
     /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes
-    /// (NIO's default: 2 KiB); the buffer doubles up to `maximum` (NIO's default) under inbound
-    /// load as before. An upgrade request longer than `initial` takes more than one read.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+    /// (NIO's default: 2 KiB); the buffer doubles up to 64 KiB (NIO's default) under inbound load
+    /// as before. An upgrade request longer than `initial` takes more than one read.
+    static let receiveAllocator = ReceiveAllocator(initial: 512)
 
     /// Reads per readable event of an upgraded connection (set at the upgrade). NIO also keeps up
     /// to this many receive buffers per connection: a new one whenever a handler still holds the
