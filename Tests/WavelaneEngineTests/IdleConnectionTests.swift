@@ -68,6 +68,32 @@ struct IdleConnectionTests {
         #expect(h.core.queue.drain(max: 10, timeoutMs: 0).map(\.kind) == [.connect, .text])
     }
 
+    @Test func aUserWithOneConnectionHasNoDictionaryOfItsOwn() throws {
+        let core = try ServerCore(configuration: EngineConfiguration())
+        let loop = EmbeddedEventLoop()
+        let shard = Shard(index: 0, eventLoop: loop, server: core)
+        func make(_ id: UInt64, _ user: String) -> Connection {
+            Connection(id: id, user: user, connectPayload: ByteBuffer(), deflate: nil, shard: shard, server: core)
+        }
+        let ann = (1...3).map { make($0, "ann") }
+        let bob = make(4, "bob")
+        for connection in ann + [bob] { core.registry.add(connection) }
+        var one = ConnectionRegistry.UserConnections()
+        one.insert(bob)
+        #expect(one.one === bob && one.more.capacity == 0, "one connection: no dictionary")
+        #expect(Set(core.registry.connections(ofUser: "ann").map(\.id)) == [1, 2, 3])
+        #expect(core.registry.connections(ofUser: "bob").map(\.id) == [4])
+        #expect(core.registry.userCount == 2)
+        // The first one leaves, then a new one comes: all still found.
+        core.registry.remove(ann[0])
+        let later = make(5, "ann")
+        core.registry.add(later)
+        #expect(Set(core.registry.connections(ofUser: "ann").map(\.id)) == [2, 3, 5])
+        for connection in [ann[1], ann[2], later, bob] { core.registry.remove(connection) }
+        #expect(core.registry.userCount == 0)
+        #expect(core.registry.connections(ofUser: "ann").isEmpty)
+    }
+
     @Test func thePipelineHoldsTheFrameReaderAndTheConnectionOnly() throws {
         let (h, _) = try upgraded()
         let sync = h.channel.pipeline.syncOperations
