@@ -25,7 +25,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
 
     let id: UInt64
     let user: String?
-    let eventLoop: EventLoop
+    /// The shard's loop (not stored here: one field less per connection).
+    var eventLoop: EventLoop { self.shard.eventLoop }
     let shard: Shard
     let server: ServerCore
     /// The connect event's payload until `handlerAdded` queues it; not kept for the connection's life.
@@ -57,10 +58,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private lazy var inboundLimiter = InboundLimiter(self.server.config.policies, now: self.lastActivity).map(InboundLimiterBox.init)
     var lastPing: NIODeadline
     var dirty = false
-    var closeTimer: Scheduled<Void>?
     var unwritableSince: NIODeadline? { self.outbox.unwritableSince }
-    /// Presence: the `info` the application set.
-    var presenceInfo: [UInt8]?
     /// Events of the current read burst, handed to the queue together at `channelReadComplete`:
     /// one lock and at most one wake-up of Python per burst instead of one per message.
     private(set) var pendingEvents: [InboundEvent] = []
@@ -70,21 +68,52 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private var uncountedMessages = 0
     private var uncountedBytes = 0
 
-    /// The HTTP phase's state: what this connection holds (slot, admission counts) is given back
-    /// through it at teardown.
-    let handshake: HandshakeState?
+    /// The connection slot and admission counts the handshake took, given back at teardown.
+    private(set) var holds: ConnectionHolds
 
     /// The token's `exp` (Unix seconds; nil: none). Once exp + jwt_leeway has passed the shard's
     /// sweep closes the connection with 4001; a `refresh` with a new token moves (or clears) it.
     var tokenExpiry: Double?
-    /// Refresh attempts (each costs a signature check on this loop): a burst, then one per 5 s.
-    var refreshBudget: TokenBucket?
     static let refreshBurst = 5.0
     static let refreshRate = 0.2
 
+    /// What only some connections ever set, in one box made when the first of it is set: an idle
+    /// connection keeps a nil pointer here instead of ~70 bytes.
+    private final class Occasional {
+        var closeTimer: Scheduled<Void>?
+        var presenceInfo: [UInt8]?
+        var refreshBudget: TokenBucket?
+    }
+
+    private var occasional: Occasional?
+
+    /// The box, made if `make` and not there yet.
+    private func occasional(making make: Bool) -> Occasional? {
+        if make && self.occasional == nil { self.occasional = Occasional() }
+        return self.occasional
+    }
+
+    /// Closes the TCP connection when the peer does not answer our close frame in time.
+    var closeTimer: Scheduled<Void>? {
+        get { self.occasional?.closeTimer }
+        set { self.occasional(making: newValue != nil)?.closeTimer = newValue }
+    }
+
+    /// Presence: the `info` the application set.
+    var presenceInfo: [UInt8]? {
+        get { self.occasional?.presenceInfo }
+        set { self.occasional(making: newValue != nil)?.presenceInfo = newValue }
+    }
+
+    /// Refresh attempts (each costs a signature check on this loop): a burst, then one per 5 s.
+    var refreshBudget: TokenBucket? {
+        get { self.occasional?.refreshBudget }
+        set { self.occasional(making: newValue != nil)?.refreshBudget = newValue }
+    }
+
     init(id: UInt64, user: String?, connectPayload: ByteBuffer, deflate: PerMessageDeflate.Parameters?,
-         shard: Shard, server: ServerCore, handshake: HandshakeState? = nil, tokenExpiry: Double? = nil) {
-        self.handshake = handshake
+         shard: Shard, server: ServerCore, holds: ConnectionHolds = ConnectionHolds(), tokenExpiry: Double? = nil) {
+        self.holds = holds
         self.tokenExpiry = tokenExpiry
         self.id = id
         self.user = user
@@ -92,7 +121,6 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.deflate = deflate
         self.sharesCompressedPublications = deflate.map { $0.serverNoContextTakeover && $0.serverWindowBits == 15 } ?? false
         self.shard = shard
-        self.eventLoop = shard.eventLoop
         self.server = server
         self.frames = FrameReader(maxFrameSize: server.config.maxFrameSize)
         self.assembler = MessageAssembler(maxMessageSize: server.config.maxMessageSize, compression: deflate != nil)
@@ -172,13 +200,19 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.server.stats.add(.connectionsClosed)
         var reason = context.channel.allocator.buffer(capacity: closeReason.utf8.count)
         reason.writeString(closeReason)
-        self.handshake?.releaseHolds(self.server.stats)
+        self.releaseHolds()
         // Messages of the last read burst first, then the disconnect. Never refused: the queue's
         // bound is enforced by pausing reads.
         self.pendingEvents.append(InboundEvent(kind: .disconnect, code: UInt32(closeCode), conn: self.id, payload: reason))
         self.server.queue.push(contentsOf: self.pendingEvents, from: nil)
         self.pendingEvents.removeAll()
         self.context = nil
+    }
+
+    /// Gives back the connection slot and the admission counts (idempotent): at teardown, before
+    /// the disconnect event is queued, so a client that saw the disconnect can reconnect at once.
+    func releaseHolds() {
+        self.holds.release(self.server.stats)
     }
 
     // MARK: inbound

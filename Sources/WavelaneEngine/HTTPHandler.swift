@@ -21,7 +21,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let server: ServerCore
-    private let state: HandshakeState
+    /// Until the upgrade (internal for tests).
+    let state: HandshakeState
     private let admin: Bool
     private var responded = false
 
@@ -239,6 +240,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Still here: no upgrade took the holds.
+        self.state.channelClosed(self.server.stats)
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -166,10 +166,20 @@ public final class ServerCore: @unchecked Sendable {
     // MARK: lifecycle
 
     /// Receive buffers of a WebSocket connection. NIO keeps a connection's first receive buffer for
-    /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes:
-    /// 1 KiB (NIO's default: 2 KiB) still takes a browser's upgrade request in one read, and the
-    /// buffer doubles up to `maximum` (NIO's default) under inbound load as before.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+    /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes
+    /// (NIO's default: 2 KiB); the buffer doubles up to 64 KiB (NIO's default) under inbound load
+    /// as before. An upgrade request longer than `initial` takes more than one read.
+    static let receiveAllocator = ReceiveAllocator(initial: 512)
+
+    /// Reads per readable event of an upgraded connection (set at the upgrade). NIO also keeps up
+    /// to this many receive buffers per connection: a new one whenever a handler still holds the
+    /// last one at the next read. The HTTP decoder holds a request's first bytes until the rest has
+    /// come, so before the upgrade it is `handshakeMessagesPerRead`: a request longer than a buffer
+    /// takes one read per readable event and leaves the connection one receive buffer, not one per
+    /// read (a 1.5 KB upgrade request kept 3 KB of them for the connection's life). Plain HTTP
+    /// (routes, the publish API's bodies) reads that way too.
+    static let messagesPerRead: UInt = 4
+    static let handshakeMessagesPerRead: UInt = 1
 
     /// SO_REUSEPORT (NIO has no name for it).
     private static let reusePortOption = ChannelOptions.Types.SocketOption(
@@ -218,7 +228,7 @@ public final class ServerCore: @unchecked Sendable {
                 .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
                 .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
-                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: Self.handshakeMessagesPerRead)
                 .childChannelOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             var bound: Channel? = nil
@@ -362,17 +372,14 @@ public final class ServerCore: @unchecked Sendable {
             return channel.eventLoop.makeFailedFuture(error)
         }
         let stats = self.stats
+        // Cancelled at the upgrade, or when the channel closes before it (HTTPHandler.channelInactive,
+        // which also gives back the holds): no close callback keeps the handshake state for the
+        // connection's life.
         state.timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.config.handshakeTimeout * 1e9))) {
             if !state.upgraded {
                 stats.add(.handshakeTimeouts)
                 channel.close(promise: nil)
             }
-        }
-        channel.closeFuture.whenComplete { _ in
-            state.timeout?.cancel()
-            state.timeout = nil
-            state.cork = nil
-            state.releaseHolds(stats)
         }
         return channel.eventLoop.makeSucceededVoidFuture()
     }

@@ -249,14 +249,40 @@ struct Publication: Sendable {
 /// Connections and users by id, for calls that come from Python threads. One lock; held only to
 /// look up or update a dictionary, never while doing I/O.
 final class ConnectionRegistry: @unchecked Sendable {
+    /// One user's connections. Most users have one: it is kept without a dictionary of its own
+    /// (~110 bytes per connected user); the others go to `more`.
+    struct UserConnections {
+        private(set) var one: Connection?
+        private(set) var more: [UInt64: Connection] = [:]
+
+        var isEmpty: Bool { self.one == nil && self.more.isEmpty }
+        var all: [Connection] { (self.one.map { [$0] } ?? []) + self.more.values }
+
+        mutating func insert(_ connection: Connection) {
+            if self.one == nil {
+                self.one = connection
+            } else {
+                self.more[connection.id] = connection
+            }
+        }
+
+        mutating func remove(_ connection: Connection) {
+            if self.one === connection {
+                self.one = nil
+            } else {
+                self.more[connection.id] = nil
+            }
+        }
+    }
+
     private let lock = NIOLock()
     private var connections: [UInt64: Connection] = [:]
-    private var users: [ByteString: [UInt64: Connection]] = [:]
+    private var users: [ByteString: UserConnections] = [:]
 
     func add(_ connection: Connection) {
         self.lock.withLock {
             self.connections[connection.id] = connection
-            if let user = connection.user { self.users[ByteString(user), default: [:]][connection.id] = connection }
+            if let user = connection.user { self.users[ByteString(user), default: UserConnections()].insert(connection) }
         }
     }
 
@@ -265,7 +291,7 @@ final class ConnectionRegistry: @unchecked Sendable {
             self.connections[connection.id] = nil
             // Mutate in place: copying the inner dictionary out and back made a mass disconnect O(n²).
             if let user = connection.user {
-                self.users[ByteString(user)]?[connection.id] = nil
+                self.users[ByteString(user)]?.remove(connection)
                 if self.users[ByteString(user)]?.isEmpty == true { self.users[ByteString(user)] = nil }
             }
         }
@@ -276,7 +302,7 @@ final class ConnectionRegistry: @unchecked Sendable {
     }
 
     func connections(ofUser user: String) -> [Connection] {
-        self.lock.withLock { self.users[ByteString(user)].map { Array($0.values) } ?? [] }
+        self.lock.withLock { self.users[ByteString(user)]?.all ?? [] }
     }
 
     func all() -> [Connection] {

@@ -13,7 +13,26 @@ import Glibc
 import Musl
 #endif
 
-/// Per-connection state of the HTTP phase, shared by the upgrader and the HTTP handler.
+/// What an admitted connection holds until it is torn down: its connection slot and its admission
+/// counts. Taken by the handshake's checks, handed to the `Connection` at the upgrade.
+struct ConnectionHolds {
+    var slot = false
+    /// What this connection holds in the per-IP / per-user admission table.
+    var admission: AdmissionTicket?
+
+    /// Gives back the slot and the admission counts (idempotent).
+    mutating func release(_ stats: EngineStats) {
+        self.admission?.release()
+        self.admission = nil
+        if self.slot {
+            self.slot = false
+            stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+}
+
+/// Per-connection state of the HTTP phase, shared by the upgrader and the HTTP handler. Nothing
+/// keeps it once the upgrade is done: what outlives the handshake (`holds`) goes to the `Connection`.
 /// Touched only on the channel's event loop.
 final class HandshakeState: @unchecked Sendable {
     struct Rejection: Error {
@@ -26,7 +45,9 @@ final class HandshakeState: @unchecked Sendable {
     var rejection: Rejection?
     /// When the TCP connection was accepted (for the handshake latency histogram).
     let acceptedAt = NIODeadline.now()
-    var slotHeld = false
+    /// The slot and admission counts taken by the checks; given back if the channel closes before
+    /// the upgrade, else handed to the connection.
+    var holds = ConnectionHolds()
     var upgraded = false
     var timeout: Scheduled<Void>?
     /// Holds the 101 back until the connection's first frame joins it (UpgradeCork.swift); nil
@@ -50,23 +71,18 @@ final class HandshakeState: @unchecked Sendable {
         }
     }
 
-    /// Set by a successful check, cleared by the upgrade: boxed, so the state that outlives the
-    /// handshake (slot, admission) stays small.
+    /// Set by a successful check, cleared by the upgrade.
     var accepted: Accepted?
     /// The subprotocol chosen from the client's offers (answered in the 101), if any.
     var subprotocol: String?
-    /// What this connection holds in the per-IP / per-user admission table; released when the channel closes.
-    var admission: AdmissionTicket?
 
-    /// Gives back the connection slot and the admission counts (idempotent). Called when the
-    /// connection is torn down — before its disconnect event is queued, so a client that saw the
-    /// disconnect can reconnect at once — and again, harmlessly, when the channel's close completes.
-    func releaseHolds(_ stats: EngineStats) {
-        self.admission?.release()
-        if self.slotHeld {
-            self.slotHeld = false
-            stats.connectionSlots.wrappingSubtract(1, ordering: .relaxed)
-        }
+    /// The channel closed before the upgrade (the HTTP handler's `channelInactive`): the timeout is
+    /// cancelled and the holds are given back.
+    func channelClosed(_ stats: EngineStats) {
+        self.timeout?.cancel()
+        self.timeout = nil
+        self.cork = nil
+        self.holds.release(stats)
     }
 }
 
@@ -168,8 +184,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             switch self.server.admission.admit(ip: clientIP, now: .now()) {
             case .success(let t):
                 ticket = t
-                self.state.admission = t
-                channel.closeFuture.whenComplete { _ in t.release() }
+                self.state.holds.admission = t
             case .failure(.rate(let retryAfter)):
                 stats.add(.rejectedRate)
                 return .failure(.init(status: .tooManyRequests, reason: "too many new connections from this address",
@@ -233,7 +248,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             stats.add(.rejectedCapacity)
             return refuse(.init(status: .serviceUnavailable, reason: "too many connections"))
         }
-        self.state.slotHeld = true
+        self.state.holds.slot = true
         self.state.subprotocol = subprotocol
 
         let id = self.server.nextConnectionID(on: channel.eventLoop)
@@ -293,21 +308,28 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         let channel = context.channel
+        // The HTTP handler has left the pipeline: from here on nothing gives the holds back at the
+        // channel's close but the connection, so every way out without one gives them back now.
         guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
+            self.state.holds.release(self.server.stats)
             self.releaseCork()
             return channel.eventLoop.makeFailedFuture(Refused())
         }
         self.state.upgraded = true
-        // Handed to the connection: the handshake state lives as long as it, but needs none of this.
+        // Handed to the connection; the handshake state goes with the upgrade's handlers.
         self.state.accepted = nil
         self.state.subprotocol = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
         self.state.timeout = nil
+        let holds = self.state.holds
+        self.state.holds = ConnectionHolds()
+        // The handshake read one message at a time (ServerCore.handshakeMessagesPerRead).
+        try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: ServerCore.messagesPerRead)
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
-                                    deflate: accepted.deflate, shard: shard, server: self.server, handshake: self.state,
+                                    deflate: accepted.deflate, shard: shard, server: self.server, holds: holds,
                                     tokenExpiry: accepted.exp)
-        return channel.eventLoop.makeCompletedFuture {
+        let installed = channel.eventLoop.makeCompletedFuture {
             // The 101 goes out with the connection's ready frame (if any) in one write; and goes
             // out in any case.
             defer { self.releaseCork() }
@@ -315,6 +337,9 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             try sync.addHandler(connection)
             connection.flush()
         }
+        // Not in the pipeline (the channel closed): its teardown will not run.
+        installed.whenFailure { _ in connection.releaseHolds() }
+        return installed
     }
 
     /// Lets out what the cork held (the 101, and the ready frame when the upgrade got that far).

@@ -318,6 +318,29 @@ def test_trickled_http_request_is_dropped_after_handshake_timeout(make_server):
     assert closed_after <= 2.5, closed_after
 
 
+def test_long_upgrade_requests_take_several_reads(make_server):
+    """The receive buffer starts at 512 bytes and the handshake reads one buffer per readable event:
+    a request of 8 KB, in one write or in pieces that arrive apart, still upgrades whole."""
+    srv, events = make_server(connect_headers=["x-last"])
+    request_bytes = upgrade_request(srv.port)
+    head, end = request_bytes[:-2], request_bytes[-2:]
+    long_request = head + b"Cookie: c=" + b"v" * 8000 + b"\r\nX-Last: here\r\n" + end
+    seen = set()
+    for pieces in ([long_request], [long_request[:300], long_request[300:700], long_request[700:]]):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(0.05)
+            status, rest = read_status(sock)
+            assert status.startswith("HTTP/1.1 101"), status
+            _, conn, data = events.wait_for(lambda e: e[0] == "connect" and e[1] not in seen)
+            seen.add(conn)
+            assert data["headers"] == {"x-last": "here"}  # the header after the long one came through
+            # Frames are read after it as before: a close is answered.
+            sock.sendall(close_frame(1000))
+            events.wait_kind("disconnect", conn)
+
+
 def test_handshake_timeout_does_not_affect_upgraded_connections(make_server):
     srv, _ = make_server(handshake_timeout=0.5)
 
