@@ -188,25 +188,23 @@ public func wl_server_free(_ s: OpaquePointer?) {
     unmanaged.release()
 }
 
-/// A drained batch: the C event array and one arena holding every payload.
+/// A drained batch: the C event array, and the events themselves, whose payloads the array points
+/// into (no copy). A payload's bytes are the readable bytes of its `ByteBuffer`, which the batch
+/// keeps alive and which nobody writes: an event's payload is never mutated after it is queued,
+/// and storage shared with other buffers (a read's `PayloadBuffers` slice) is only reused once no
+/// slice of it is left. So the pointers stay valid until `wl_batch_free`, on whichever thread.
 private final class Batch {
     let events: UnsafeMutablePointer<wl_event>
-    let arena: UnsafeMutableRawPointer?
+    private let drained: [InboundEvent]
 
     init(_ drained: [InboundEvent]) {
+        self.drained = drained
         self.events = .allocate(capacity: drained.count)
-        var total = 0
-        for e in drained { total += e.payload.readableBytes }
-        self.arena = total > 0 ? .allocate(byteCount: total, alignment: 8) : nil
-        var offset = 0
-        for (i, e) in drained.enumerated() {
+        for i in drained.indices {
+            let e = drained[i]
             let n = e.payload.readableBytes
-            var data: UnsafePointer<CChar>? = nil
-            if n > 0, let arena = self.arena {
-                let dst = arena + offset
-                e.payload.withUnsafeReadableBytes { src in dst.copyMemory(from: src.baseAddress!, byteCount: n) }
-                data = UnsafePointer(dst.assumingMemoryBound(to: CChar.self))
-                offset += n
+            let data: UnsafePointer<CChar>? = n == 0 ? nil : e.payload.withUnsafeReadableBytes {
+                $0.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
             }
             (self.events + i).initialize(to: wl_event(kind: e.kind.rawValue, code: e.code, conn: e.conn, data: data, len: n))
         }
@@ -214,7 +212,6 @@ private final class Batch {
 
     deinit {
         self.events.deallocate()
-        self.arena?.deallocate()
     }
 }
 
