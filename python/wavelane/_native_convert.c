@@ -168,6 +168,9 @@ PyObject *build_events(const wl_event *evs, int n, int parse_json) {
     if (list == NULL)
         return NULL;
     Py_ssize_t count = 0;
+    /* A read burst's events come from one connection in a row: its id object is made once. */
+    PyObject *last_conn = NULL;
+    uint64_t last_conn_id = 0;
     for (int i = 0; i < n; i++) {
         const wl_event *e = &evs[i];
         PyObject *kind, *data;
@@ -216,11 +219,18 @@ PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             Py_INCREF(Py_None);
             data = Py_None;
         }
-        PyObject *conn = PyLong_FromUnsignedLongLong((unsigned long long)e->conn);
-        if (conn == NULL) {
-            Py_DECREF(data);
-            goto fail;
+        if (last_conn == NULL || last_conn_id != e->conn) {
+            PyObject *made = PyLong_FromUnsignedLongLong((unsigned long long)e->conn);
+            if (made == NULL) {
+                Py_DECREF(data);
+                goto fail;
+            }
+            Py_XDECREF(last_conn);
+            last_conn = made;
+            last_conn_id = e->conn;
         }
+        PyObject *conn = last_conn;
+        Py_INCREF(conn);
         PyObject *tup = PyTuple_New(3);
         if (tup == NULL) {
             Py_DECREF(conn);
@@ -236,10 +246,13 @@ PyObject *build_events(const wl_event *evs, int n, int parse_json) {
             PyObject_GC_UnTrack(tup);
         PyList_SetItem(list, count++, tup); /* steals; the slot was empty */
     }
+    Py_XDECREF(last_conn);
+    last_conn = NULL;
     if (count < n && PyList_SetSlice(list, count, n, NULL) < 0) /* drop the slots of skipped kinds */
         goto fail;
     return list;
 fail:
+    Py_XDECREF(last_conn);
     Py_DECREF(list);
     return NULL;
 }
