@@ -168,9 +168,10 @@ def bar_rows(w, res, rat, heading=True) -> None:
     if not rows:
         return
     if heading:
-        w("## The bar (issue #12; %s, medians of %d, same run)\n" % (
+        w("## The bar (issue #12; %s, medians of %d%s, same run)\n" % (
             "pinned" if res.get("pinned") else "NOT pinned — the bar is set on a pinned run",
-            res["params"]["reps"]))
+            res["params"]["reps"],
+            " after %d uncounted warm-up repetition(s)" % res["params"]["warmup"] if res["params"].get("warmup") else ""))
     w("| target | Wavelane | peer | ratio / value | bar | met? | off by |\n|---|---:|---:|---:|---:|:---:|---:|")
     for _, r in rows:
         absolute = r["peer"] is None
@@ -254,13 +255,14 @@ def main() -> int:
       % os.path.relpath(src, REPO))
     w("## Reproduce\n")
     w("```sh\n%s\n```\n" % res.get("command", "python benchmarks/run.py --full"))
-    w("`--quick` (1.5–4 min, 1 repetition, fan-out shortened to 400 messages), `--full` (the issue's parameters, 3 repetitions; the Python-app baselines publish at most 1,000 messages in fan-out), `--pin` (the server process on one core, the load generator on the other), "
+    w("`--quick` (1.5–4 min, 1 repetition, fan-out shortened to 400 messages), `--full` (the issue's parameters, 3 repetitions after one uncounted warm-up; the Python-app baselines publish at most 1,000 messages in fan-out), `--pin` (the server process on one core, the load generator on the other), "
       "`--smoke` (≤ 60 s, Wavelane only; CI). The harness creates its own venv under "
       "`~/.cache/wavelane-bench/` on CPython 3.12 and installs the pinned peers; see "
       "`benchmarks/README.md`.\n")
     w("## This run\n")
     w("| | |\n|---|---|")
-    w("| mode | `%s`, %d repetition(s) per scenario (median, min–max) |" % (res["mode"], P["reps"]))
+    w("| mode | `%s`, %d repetition(s) per scenario (median, min–max)%s |" % (
+        res["mode"], P["reps"], ", after %d uncounted warm-up repetition(s) on the same server" % P["warmup"] if P.get("warmup") else ""))
     w("| started | %s, took %s s |" % (res.get("started"), res.get("duration_s")))
     w("| machine | %s cores (%s), %s GiB RAM, Linux %s |" % (m.get("cores"), m.get("cpu_model"),
                                                             m.get("mem_gib"), m.get("kernel")))
