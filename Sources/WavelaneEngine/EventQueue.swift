@@ -113,11 +113,7 @@ public final class EventQueue: @unchecked Sendable {
         pthread_mutex_lock(self.mutex)
         let wasEmpty = self.events.count == self.head
         self.events.append(contentsOf: batch)
-        var pause = false
-        if let channel, self.events.count - self.head >= self.capacity {
-            self.paused[ObjectIdentifier(channel)] = channel
-            pause = true
-        }
+        let pause = self.pauseIfFullLocked(channel)
         if wasEmpty { self.signalLocked() }
         pthread_mutex_unlock(self.mutex)
         if wasEmpty { pthread_cond_signal(self.cond) }
@@ -135,11 +131,7 @@ public final class EventQueue: @unchecked Sendable {
         pthread_mutex_lock(self.mutex)
         let wasEmpty = self.events.count == self.head
         self.events.append(contentsOf: batch)
-        var pause = false
-        if let channel, self.events.count - self.head >= self.capacity {
-            self.paused[ObjectIdentifier(channel)] = channel
-            pause = true
-        }
+        let pause = self.pauseIfFullLocked(channel)
         pthread_mutex_unlock(self.mutex)
         return (pause, wasEmpty)
     }
@@ -155,14 +147,18 @@ public final class EventQueue: @unchecked Sendable {
         } else {
             self.events.append(contentsOf: batch)
         }
-        var pause = false
-        if let channel, self.events.count - self.head >= self.capacity {
-            self.paused[ObjectIdentifier(channel)] = channel
-            pause = true
-        }
+        let pause = self.pauseIfFullLocked(channel)
         pthread_mutex_unlock(self.mutex)
         batch.removeAll(keepingCapacity: true)  // outside the lock: the releases of an append
         return (pause, wasEmpty)
+    }
+
+    /// Records `channel` as paused when the queue is at capacity; true when it must stop reading.
+    /// Caller holds mutex.
+    private func pauseIfFullLocked(_ channel: Channel?) -> Bool {
+        guard let channel, self.events.count - self.head >= self.capacity else { return false }
+        self.paused[ObjectIdentifier(channel)] = channel
+        return true
     }
 
     /// Wakes the consumer if events wait (the deferred half of `pushDeferringWake`).
