@@ -10,7 +10,8 @@ Options: --engines wavelane,wse,socketify,picows,websockets  --reps N  --scenari
          --pin (server process on core 0 only, load generator on core 1: every engine is measured
          on exactly one core and the load generator never competes with it)
          --build (swift build the engine first)  --no-report  --cache DIR
-         --wavelane-path DIR (an importable wavelane package to use instead of the repo's)
+         --wavelane-path DIR (the directory holding an importable wavelane/ package to use
+         instead of the repo's)
 
 It needs only a Python 3 to start: it creates its own venv under ~/.cache/wavelane-bench
 (override with WAVELANE_BENCH_CACHE) on CPython 3.12 (wse-server needs >= 3.12; found on PATH,
@@ -621,7 +622,13 @@ def main() -> int:
         needs_all = mode != "smoke" or any(e != "wavelane" for e in engines)
         py = ensure_venv(a.cache, REQUIREMENTS if needs_all else SMOKE_REQUIREMENTS)
         if a.wavelane_path:
-            extra = {"PYTHONPATH": os.path.abspath(a.wavelane_path), "_lib": os.path.abspath(a.wavelane_path)}
+            where = os.path.abspath(a.wavelane_path)
+            if not os.path.isdir(os.path.join(where, "wavelane")):
+                # The package directory itself on PYTHONPATH would put its modules at top level
+                # (its _json.py shadows the standard library's _json): ask for the one above it.
+                raise HarnessError("--wavelane-path %s: no wavelane/ package in it (give the directory "
+                                   "that contains wavelane/, not the package itself)" % where)
+            extra = {"PYTHONPATH": where, "_lib": os.path.join(where, "wavelane", "libwavelane.so")}
         else:
             extra = stage_wavelane(py, a.cache) if "wavelane" in engines else {}
     except (HarnessError, subprocess.CalledProcessError, OSError) as exc:
