@@ -121,12 +121,7 @@ public struct FrameReader {
                 var at = 0  // in `all`
                 var written = 0
                 while written < total, let header = try? Self.header(all, at: at, maxFrameSize: maxFrameSize) {
-                    let payload = UnsafeRawBufferPointer(rebasing: all[(at + header.size)..<(at + header.size + header.length)])
-                    if let key = header.key {
-                        Unmask.apply(payload, to: dst.baseAddress! + written, key: key)
-                    } else if header.length > 0 {
-                        (dst.baseAddress! + written).copyMemory(from: payload.baseAddress!, byteCount: header.length)
-                    }
+                    Self.copyPayload(of: header, at: at, in: all, to: dst.baseAddress! + written)
                     written += header.length
                     at += header.size + header.length
                 }
@@ -156,16 +151,12 @@ public struct FrameReader {
             payload = slice  // every complete frame's payload is in `payloads`, in order (`receive`)
         } else {
             // Not reached (`receive` unmasked every complete frame); a copy of its own if it were.
-            let start = bytes.readerIndex + header.size
-            payload = bytes.withUnsafeReadableBytes { all in
-                var out = ByteBufferAllocator().buffer(capacity: header.length)
-                out.writeWithUnsafeMutableBytes(minimumWritableBytes: header.length) { dst in
-                    let src = UnsafeRawBufferPointer(rebasing: all[(start - bytes.readerIndex)..<(start - bytes.readerIndex + header.length)])
-                    Unmask.apply(src, to: dst.baseAddress!, key: header.key ?? 0)
-                    return header.length
-                }
-                return out
+            var out = ByteBufferAllocator().buffer(capacity: header.length)
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: header.length) { dst in
+                bytes.withUnsafeReadableBytes { Self.copyPayload(of: header, at: 0, in: $0, to: dst.baseAddress!) }
+                return header.length
             }
+            payload = out
         }
         return ClientFrame(firstByte: header.firstByte, masked: header.key != nil, payload: payload)
     }
@@ -188,6 +179,18 @@ public struct FrameReader {
             rest.writeBuffer(&buffer)
             self.pending = rest
             self.owned = true
+        }
+    }
+
+    /// Writes the payload of the frame whose header starts at `at` in `bytes`, unmasked, to `destination`.
+    private static func copyPayload(of header: Header, at: Int, in bytes: UnsafeRawBufferPointer,
+                                    to destination: UnsafeMutableRawPointer) {
+        guard header.length > 0 else { return }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[(at + header.size)..<(at + header.size + header.length)])
+        if let key = header.key {
+            Unmask.apply(payload, to: destination, key: key)
+        } else {
+            destination.copyMemory(from: payload.baseAddress!, byteCount: header.length)
         }
     }
 

@@ -133,9 +133,7 @@ public struct MessageAssembler {
     /// holds a whole read (`FrameReader`), which the fragments would otherwise keep alive, unaccounted,
     /// until the message completes.
     private static func ownCopy(_ data: ByteBuffer) -> ByteBuffer {
-        var own = ByteBufferAllocator().buffer(capacity: data.readableBytes)
-        own.writeImmutableBuffer(data)
-        return own
+        ByteBufferAllocator().buffer(buffer: data)
     }
 
     private mutating func continueMessage(_ frame: ClientFrame) -> Action {
