@@ -346,28 +346,16 @@ public final class ServerCore: @unchecked Sendable {
         self.stop(timeout: 0)
     }
 
-    /// A connection to the WebSocket port: [TLS,] the upgrade cork, HTTP with the WebSocket upgrader,
-    /// plain-HTTP handling, and the handshake timeout (internal for tests).
+    /// A connection to the WebSocket port: [TLS,] then `HTTPHandler`, which reads the request and
+    /// answers it or puts a `Connection` in its place; and the handshake timeout (internal for tests).
     func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
         let state = HandshakeState()
-        let upgrader = WebSocketUpgrader(server: self, state: state)
-        let httpHandler = HTTPHandler(server: self, state: state)
         do {
             let sync = channel.pipeline.syncOperations
             if let tlsContext = self.tlsContext {
                 try sync.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
-            // After TLS (it sees plaintext; holding its flushes is what counts), before HTTP.
-            let cork = UpgradeCork()
-            try sync.addHandler(cork)
-            state.cork = cork
-            try sync.configureHTTPServerPipeline(
-                withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                    // The upgrade is happening: plain-HTTP handling leaves the pipeline.
-                    context.pipeline.syncOperations.removeHandler(httpHandler, promise: nil)
-                }),
-                withErrorHandling: true)
-            try sync.addHandler(httpHandler)
+            try sync.addHandler(HTTPHandler(server: self, state: state))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
@@ -388,7 +376,6 @@ public final class ServerCore: @unchecked Sendable {
     private func initializeAdminChild(_ channel: Channel) -> EventLoopFuture<Void> {
         do {
             let sync = channel.pipeline.syncOperations
-            try sync.configureHTTPServerPipeline(withErrorHandling: true)
             try sync.addHandler(HTTPHandler(server: self, state: HandshakeState(), admin: true))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)

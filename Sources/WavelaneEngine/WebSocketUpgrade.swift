@@ -31,9 +31,9 @@ struct ConnectionHolds {
     }
 }
 
-/// Per-connection state of the HTTP phase, shared by the upgrader and the HTTP handler. Nothing
-/// keeps it once the upgrade is done: what outlives the handshake (`holds`) goes to the `Connection`.
-/// Touched only on the channel's event loop.
+/// Per-connection state of the HTTP phase, shared by the HTTP handler and the handshake timeout.
+/// Nothing keeps it once the upgrade is done: what outlives the handshake (`holds`) goes to the
+/// `Connection`. Touched only on the channel's event loop.
 final class HandshakeState: @unchecked Sendable {
     struct Rejection: Error {
         var status: HTTPResponseStatus
@@ -42,7 +42,6 @@ final class HandshakeState: @unchecked Sendable {
         var headers: [(String, String)] = []
     }
 
-    var rejection: Rejection?
     /// When the TCP connection was accepted (for the handshake latency histogram).
     let acceptedAt = NIODeadline.now()
     /// The slot and admission counts taken by the checks; given back if the channel closes before
@@ -50,9 +49,6 @@ final class HandshakeState: @unchecked Sendable {
     var holds = ConnectionHolds()
     var upgraded = false
     var timeout: Scheduled<Void>?
-    /// Holds the 101 back until the connection's first frame joins it (UpgradeCork.swift); nil
-    /// once released.
-    var cork: UpgradeCork?
     /// What a successful check decided, until the upgrade hands it to the `Connection`.
     final class Accepted {
         let id: UInt64
@@ -81,74 +77,62 @@ final class HandshakeState: @unchecked Sendable {
     func channelClosed(_ stats: EngineStats) {
         self.timeout?.cancel()
         self.timeout = nil
-        self.cork = nil
         self.holds.release(stats)
     }
 }
 
-/// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2). Checks the request, the token and
-/// the limits before anything is sent, so a refused client gets a plain HTTP status (401, 404, 503)
-/// and never a 101; then installs our `Connection` handler (which reads the frames itself).
-struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
-    let supportedProtocol = "websocket"
-    let requiredUpgradeHeaders: [String] = []  // checked in `check` so a bad request gets a clear 400
+/// The WebSocket side of the HTTP/1.1 upgrade (RFC 6455 §4.2.2), called by `HTTPHandler` for a
+/// request that asks for it. Checks the request, the token and the limits before anything is sent,
+/// so a refused client gets a plain HTTP status (401, 403, 404, 429, 503) and never a 101; then
+/// writes the 101 and puts our `Connection` (which reads the frames itself) in the handler's place.
+struct WebSocketUpgrader {
     let server: ServerCore
     let state: HandshakeState
 
-    struct Refused: Error {}
-
-    func buildUpgradeResponse(channel: Channel, upgradeRequest: HTTPRequestHead,
-                              initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
-        switch self.check(channel: channel, request: upgradeRequest) {
-        case .success(let key):
-            self.state.cork?.hold()
-            var headers = initialResponseHeaders
-            headers.add(name: "Sec-WebSocket-Accept", value: Handshake.acceptValue(forKey: key))
-            if let deflate = self.state.accepted?.deflate {
-                headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader)
-            }
-            if let subprotocol = self.state.subprotocol {
-                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
-            }
-            return channel.eventLoop.makeSucceededFuture(headers)
-        case .failure(let rejection):
+    /// The checks; on success the `Sec-WebSocket-Key` to answer, on failure what to answer instead.
+    func accept(channel: Channel, request: RequestHead) -> Result<String, HandshakeState.Rejection> {
+        let result = self.check(channel: channel, request: request)
+        if case .failure(let rejection) = result {
             self.server.logger.debug("upgrade refused", metadata: [
                 "status": "\(rejection.status.code)", "reason": "\(rejection.reason)",
                 "addr": "\(Self.describe(channel.remoteAddress))",
             ])
-            self.state.rejection = rejection
-            return channel.eventLoop.makeFailedFuture(Refused())
         }
+        return result
     }
 
-    private func check(channel: Channel, request: HTTPRequestHead) -> Result<String, HandshakeState.Rejection> {
+    private func check(channel: Channel, request: RequestHead) -> Result<String, HandshakeState.Rejection> {
         let config = self.server.config
         let stats = self.server.stats
         guard self.server.accepting else {
             stats.add(.rejectedCapacity)
             return .failure(.init(status: .serviceUnavailable, reason: "server is shutting down"))
         }
-        guard request.method == .GET else {
+        guard request.method == "GET" else {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .methodNotAllowed, reason: "websocket upgrades use GET"))
         }
+        guard request.minorVersion >= 1 else {
+            stats.add(.rejectedBadRequest)
+            return .failure(.init(status: .badRequest, reason: "websocket upgrades need HTTP/1.1"))
+        }
         // A GET upgrade has no body; one that announces a body (request smuggling, or bytes the
         // WebSocket decoder would take as frames) is refused.
-        if request.headers["content-length"].contains(where: { $0.trimmingSpaces != "0" }) || request.headers.contains(name: "transfer-encoding") {
+        if request["content-length"].contains(where: { $0.trimmingSpaces != "0" }) || request.contains("transfer-encoding") {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .badRequest, reason: "an upgrade request must not have a body"))
         }
-        let (path, query) = Handshake.splitTarget(request.uri)
+        let (path, query) = Handshake.splitTarget(request.target)
         if let wsPath = config.wsPath, path != Substring(wsPath) {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .notFound, reason: "no websocket endpoint at this path"))
         }
-        let versions = request.headers["sec-websocket-version"]
+        let versions = request["sec-websocket-version"]
         guard versions.count == 1, versions[0] == "13" else {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .upgradeRequired, reason: "unsupported websocket version (13 required)"))
         }
-        let keys = request.headers["sec-websocket-key"]
+        let keys = request["sec-websocket-key"]
         guard keys.count == 1, Handshake.isValidKey(keys[0].trimmingSpaces) else {
             stats.add(.rejectedBadRequest)
             return .failure(.init(status: .badRequest, reason: "bad Sec-WebSocket-Key"))
@@ -157,12 +141,12 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         // Policies (Policies.swift): origin, subprotocol, then per-IP admission, all before the JWT
         // is verified and before any per-connection state (slot, id, payload) exists.
         let policy = config.policies
-        if let problem = policy.checkOrigin(request.headers["origin"]) {
+        if let problem = policy.checkOrigin(request["origin"]) {
             stats.add(.rejectedOrigin)
             return .failure(.init(status: .forbidden, reason: problem))
         }
         let subprotocol: String?
-        switch policy.selectSubprotocol(request.headers["sec-websocket-protocol"]) {
+        switch policy.selectSubprotocol(request["sec-websocket-protocol"]) {
         case .none: subprotocol = nil
         case .chosen(let name): subprotocol = name
         case .refused:
@@ -170,8 +154,8 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             return .failure(.init(status: .badRequest, reason: "none of the offered subprotocols is supported (supported: \(policy.subprotocols.joined(separator: ", ")))"))
         }
         // The client's address: the peer's, or the one a trusted proxy forwarded (trusted_proxies).
-        let client = policy.clientAddress(peer: channel.remoteAddress, forwardedFor: request.headers["x-forwarded-for"],
-                                          realIP: request.headers["x-real-ip"])
+        let client = policy.clientAddress(peer: channel.remoteAddress, forwardedFor: request["x-forwarded-for"],
+                                          realIP: request["x-real-ip"])
         let clientIP = IPKey(client)
         // An address that keeps failing the token check is refused before its token is verified.
         if self.server.verifier != nil, let retryAfter = self.server.failedHandshakes.check(clientIP, now: .now()) {
@@ -254,7 +238,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         let id = self.server.nextConnectionID(on: channel.eventLoop)
         var headers: [(name: String, value: String)] = []
         for name in config.connectHeaders {
-            let values = request.headers[name]
+            let values = request[name]
             guard !values.isEmpty else { continue }
             let capped = FrameEncoder.truncatedUTF8(values.joined(separator: ", "), maxBytes: EngineConfiguration.connectHeaderMaxBytes)
             headers.append((name, String(decoding: capped, as: UTF8.self)))
@@ -265,7 +249,7 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
             headers: headers, claims: Array(claimsJSON.utf8))
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
-        let deflate = PerMessageDeflate.negotiate(offers: request.headers["sec-websocket-extensions"], policy: config.compression)
+        let deflate = PerMessageDeflate.negotiate(offers: request["sec-websocket-extensions"], policy: config.compression)
         self.state.accepted = HandshakeState.Accepted(id: id, user: user, payload: payload, deflate: deflate, exp: exp)
         return .success(keys[0].trimmingSpaces)
     }
@@ -282,18 +266,18 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
 
     /// The handshake's token: the Authorization header, then the cookie, then the query parameter.
     /// A cookie token counts only from an allowed Origin (Policies.swift, cookieTokenAllowed).
-    private func token(request: HTTPRequestHead, query: Substring?) -> TokenSource {
+    private func token(request: RequestHead, query: Substring?) -> TokenSource {
         let config = self.server.config
         if config.jwtHeader {
-            for value in request.headers["authorization"] {
+            for value in request["authorization"] {
                 if let token = Handshake.bearerToken(fromAuthorization: value) { return .found(token) }
             }
         }
         var refusedCookie = false
         if let name = config.jwtCookie {
-            for header in request.headers["cookie"] {
+            for header in request["cookie"] {
                 if let token = Handshake.cookie(named: name, in: header), !token.isEmpty {
-                    if config.policies.cookieTokenAllowed(request.headers["origin"]) { return .found(token) }
+                    if config.policies.cookieTokenAllowed(request["origin"]) { return .found(token) }
                     refusedCookie = true
                     break
                 }
@@ -306,18 +290,21 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         return refusedCookie ? .cookieFromOtherOrigin : .none
     }
 
-    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+    /// The upgrade, for a request `accept` passed: the 101 is written (not flushed), the `Connection`
+    /// takes the calling handler's place in the pipeline and writes its first frames, and one flush
+    /// sends them all in one write. `rest` (bytes that came after the request: the client's first
+    /// frames) goes on to the connection.
+    func upgrade(context: ChannelHandlerContext, key: String, rest: ByteBuffer) {
         let channel = context.channel
-        // The HTTP handler has left the pipeline: from here on nothing gives the holds back at the
-        // channel's close but the connection, so every way out without one gives them back now.
         guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
             self.state.holds.release(self.server.stats)
-            self.releaseCork()
-            return channel.eventLoop.makeFailedFuture(Refused())
+            context.close(promise: nil)
+            return
         }
         self.state.upgraded = true
-        // Handed to the connection; the handshake state goes with the upgrade's handlers.
+        // Handed to the connection; the handshake state goes with the HTTP handler.
         self.state.accepted = nil
+        let subprotocol = self.state.subprotocol
         self.state.subprotocol = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
@@ -326,26 +313,41 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         self.state.holds = ConnectionHolds()
         // The handshake read one message at a time (ServerCore.handshakeMessagesPerRead).
         try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: ServerCore.messagesPerRead)
+        context.write(NIOAny(Self.switchingProtocols(key: key, deflate: accepted.deflate, subprotocol: subprotocol,
+                                                     allocator: channel.allocator)), promise: nil)
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
                                     deflate: accepted.deflate, shard: shard, server: self.server, holds: holds,
                                     tokenExpiry: accepted.exp)
-        let installed = channel.eventLoop.makeCompletedFuture {
-            // The 101 goes out with the connection's ready frame (if any) in one write; and goes
-            // out in any case.
-            defer { self.releaseCork() }
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(connection)
-            connection.flush()
+        let sync = context.pipeline.syncOperations
+        do {
+            try sync.addHandler(connection, position: .after(context.handler))
+        } catch {
+            // Not in the pipeline (the channel closed): its teardown will not run.
+            connection.releaseHolds()
+            context.close(promise: nil)
+            return
         }
-        // Not in the pipeline (the channel closed): its teardown will not run.
-        installed.whenFailure { _ in connection.releaseHolds() }
-        return installed
+        connection.flush()
+        if rest.readableBytes > 0 { context.fireChannelRead(NIOAny(rest)) }
+        sync.removeHandler(context: context, promise: nil)
     }
 
-    /// Lets out what the cork held (the 101, and the ready frame when the upgrade got that far).
-    private func releaseCork() {
-        self.state.cork?.release()
-        self.state.cork = nil
+    /// The 101 (RFC 6455 §4.2.2 item 5).
+    static func switchingProtocols(key: String, deflate: PerMessageDeflate.Parameters?, subprotocol: String?,
+                                   allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 256)
+        buffer.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+        buffer.writeString(Handshake.acceptValue(forKey: key))
+        if let deflate {
+            buffer.writeStaticString("\r\nSec-WebSocket-Extensions: ")
+            buffer.writeString(deflate.responseHeader)
+        }
+        if let subprotocol {
+            buffer.writeStaticString("\r\nSec-WebSocket-Protocol: ")
+            buffer.writeString(subprotocol)
+        }
+        buffer.writeStaticString("\r\n\r\n")
+        return buffer
     }
 
     static func describe(_ address: SocketAddress?) -> String {

@@ -65,7 +65,11 @@ final class ChildHarness {
         return self.recorder.take()
     }
 
-    var hasCork: Bool { (try? self.channel.pipeline.syncOperations.handler(type: UpgradeCork.self)) != nil }
+    /// After the upgrade: the connection alone (no HTTP handler left behind).
+    var pipelineHoldsOnlyTheConnection: Bool {
+        let sync = self.channel.pipeline.syncOperations
+        return (try? sync.handler(type: Connection.self)) != nil && (try? sync.handler(type: HTTPHandler.self)) == nil
+    }
 }
 
 func upgradeRequest(path: String = "/ws", extra: String = "") -> [UInt8] {

@@ -100,6 +100,5 @@ struct IdleConnectionTests {
         #expect((try? sync.handler(type: Connection.self)) != nil)
         #expect((try? sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)) == nil)
         #expect((try? sync.handler(type: HTTPHandler.self)) == nil)
-        #expect((try? sync.handler(type: UpgradeCork.self)) == nil)
     }
 }
