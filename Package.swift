@@ -90,7 +90,11 @@ let package = Package(
         ),
         .testTarget(
             name: "WavelaneProtocolTests",
-            dependencies: ["WavelaneProtocol", .product(name: "NIOEmbedded", package: "swift-nio")]
+            dependencies: [
+                "WavelaneProtocol",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),  // the reference for RequestHeadParser
+            ]
         ),
         .testTarget(name: "WavelaneAuthTests", dependencies: ["WavelaneAuth"], resources: [.copy("Fixtures")]),
         .testTarget(

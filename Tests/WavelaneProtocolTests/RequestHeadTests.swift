@@ -131,3 +131,92 @@ struct RequestHeadTests {
         #expect(parseError(enough) == nil)
     }
 }
+
+// MARK: against SwiftNIO's HTTP/1 decoder (llhttp)
+
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+
+/// A head as NIO's decoder reads it, or nil when it refuses the bytes or wants more.
+private func nioHead(_ bytes: [UInt8]) -> HTTPRequestHead? {
+    let channel = EmbeddedChannel()
+    defer { _ = try? channel.finish() }
+    guard (try? channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))) != nil,
+          (try? channel.writeInbound(ByteBuffer(bytes: bytes))) != nil,
+          case .head(let head)? = try? channel.readInbound(as: HTTPServerRequestPart.self) else { return nil }
+    return head
+}
+
+extension SplitMix: RandomNumberGenerator {}  // TopicAccessTests' generator: the test is repeatable
+
+@Suite("RequestHeadParser against NIO's HTTP/1 decoder")
+struct RequestHeadDifferentialTests {
+    static let seeds = [
+        "GET /ws?token=abc HTTP/1.1\r\nHost: 127.0.0.1:8765\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://a.example\r\n\r\n",
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 2\r\n\r\n{}",
+        "HEAD /health HTTP/1.0\r\nX-A:  spaced value \t\r\nCookie: a=b; c=\"d\"\r\n\r\n",
+    ]
+    static let interesting: [UInt8] = Array(" \t\r\n:;,/\"=?%".utf8) + [0, 0x01, 0x0B, 0x7F, 0x80, 0xC3, 0xFF, UInt8(ascii: "a"), UInt8(ascii: "H")]
+
+    /// NIO's fields, with the trailing whitespace RFC 9110 §5.5 excludes from a value (NIO keeps it).
+    static func fields(_ head: HTTPRequestHead) -> [RequestHead.Field] {
+        head.headers.map { RequestHead.Field(name: $0.name, value: $0.value.trimmingTrailingWhitespace) }
+    }
+
+    /// Whatever both accept, both read the same way: method, target, version, every field name and
+    /// value in order (one reading per head: what request smuggling needs two of). Each side also
+    /// refuses some heads the other takes: we refuse bare LF, obs-fold and controls in values, which
+    /// llhttp tolerates; llhttp refuses some RFC 9110 token characters (e.g. `%`) in field names.
+    @Test func whatBothAcceptBothReadTheSameWay() throws {
+        var rng = SplitMix(seed: 12)
+        var accepted = 0, refused = 0, both = 0
+        for i in 0..<3000 {
+            var bytes = Array(Self.seeds[i % Self.seeds.count].utf8)
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let at = Int.random(in: 0..<bytes.count, using: &rng)
+                let b = Self.interesting.randomElement(using: &rng)!
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: bytes[at] = b
+                case 1: bytes.insert(b, at: at)
+                default: if bytes.count > 1 { bytes.remove(at: at) }
+                }
+            }
+            var scanner = RequestHeadScanner()
+            let ours: RequestHead? = bytes.withUnsafeBytes { raw in
+                guard let n = try? scanner.scan(raw) else { return nil }
+                return try? RequestHeadParser.parse(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
+            }
+            guard let ours else { refused += 1; continue }
+            accepted += 1
+            let input = String(decoding: bytes, as: UTF8.self).debugDescription
+            guard let theirs = nioHead(bytes) else { continue }
+            both += 1
+            #expect(theirs.method.rawValue == ours.method, "\(input)")
+            #expect(theirs.uri == ours.target, "\(input)")
+            #expect(Int(theirs.version.minor) == ours.minorVersion && theirs.version.major == 1, "\(input)")
+            #expect(Self.fields(theirs) == ours.fields, "\(input)")
+        }
+        #expect(both > 300 && refused > 300, "both sides of the line exercised: \(accepted) accepted (\(both) by NIO too), \(refused) refused")
+    }
+
+    @Test func theSeedsAreReadTheSameWay() throws {
+        for seed in Self.seeds {
+            let bytes = Array(seed.utf8)
+            var scanner = RequestHeadScanner()
+            let n = try #require(try bytes.withUnsafeBytes { raw throws(RequestHeadParser.Error) in try scanner.scan(raw) })
+            let ours = try Array(bytes[0..<n]).withUnsafeBytes { raw throws(RequestHeadParser.Error) in try RequestHeadParser.parse(raw) }
+            let theirs = try #require(nioHead(bytes))
+            #expect(Self.fields(theirs) == ours.fields)
+        }
+    }
+}
+
+extension String {
+    fileprivate var trimmingTrailingWhitespace: String {
+        var s = Substring(self)
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}
