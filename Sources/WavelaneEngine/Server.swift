@@ -181,6 +181,11 @@ public final class ServerCore: @unchecked Sendable {
     static let messagesPerRead: UInt = 4
     static let handshakeMessagesPerRead: UInt = 1
 
+    /// Small marks: what a connection hands NIO beyond them waits in its send queue, where
+    /// publications are shared runs (FrameBlock) instead of per-connection copies; 1,000 backed-up
+    /// subscribers then hold ~16 MB here, not 256 MB (issue #12's fan-out RSS).
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 8 * 1024, high: 16 * 1024)
+
     /// SO_REUSEPORT (NIO has no name for it).
     private static let reusePortOption = ChannelOptions.Types.SocketOption(
         level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
@@ -218,18 +223,14 @@ public final class ServerCore: @unchecked Sendable {
             }
             self.acceptingFlag.store(true, ordering: .relaxed)
 
-            // Small marks: what a connection hands NIO beyond them waits in its send queue, where
-            // publications are shared runs (FrameBlock) instead of per-connection copies; 1,000
-            // backed-up subscribers then hold ~16 MB here, not 256 MB (issue #12's fan-out RSS).
-            let waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 8 * 1024, high: 16 * 1024)
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.backlog, value: 4096)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
+                // TCP_NODELAY is NIO's default for child channels (it applies it before the
+                // initializer); our other child options are set in `initializeChild`, directly:
+                // NIO's generic path chains a future per option, per accepted connection.
                 .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelOption(ChannelOptions.writeBufferWaterMark, value: waterMark)
-                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: Self.handshakeMessagesPerRead)
-                .childChannelOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
@@ -351,6 +352,11 @@ public final class ServerCore: @unchecked Sendable {
     func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
         let state = HandshakeState()
         do {
+            if let options = channel.syncOptions {
+                try options.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark)
+                try options.setOption(ChannelOptions.maxMessagesPerRead, value: Self.handshakeMessagesPerRead)
+                try options.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
+            }
             let sync = channel.pipeline.syncOperations
             if let tlsContext = self.tlsContext {
                 try sync.addHandler(NIOSSLServerHandler(context: tlsContext))
