@@ -56,6 +56,13 @@ private final class Harness {
     }
 
     var isOpen: Bool { self.channel.isActive }
+
+    /// The peer's FIN as NIO handles it without half-closure: the channel is closed, and writes not
+    /// yet flushed are failed.
+    func peerHangsUp() {
+        self.channel.pipeline.fireChannelReadComplete()
+        self.channel.close(promise: nil)
+    }
 }
 
 /// A client frame's bytes: masked with 11 22 33 44 unless told.
@@ -216,6 +223,23 @@ struct ConnectionTests {
         #expect(h.core.stats.value(.protocolErrors) == 1)
     }
 
+    @Test func aCloseReplyIsNotWrittenToAPeerThatHungUpInTheSameReadBurst() throws {
+        let h = try Harness { $0.readyMessage = false }
+        _ = h.events()
+        // The client's close and its FIN in one burst: the reply is queued for the tick's flush,
+        // and the channel is closed (by NIO, on the FIN) before it.
+        try h.channel.writeInbound(ByteBuffer(bytes: clientFrame(.connectionClose, [0x03, 0xE8])))
+        h.peerHangsUp()
+        #expect(try h.writes().isEmpty, "nothing written to a peer that is gone")
+        #expect(!h.isOpen)
+        #expect(h.events().map(\.kind) == [.disconnect])
+        // Without the FIN, the reply goes out at the end of the tick, then the TCP close.
+        let g = try Harness { $0.readyMessage = false }
+        try g.receive(clientFrame(.connectionClose, [0x03, 0xE8]))
+        #expect(try g.output() == close(1000, ""))
+        #expect(!g.isOpen)
+    }
+
     @Test func aFragmentedOrLongControlFrameCloses1002() throws {
         for header: [UInt8] in [[0x09, 0x80], [0x89, 0x80 | 126, 0x00, 0x7E]] {
             let h = try Harness { $0.readyMessage = false }
@@ -229,6 +253,7 @@ struct ConnectionTests {
         let h = try Harness { $0.readyMessage = false; $0.maxFrameSize = 100 }
         _ = h.events()
         try h.receive(clientFrame(.text, Array("one".utf8)) + clientFrame(.binary, [1, 2]) + [0x82, 0x80 | 126, 0x03, 0xE8])
+        #expect(try h.output() == close(1009, "frame too big"), "the close goes out with the tick's flush, then the TCP close")
         let events = h.events()
         #expect(events.map(\.kind) == [.text, .binary, .disconnect])
         #expect(events.first?.payload == "one")

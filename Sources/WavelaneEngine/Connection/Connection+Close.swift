@@ -52,7 +52,14 @@ extension Connection {
             let frame = code.map { FrameEncoder.close(code: $0, reason: reason, allocator: allocator) }
                 ?? FrameEncoder.emptyClose(allocator: allocator)
             self.spill(context)
-            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+            // Flushed at the end of this tick with the loop's other writes, not here: a peer that
+            // sent its close and hung up (FIN in the same read burst, as most clients do) is gone by
+            // then, NIO has closed the channel, and the reply costs no write to a dead socket.
+            context.write(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+            if !self.dirty {
+                self.dirty = true
+                self.shard.markDirty(self)
+            }
         case .sendCloseAndAbort(let code, let reason):
             self.spill(context)
             context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: allocator)), promise: nil)
