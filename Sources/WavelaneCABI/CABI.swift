@@ -200,13 +200,17 @@ private final class Batch {
     init(_ drained: [InboundEvent]) {
         self.drained = drained
         self.events = .allocate(capacity: drained.count)
-        for i in drained.indices {
-            let e = drained[i]
-            let n = e.payload.readableBytes
-            let data: UnsafePointer<CChar>? = n == 0 ? nil : e.payload.withUnsafeReadableBytes {
-                $0.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
+        // Borrowed in place: a copy of each event (a retain and a release of its payload) was ~3%
+        // of the inbound profile.
+        drained.withUnsafeBufferPointer { all in
+            for i in all.indices {
+                let n = all[i].payload.readableBytes
+                let data: UnsafePointer<CChar>? = n == 0 ? nil : all[i].payload.withUnsafeReadableBytes {
+                    $0.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
+                }
+                (self.events + i).initialize(to: wl_event(kind: all[i].kind.rawValue, code: all[i].code, conn: all[i].conn,
+                                                          data: data, len: n))
             }
-            (self.events + i).initialize(to: wl_event(kind: e.kind.rawValue, code: e.code, conn: e.conn, data: data, len: n))
         }
     }
 

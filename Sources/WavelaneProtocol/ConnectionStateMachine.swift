@@ -24,8 +24,12 @@ public struct ConnectionStateMachine: Sendable {
         /// frame; close the channel after `close_timeout` if it does not come.
         case sendClose(code: UInt16, reason: String)
         /// Write (and flush) the close frame, then close the channel once it is written.
-        /// `code` nil: an empty close frame (echoing a peer's close that carried no code).
         case sendCloseThenClose(code: UInt16?, reason: String)
+        /// Answer the peer's close frame (echo `code`; nil: an empty close frame), then close the
+        /// channel once it is written. The answer may go out with the loop's other writes rather
+        /// than at once: a peer that hung up right after its close (the usual client) is gone by
+        /// then, and is not written to.
+        case replyCloseThenClose(code: UInt16?)
         /// Write and flush the close frame and close the channel at once, without waiting for it.
         case sendCloseAndAbort(code: UInt16, reason: String)
         /// Close the channel now (our close frame went out before).
@@ -79,7 +83,7 @@ public struct ConnectionStateMachine: Sendable {
             self.closeCode = code ?? CloseCode.noStatus
             self.closeReason = reason
             self.state = .closed
-            return .sendCloseThenClose(code: code, reason: "")
+            return .replyCloseThenClose(code: code)
         case .closing:
             // The peer answered ours: the handshake is complete.
             self.state = .closed

@@ -133,7 +133,7 @@ public enum GlobMatcher {
 /// A pure data structure; the engine keeps one per event loop, so it is only ever touched from
 /// one thread.
 public struct TopicIndex<Subscriber: Hashable> {
-    private var exact: [ByteString: Set<Subscriber>] = [:]
+    @usableFromInline var exact: [ByteString: Set<Subscriber>] = [:]
 
     private struct Glob {
         var pattern: [UInt8]
@@ -163,7 +163,7 @@ public struct TopicIndex<Subscriber: Hashable> {
 
     private var globs: [Glob?] = []
     private var freeGlobs: [Int] = []
-    private var globIDs: [ByteString: Int] = [:]
+    @usableFromInline var globIDs: [ByteString: Int] = [:]
     private var nodes: [Node] = [Node()]
     private var freeNodes: [Int] = []
 
@@ -281,12 +281,23 @@ public struct TopicIndex<Subscriber: Hashable> {
 
     /// Calls `body` once for every subscriber of `topic` (a subscriber matched by several
     /// subscriptions is visited once).
+    ///
+    /// Inlinable: it runs once per delivery, and specialized for the engine's subscriber type the
+    /// set is walked directly, not through generic witnesses (~8% of fan-out CPU before).
+    @inlinable
     public func forEachSubscriber(of topic: String, _ body: (Subscriber) -> Void) {
         let direct = self.exact[ByteString(topic)]
         if self.globIDs.isEmpty {
             direct?.forEach(body)
             return
         }
+        self.forEachSubscriber(of: topic, direct: direct, matchingGlobs: body)
+    }
+
+    /// `forEachSubscriber` when globs exist: the direct subscribers, then those of every matching
+    /// glob not already called.
+    @usableFromInline
+    func forEachSubscriber(of topic: String, direct: Set<Subscriber>?, matchingGlobs body: (Subscriber) -> Void) {
         var seen: Set<Subscriber>? = nil
         direct?.forEach(body)
         self.forEachMatchingGlob(topic) { glob in

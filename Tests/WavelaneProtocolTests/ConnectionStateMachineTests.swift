@@ -28,7 +28,7 @@ struct ConnectionStateMachineTests {
 
     @Test func peerCloseIsEchoedWithItsCodeAndNoReason() {
         var machine = ConnectionStateMachine()
-        #expect(machine.receivedClose(code: 4000, reason: "done") == .sendCloseThenClose(code: 4000, reason: ""))
+        #expect(machine.receivedClose(code: 4000, reason: "done") == .replyCloseThenClose(code: 4000))
         #expect(machine.state == .closed)
         // After the peer's close nothing more is sent.
         #expect(machine.close(code: 1000, reason: "") == .none)
@@ -41,7 +41,7 @@ struct ConnectionStateMachineTests {
 
     @Test func peerCloseWithoutCodeIsEchoedEmptyAndReported1005() {
         var machine = ConnectionStateMachine()
-        #expect(machine.receivedClose(code: nil, reason: "") == .sendCloseThenClose(code: nil, reason: ""))
+        #expect(machine.receivedClose(code: nil, reason: "") == .replyCloseThenClose(code: nil))
         #expect(machine.closed().code == CloseCode.noStatus)
     }
 
@@ -123,7 +123,7 @@ struct ConnectionStateMachineTests {
     @Test func peerCloseDuringDrainWinsAndDrainIsForgotten() {
         var machine = ConnectionStateMachine()
         _ = machine.closeAfterDrain(code: 1001, reason: "stop", queueEmpty: false)
-        #expect(machine.receivedClose(code: 1000, reason: "") == .sendCloseThenClose(code: 1000, reason: ""))
+        #expect(machine.receivedClose(code: 1000, reason: "") == .replyCloseThenClose(code: 1000))
         // The queue drains later: the connection is closed already, so no second close frame.
         #expect(machine.queueDrained() == .none)
         #expect(machine.closed().code == 1000)

@@ -52,8 +52,13 @@ extension Connection {
             let frame = code.map { FrameEncoder.close(code: $0, reason: reason, allocator: allocator) }
                 ?? FrameEncoder.emptyClose(allocator: allocator)
             self.spill(context)
-            // Flushed at the end of this tick with the loop's other writes, not here: a peer that
-            // sent its close and hung up (FIN in the same read burst, as most clients do) is gone by
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+        case .replyCloseThenClose(let code):
+            let frame = code.map { FrameEncoder.close(code: $0, reason: "", allocator: allocator) }
+                ?? FrameEncoder.emptyClose(allocator: allocator)
+            self.spill(context)
+            // Flushed at the end of this tick with the loop's other writes: a peer that sent its
+            // close and hung up (its FIN in the same read burst, as most clients do) is gone by
             // then, NIO has closed the channel, and the reply costs no write to a dead socket.
             context.write(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
             if !self.dirty {
