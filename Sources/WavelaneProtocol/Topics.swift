@@ -288,7 +288,8 @@ public struct TopicIndex<Subscriber: Hashable> {
     public func forEachSubscriber(of topic: String, _ body: (Subscriber) -> Void) {
         let direct = self.exact[ByteString(topic)]
         if self.globIDs.isEmpty {
-            direct?.forEach(body)
+            // A loop, not `forEach(body)`: inlined into the caller, its closure is inlined too.
+            if let direct { for subscriber in direct { body(subscriber) } }
             return
         }
         self.forEachSubscriber(of: topic, direct: direct, matchingGlobs: body)
