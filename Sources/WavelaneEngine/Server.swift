@@ -165,11 +165,14 @@ public final class ServerCore: @unchecked Sendable {
 
     // MARK: lifecycle
 
-    /// Receive buffers of a WebSocket connection. NIO keeps a connection's first receive buffer for
-    /// reuse as long as the connection lives, so an idle connection holds one of `initial` bytes
-    /// (NIO's default: 2 KiB); the buffer doubles up to 64 KiB (NIO's default) under inbound load
-    /// as before. An upgrade request longer than `initial` takes more than one read.
+    /// Receive buffers of an upgraded WebSocket connection (set at the upgrade). NIO keeps a
+    /// connection's first receive buffer for reuse as long as the connection lives, so an idle
+    /// connection holds one of `initial` bytes (NIO's default: 2 KiB); the buffer doubles up to
+    /// 64 KiB (NIO's default) under inbound load as before.
     static let receiveAllocator = ReceiveAllocator(initial: 512)
+    /// Receive buffers before the upgrade: 512 bytes each, never more, so the buffer NIO keeps is
+    /// not grown by a long request (an upgrade request longer than 512 bytes takes several reads).
+    static let handshakeReceiveAllocator = ReceiveAllocator.fixed(512)
 
     /// Reads per readable event of an upgraded connection (set at the upgrade). NIO also keeps up
     /// to this many receive buffers per connection: a new one whenever a handler still holds the
@@ -355,7 +358,7 @@ public final class ServerCore: @unchecked Sendable {
             if let options = channel.syncOptions {
                 try options.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark)
                 try options.setOption(ChannelOptions.maxMessagesPerRead, value: Self.handshakeMessagesPerRead)
-                try options.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
+                try options.setOption(ChannelOptions.recvAllocator, value: Self.handshakeReceiveAllocator)
             }
             let sync = channel.pipeline.syncOperations
             if let tlsContext = self.tlsContext {

@@ -311,8 +311,10 @@ struct WebSocketUpgrader {
         self.state.timeout = nil
         let holds = self.state.holds
         self.state.holds = ConnectionHolds()
-        // The handshake read one message at a time (ServerCore.handshakeMessagesPerRead).
+        // The handshake read one message at a time into fixed-size buffers
+        // (ServerCore.handshakeMessagesPerRead, handshakeReceiveAllocator).
         try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: ServerCore.messagesPerRead)
+        try? channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: ServerCore.receiveAllocator)
         context.write(NIOAny(Self.switchingProtocols(key: key, deflate: accepted.deflate, subprotocol: subprotocol,
                                                      allocator: channel.allocator)), promise: nil)
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,

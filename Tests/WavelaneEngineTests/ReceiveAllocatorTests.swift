@@ -42,4 +42,15 @@ struct ReceiveAllocatorTests {
         for _ in 0..<40 { _ = allocator.record(actualReadBytes: 1) }
         #expect(allocator.nextBufferSize() == ReceiveAllocator.minimum)
     }
+
+    @Test func aFixedOneNeverChangesSize() {
+        var allocator = ReceiveAllocator.fixed(512)
+        #expect(ReceiveAllocator.fitsInline)
+        for read in [512, 512, 512, 1, 1, 1, 512] {
+            let mayGrow = allocator.record(actualReadBytes: read)
+            #expect(!mayGrow)
+            #expect(allocator.nextBufferSize() == 512)
+        }
+        #expect(ServerCore.handshakeReceiveAllocator.nextBufferSize() == 512)
+    }
 }
