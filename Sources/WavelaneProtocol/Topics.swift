@@ -288,7 +288,8 @@ public struct TopicIndex<Subscriber: Hashable> {
     public func forEachSubscriber(of topic: String, _ body: (Subscriber) -> Void) {
         let direct = self.exact[ByteString(topic)]
         if self.globIDs.isEmpty {
-            // A loop, not `forEach(body)`: inlined into the caller, its closure is inlined too.
+            // A loop, not `forEach(body)`: inlined into the caller, the closure is called directly
+            // (not through `Set.forEach`'s function pointer).
             if let direct { for subscriber in direct { body(subscriber) } }
             return
         }
