@@ -176,11 +176,9 @@ public final class ServerCore: @unchecked Sendable {
 
     /// Reads per readable event of an upgraded connection (set at the upgrade). NIO also keeps up
     /// to this many receive buffers per connection: a new one whenever a handler still holds the
-    /// last one at the next read. The HTTP decoder holds a request's first bytes until the rest has
-    /// come, so before the upgrade it is `handshakeMessagesPerRead`: a request longer than a buffer
-    /// takes one read per readable event and leaves the connection one receive buffer, not one per
-    /// read (a 1.5 KB upgrade request kept 3 KB of them for the connection's life). Plain HTTP
-    /// (routes, the publish API's bodies) reads that way too.
+    /// last one at the next read. Before the upgrade it is `handshakeMessagesPerRead`: a request
+    /// longer than a buffer takes one read per readable event, and the connection keeps one
+    /// receive buffer. Plain HTTP (routes, the publish API's bodies) reads that way too.
     static let messagesPerRead: UInt = 4
     static let handshakeMessagesPerRead: UInt = 1
 

@@ -56,21 +56,23 @@ final class HandshakeState: @unchecked Sendable {
         /// The connect event's payload.
         let payload: ByteBuffer
         let deflate: PerMessageDeflate.Parameters?
+        /// The subprotocol chosen from the client's offers (answered in the 101), if any.
+        let subprotocol: String?
         let exp: Double?
 
-        init(id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, exp: Double?) {
+        init(id: UInt64, user: String?, payload: ByteBuffer, deflate: PerMessageDeflate.Parameters?, subprotocol: String?,
+             exp: Double?) {
             self.id = id
             self.user = user
             self.payload = payload
             self.deflate = deflate
+            self.subprotocol = subprotocol
             self.exp = exp
         }
     }
 
     /// Set by a successful check, cleared by the upgrade.
     var accepted: Accepted?
-    /// The subprotocol chosen from the client's offers (answered in the 101), if any.
-    var subprotocol: String?
 
     /// The channel closed before the upgrade (the HTTP handler's `channelInactive`): the timeout is
     /// cancelled and the holds are given back.
@@ -233,7 +235,6 @@ struct WebSocketUpgrader {
             return refuse(.init(status: .serviceUnavailable, reason: "too many connections"))
         }
         self.state.holds.slot = true
-        self.state.subprotocol = subprotocol
 
         let id = self.server.nextConnectionID(on: channel.eventLoop)
         var headers: [(name: String, value: String)] = []
@@ -250,7 +251,8 @@ struct WebSocketUpgrader {
         var payload = channel.allocator.buffer(capacity: body.count)
         payload.writeBytes(body)
         let deflate = PerMessageDeflate.negotiate(offers: request["sec-websocket-extensions"], policy: config.compression)
-        self.state.accepted = HandshakeState.Accepted(id: id, user: user, payload: payload, deflate: deflate, exp: exp)
+        self.state.accepted = HandshakeState.Accepted(id: id, user: user, payload: payload, deflate: deflate,
+                                                      subprotocol: subprotocol, exp: exp)
         return .success(keys[0].trimmingSpaces)
     }
 
@@ -304,8 +306,6 @@ struct WebSocketUpgrader {
         self.state.upgraded = true
         // Handed to the connection; the handshake state goes with the HTTP handler.
         self.state.accepted = nil
-        let subprotocol = self.state.subprotocol
-        self.state.subprotocol = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
         self.state.timeout?.cancel()
         self.state.timeout = nil
@@ -315,7 +315,7 @@ struct WebSocketUpgrader {
         // (ServerCore.handshakeMessagesPerRead, handshakeReceiveAllocator).
         try? channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: ServerCore.messagesPerRead)
         try? channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: ServerCore.receiveAllocator)
-        context.write(NIOAny(Self.switchingProtocols(key: key, deflate: accepted.deflate, subprotocol: subprotocol,
+        context.write(NIOAny(Self.switchingProtocols(key: key, deflate: accepted.deflate, subprotocol: accepted.subprotocol,
                                                      allocator: channel.allocator)), promise: nil)
         let connection = Connection(id: accepted.id, user: accepted.user, connectPayload: accepted.payload,
                                     deflate: accepted.deflate, shard: shard, server: self.server, holds: holds,

@@ -61,10 +61,7 @@ extension Connection {
             // close and hung up (its FIN in the same read burst, as most clients do) is gone by
             // then, NIO has closed the channel, and the reply costs no write to a dead socket.
             context.write(self.wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
-            if !self.dirty {
-                self.dirty = true
-                self.shard.markDirty(self)
-            }
+            self.flushAtEndOfTick()
         case .sendCloseAndAbort(let code, let reason):
             self.spill(context)
             context.write(self.wrapOutboundOut(FrameEncoder.close(code: code, reason: reason, allocator: allocator)), promise: nil)

@@ -19,10 +19,7 @@ extension Connection {
                                 writable: self.context!.channel.isWritable, draining: self.machine.isDraining) {
         case .writeNow:
             self.write(frame, context: self.context!)
-            if !self.dirty {
-                self.dirty = true
-                self.shard.markDirty(self)
-            }
+            self.flushAtEndOfTick()
             return
         case .coalesced:
             self.server.stats.add(.coalesced)
@@ -60,6 +57,14 @@ extension Connection {
     func spill(_ context: ChannelHandlerContext) {
         guard let buffer = self.outbox.spill() else { return }
         context.write(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Has the shard flush this connection once, at the end of this tick.
+    @inline(__always)
+    func flushAtEndOfTick() {
+        guard !self.dirty else { return }
+        self.dirty = true
+        self.shard.markDirty(self)
     }
 
     func flush() {
