@@ -13,7 +13,7 @@ import WavelaneProtocol
 /// closing (Connection+Close.swift).
 ///
 /// Threading: every mutable property is touched only on `eventLoop`. Other threads (Python's)
-/// find a connection through the registry and hop onto its loop with `eventLoop.execute`.
+/// find a connection through the registry and hop onto its loop with `shard.execute`.
 final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     /// Identity (connection ids are unique per server): connections are kept in sets, e.g. the
     /// shard's `TopicIndex`.

@@ -96,10 +96,10 @@ extension ServerCore: DeliveryHost {
         if connection.deflate != nil && payload.count >= self.config.compression.minSize {
             var body = self.allocator.buffer(capacity: payload.count)
             body.writeBytes(payload)
-            connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
+            connection.shard.execute { [body] in connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
         } else {
             let frame = FrameEncoder.frame(opcode: opcode, payload: payload, allocator: self.allocator)
-            connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
+            connection.shard.execute { connection.writeFrame(frame, priority: priority, key: key) }
         }
         return true
     }
@@ -118,9 +118,9 @@ extension ServerCore: DeliveryHost {
         let compressible = payload.count >= self.config.compression.minSize
         for connection in connections {
             if connection.deflate != nil && compressible {
-                connection.eventLoop.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
+                connection.shard.execute { connection.writeMessage(opcode: opcode, payload: body, priority: priority, key: key) }
             } else {
-                connection.eventLoop.execute { connection.writeFrame(frame, priority: priority, key: key) }
+                connection.shard.execute { connection.writeFrame(frame, priority: priority, key: key) }
             }
         }
         return connections.count
@@ -134,7 +134,7 @@ extension ServerCore: DeliveryHost {
     func disconnectUserLocally(_ user: String, code: UInt16, reason: String) -> Int {
         let connections = self.registry.connections(ofUser: user)
         for connection in connections {
-            connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
+            connection.shard.execute { connection.initiateClose(code: code, reason: reason) }
         }
         return connections.count
     }

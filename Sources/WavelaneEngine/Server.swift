@@ -298,7 +298,7 @@ public final class ServerCore: @unchecked Sendable {
         try? listener?.close().wait()
         try? adminListener?.close().wait()
         for shard in shards {
-            shard.eventLoop.execute {
+            shard.execute {
                 for connection in shard.connections.values {
                     connection.initiateClose(code: CloseCode.goingAway, reason: "server shutting down")
                 }
@@ -337,7 +337,7 @@ public final class ServerCore: @unchecked Sendable {
         }
         guard let shards else { return }
         for shard in shards {
-            shard.eventLoop.execute {
+            shard.execute {
                 for connection in shard.connections.values {
                     connection.closeAfterDrain(code: CloseCode.goingAway, reason: "server shutting down")
                 }

@@ -52,14 +52,14 @@ extension ServerCore {
     public func subscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
         try self.validateSubscriptions(topics)
         guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.subscribe(topics, ack: ack) }
+        connection.shard.execute { connection.subscribe(topics, ack: ack) }
         return true
     }
 
     public func unsubscribe(conn: UInt64, topics: [String], ack: JSONValue??) throws(ArgumentError) -> Bool {
         try self.validateSubscriptions(topics)
         guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.unsubscribe(topics, ack: ack) }
+        connection.shard.execute { connection.unsubscribe(topics, ack: ack) }
         return true
     }
 
@@ -108,7 +108,7 @@ extension ServerCore {
         do { _ = try JSONParser.parse(info, maxDepth: 32) } catch { throw ArgumentError("info: not valid JSON: \(error.message)") }
         guard let connection = self.registry.connection(conn) else { return false }
         let bytes = Array(info)
-        connection.eventLoop.execute { connection.setPresenceInfo(bytes) }
+        connection.shard.execute { connection.setPresenceInfo(bytes) }
         return true
     }
 
@@ -116,7 +116,7 @@ extension ServerCore {
     public func deny(conn: UInt64, code: String, message: String, id: JSONValue?) -> Bool {
         guard let connection = self.registry.connection(conn) else { return false }
         let body = ServerMessage.error(code: code, message: message, id: id)
-        connection.eventLoop.execute { connection.sendJSON(body) }
+        connection.shard.execute { connection.sendJSON(body) }
         return true
     }
 
@@ -138,7 +138,7 @@ extension ServerCore {
         }
         guard reason.utf8.count <= 123 else { throw ArgumentError("reason: longer than 123 bytes of UTF-8") }
         guard let connection = self.registry.connection(conn) else { return false }
-        connection.eventLoop.execute { connection.initiateClose(code: code, reason: reason) }
+        connection.shard.execute { connection.initiateClose(code: code, reason: reason) }
         return true
     }
 

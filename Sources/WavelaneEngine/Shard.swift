@@ -128,20 +128,65 @@ final class Shard: @unchecked Sendable {
 
     /// Hands a join/leave event (a complete frame) to this loop's watchers of `topic`.
     func deliverPresence(topic: String, frame: ByteBuffer) {
+        self.deliverPending()
         guard let watchers = self.presenceWatchers[ByteString(topic)] else { return }
         for id in watchers {
             self.connections[id]?.writeFrame(frame)
         }
     }
 
-    /// Delivers an encoded publication to every local subscriber of `topic`.
+    /// Publications handed to this loop and not yet written (`deliver`): written together by
+    /// `deliverPending`, in a task queued behind the ones already waiting.
+    private var pendingPublications: [Publication] = []
+
+    /// Takes an encoded publication for every local subscriber of `topic` (`publication.topic`).
+    /// Call it from a task of its own on this loop (the publisher hops here with
+    /// `eventLoop.execute`), so that it takes its place among the tasks in the order they came.
+    /// It is written with the others that reach this loop in the same tick (`deliverPending`),
+    /// before any later task that `execute` runs.
     func deliver(topic: String, publication: Publication) {
-        var delivered = 0
-        self.topics.forEachSubscriber(of: topic) { connection in
-            connection.writePublication(publication)
-            delivered += 1
+        self.pendingPublications.append(publication)
+        if self.pendingPublications.count == 1 { self.eventLoop.execute { self.deliverPending() } }
+    }
+
+    /// Runs `body` on this loop after the publications handed over before it. Every call that
+    /// reaches a connection from another thread (send, subscribe, unsubscribe, close) goes through
+    /// here, so a connection sees publications and those calls in the order they were made.
+    func execute(_ body: @escaping @Sendable () -> Void) {
+        self.eventLoop.execute {
+            self.deliverPending()
+            body()
         }
-        if delivered > 0 { self.server.stats.add(.deliveries, delivered) }
+    }
+
+    /// Writes the pending publications, subscriber by subscriber: each run of publications to
+    /// one topic goes to each subscriber as one batch (`Connection.writePublications`), so a
+    /// subscriber is looked at once per run, not once per publication, and the frames that follow
+    /// each other in a shared block go to it with one copy (or join its send queue as one run).
+    func deliverPending() {
+        guard !self.pendingPublications.isEmpty else { return }
+        var batch: [Publication] = []
+        swap(&batch, &self.pendingPublications)
+        var stretches: [PublicationStretch] = []
+        var start = 0
+        while start < batch.count {
+            let topic = batch[start].topic
+            var end = start + 1
+            while end < batch.count && batch[end].topic == topic { end += 1 }
+            PublicationStretch.split(batch, start..<end, into: &stretches)
+            var subscribers = 0
+            self.topics.forEachSubscriber(of: topic) { connection in
+                connection.writePublications(batch, stretches)
+                subscribers += 1
+            }
+            if subscribers > 0 { self.server.stats.add(.deliveries, subscribers * (end - start)) }
+            stretches.removeAll(keepingCapacity: true)
+            start = end
+        }
+        if self.pendingPublications.isEmpty && batch.capacity <= 4096 {
+            batch.removeAll(keepingCapacity: true)
+            self.pendingPublications = batch
+        }
     }
 
     /// Wakes Python once at the end of this tick for the inbound events queued during it
@@ -214,6 +259,44 @@ final class Shard: @unchecked Sendable {
 /// One publication, encoded once: the plain frame, its body (a slice of the frame, for connections
 /// that compress with their own parameters) and, when any connection can share it, the frame
 /// compressed once with no context takeover and a 15-bit window.
+/// Consecutive publications of a batch (`range`) whose frames follow each other in one shared
+/// block — `block[first ..< first + range.count]`, all at one priority — or (`block` nil) ones
+/// that go out one by one (keyed, large or compressed-only frames). Computed once per batch and
+/// topic (`Shard.deliverPending`), used for every subscriber.
+struct PublicationStretch {
+    let range: Range<Int>
+    let block: FrameBlock?
+    let first: Int
+    let priority: Priority
+    /// The largest body among them (compression applies from `compression.min_size`).
+    let largestBody: Int
+
+    /// Appends the stretches of `batch[range]` to `stretches`.
+    static func split(_ batch: [Publication], _ range: Range<Int>, into stretches: inout [PublicationStretch]) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            guard let origin = batch[i].origin else {
+                var j = i + 1
+                while j < range.upperBound && batch[j].origin == nil { j += 1 }
+                stretches.append(PublicationStretch(range: i..<j, block: nil, first: 0, priority: .normal, largestBody: 0))
+                i = j
+                continue
+            }
+            let priority = batch[i].priority
+            var largest = batch[i].body.readableBytes
+            var j = i + 1
+            while j < range.upperBound, let next = batch[j].origin, next.block === origin.block,
+                  next.index == origin.index + (j - i), batch[j].priority == priority {
+                largest = max(largest, batch[j].body.readableBytes)
+                j += 1
+            }
+            stretches.append(PublicationStretch(range: i..<j, block: origin.block, first: origin.index,
+                                                priority: priority, largestBody: largest))
+            i = j
+        }
+    }
+}
+
 struct Publication: Sendable {
     let topic: String
     /// The topic offset (0: outside the topic's sequence, e.g. published while Redis was down).

@@ -52,6 +52,12 @@ public final class FrameBlock: @unchecked Sendable {
         Int(self.offsets[index + 1] &- self.offsets[index])
     }
 
+    /// The size of frames `range` (all written).
+    @inline(__always)
+    public func size(of range: Range<Int>) -> Int {
+        Int(self.offsets[range.upperBound] &- self.offsets[range.lowerBound])
+    }
+
     /// Copies frames `start..<end` (all written) to the end of `buffer` with one copy, as many as
     /// fit in `room` bytes but at least one; returns how many frames and bytes it copied.
     public func copyFrames(_ start: Int, _ end: Int, room: Int, into buffer: inout ByteBuffer) -> (frames: Int, bytes: Int) {

@@ -96,6 +96,37 @@ public struct Outbox {
         return .one(frame)
     }
 
+    /// Queues frames `start..<end` of a shared block as one run (`SendQueue.enqueueRun`); nil
+    /// when the queue holds too many runs: `send` them one by one then.
+    public mutating func enqueueRun(_ block: FrameBlock, _ start: Int, _ end: Int, priority: Priority) -> Decision? {
+        switch self.queue.enqueueRun(block, start, end, priority: priority) {
+        case nil: return nil
+        case .coalesced: return .coalesced
+        case .queued(let dropped):
+            self.unreportedDrops.merge(dropped)
+            return .queued(dropped: dropped)
+        case .overflow(let dropped):
+            self.unreportedDrops.merge(dropped)
+            return .overflow(dropped: dropped)
+        }
+    }
+
+    /// Takes frames `start..<end` of a shared block for the channel (the socket takes data and
+    /// nothing is queued): as many as fit in the coalescing buffer below `coalesceLimit` (at least
+    /// one) are copied there with one copy; a full buffer is handed over. Returns the buffer to
+    /// hand over (if any) and how many frames and bytes it took; the caller asks again for the
+    /// rest while the channel stays writable.
+    public mutating func writeRun(_ block: FrameBlock, _ start: Int, _ end: Int) -> (full: ByteBuffer?, frames: Int, bytes: Int) {
+        if self.coalesced == nil {
+            let wanted = max(4096, block.size(of: start..<end))
+            self.coalesced = Self.allocator.buffer(capacity: min(wanted, Self.coalesceLimit + Self.coalesceMaxFrame))
+        }
+        let room = Self.coalesceLimit - self.coalesced!.readableBytes
+        let (frames, bytes) = block.copyFrames(start, end, room: room, into: &self.coalesced!)
+        if self.coalesced!.readableBytes >= Self.coalesceLimit { return (self.spill(), frames, bytes) }
+        return (nil, frames, bytes)
+    }
+
     /// The coalesced small frames, to hand to the channel now (before a flush or a close frame).
     @inlinable @inline(__always)
     public mutating func spill() -> ByteBuffer? {

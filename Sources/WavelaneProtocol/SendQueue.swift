@@ -176,8 +176,34 @@ public struct SendQueue {
         }
         self.bytes += size
         self.count += 1
+        return self.dropToBound()
+    }
+
+    /// Queues frames `start..<end` of `block` at `priority` as one run, as `enqueue` would one by
+    /// one (joining the open run when they follow it). Nil when they cannot be held as a run (past
+    /// `maxRuns`): enqueue them one by one then.
+    public mutating func enqueueRun(_ block: FrameBlock, _ start: Int, _ end: Int, priority: Priority) -> Outcome? {
+        precondition(start < end)
+        let level = Int(priority.rawValue)
+        if let tail = self.tail, tail.level == level, tail.end == start, tail.block == ObjectIdentifier(block) {
+            self.tail!.end = end
+        } else {
+            guard self.runCount < self.maxRuns else { return nil }
+            if self.levels.isEmpty {
+                self.levels = Priority.allCases.map { _ in CircularBuffer<Entry>(initialCapacity: 4) }
+            }
+            self.append(Entry(block: block, start: start, end: end), level: level)
+            self.tail = Tail(level: level, block: ObjectIdentifier(block), end: end)
+            self.runCount += 1
+        }
+        self.bytes += block.size(of: start..<end)
+        self.count += end - start
+        return self.dropToBound()
+    }
+
+    /// Drops oldest-first from the lowest priority up, never critical, until within the bound.
+    private mutating func dropToBound() -> Outcome {
         var dropped = Dropped()
-        // Drop oldest-first from the lowest priority up, never critical, until within bound.
         var lowest = Priority.allCases.count - 1
         while self.bytes > self.maxBytes && lowest > 0 {
             if let size = self.dropFirst(level: lowest) {

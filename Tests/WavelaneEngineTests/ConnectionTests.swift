@@ -111,6 +111,17 @@ private func publication(_ topic: String, _ offset: UInt64, _ data: String, prio
                        opcode: .text, compressedFrame: nil, priority: priority, key: key)
 }
 
+/// Publications `offsets` of `topic` whose frames sit one after the other in `writer`'s blocks, as
+/// the publisher makes them.
+private func blockPublications(_ topic: String, _ offsets: ClosedRange<UInt64>, _ writer: inout FrameBlockWriter,
+                               priority: Priority = .normal) -> [Publication] {
+    offsets.map { offset in
+        let p = publication(topic, offset, "m\(offset)", priority: priority)
+        return Publication(topic: p.topic, offset: p.offset, epoch: nil, frame: p.frame, body: p.body, opcode: .text,
+                           compressedFrame: nil, priority: priority, key: nil, origin: writer.append(p.frame))
+    }
+}
+
 private func message(_ topic: String, _ offset: UInt64, _ data: String) -> [UInt8] {
     text(#"{"type":"message","topic":"\#(topic)","offset":\#(offset),"data":"\#(data)"}"#)
 }
@@ -368,6 +379,53 @@ struct ConnectionTests {
         #expect(writes == [message("t", 1, "m1") + message("t", 2, "m2") + message("t", 3, "m3")])
     }
 
+    @Test func publicationsOfOneBlockGoOutWithOneCopyOrQueueAsOneRun() throws {
+        let h = try Harness { $0.readyMessage = false }
+        h.connection.subscribe(["t"], ack: nil)
+        var writer = FrameBlockWriter()
+        for p in blockPublications("t", 1...3, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        #expect(try h.writes() == [message("t", 1, "m1") + message("t", 2, "m2") + message("t", 3, "m3")])
+        // A backed-up socket: the tick's publications join the send queue as one run.
+        h.channel.isWritable = false
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        for p in blockPublications("t", 4...8, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        #expect(try h.output() == [])
+        #expect(h.connection.outbox.queuedCount == 5)
+        #expect(h.connection.outbox.queuedEntries == 1)
+        // Another tick's publications extend that run.
+        for p in blockPublications("t", 9...9, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        h.channel.embeddedEventLoop.run()
+        #expect(h.connection.outbox.queuedEntries == 1)
+        h.channel.isWritable = true
+        h.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try h.output() == (4...9).flatMap { message("t", $0, "m\($0)") })
+        #expect(h.connection.outbox.queuedCount == 0)
+    }
+
+    @Test func aStretchOfOtherPrioritiesOrTopicsKeepsTheOrder() throws {
+        let h = try Harness { $0.readyMessage = false }
+        h.connection.subscribe(["a", "b"], ack: nil)
+        var writer = FrameBlockWriter()
+        let a = blockPublications("a", 1...2, &writer)
+        let b = blockPublications("b", 1...1, &writer)
+        let high = blockPublications("a", 3...3, &writer, priority: .high)
+        for p in [a[0], a[1], b[0], high[0]] { h.shard.deliver(topic: p.topic, publication: p) }
+        #expect(try h.output() == message("a", 1, "m1") + message("a", 2, "m2") + message("b", 1, "m1") + message("a", 3, "m3"))
+    }
+
+    @Test func aCallMadeAfterAPublicationReachesTheConnectionAfterIt() throws {
+        let h = try Harness { $0.readyMessage = false }
+        h.connection.subscribe(["t"], ack: nil)
+        // As the publisher and the API hand them to the loop (LocalFanout, ServerAPI).
+        let shard = h.shard, connection = h.connection
+        let first = publication("t", 1, "first"), second = publication("t", 2, "unsubscribed")
+        shard.eventLoop.execute { shard.deliver(topic: "t", publication: first) }
+        shard.execute { connection.sendJSON(Array(#"{"type":"after"}"#.utf8)) }
+        shard.execute { connection.unsubscribe(["t"], ack: nil) }
+        shard.eventLoop.execute { shard.deliver(topic: "t", publication: second) }
+        #expect(try h.output() == message("t", 1, "first") + text(#"{"type":"after"}"#))
+    }
+
     @Test func largeFrameIsWrittenAfterTheCoalescedOnes() throws {
         let h = try Harness { $0.readyMessage = false }
         h.connection.subscribe(["t"], ack: nil)
@@ -407,6 +465,7 @@ struct ConnectionTests {
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
         for i in 1...4 { h.shard.deliver(topic: "t", publication: publication("t", UInt64(i), "0123456789", priority: .low)) }
+        h.channel.embeddedEventLoop.run()  // the shard writes the tick's publications
         h.connection.reportDrops()
         h.connection.reportDrops()
         let events = h.events()
@@ -424,6 +483,7 @@ struct ConnectionTests {
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
         h.shard.deliver(topic: "t", publication: publication("t", 1, "must arrive", priority: .critical))
+        h.channel.embeddedEventLoop.run()
         #expect(!h.isOpen)
         #expect(h.core.stats.value(.slowConsumerCloses) == 1)
         #expect(h.core.sendQueueBytes.load(ordering: .relaxed) == 0)
@@ -436,6 +496,7 @@ struct ConnectionTests {
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
         h.shard.deliver(topic: "t", publication: publication("t", 1, "last"))
+        h.channel.embeddedEventLoop.run()
         h.connection.closeAfterDrain(code: 1001, reason: "server shutting down")
         #expect(try h.output() == [])
         h.channel.isWritable = true

@@ -21,6 +21,16 @@ extension Connection {
             self.write(frame, context: self.context!)
             self.flushAtEndOfTick()
             return
+        case let decision:
+            self.queued(decision, before: before)
+        }
+    }
+
+    /// Accounts for a frame or run the outbox did not write now (`before`: its queued bytes before).
+    private func queued(_ decision: Outbox.Decision, before: Int) {
+        switch decision {
+        case .writeNow:
+            preconditionFailure("a written frame is not queued")
         case .coalesced:
             self.server.stats.add(.coalesced)
         case .queued(let dropped):
@@ -97,6 +107,48 @@ extension Connection {
     func writePublication(_ publication: Publication) {
         guard self.session.admit(publication) else { return }
         self.deliver(publication)
+    }
+
+    /// Live publications to one topic, in order: the stretches `stretches` of `batch`
+    /// (`Shard.deliverPending`). While the socket takes data, a stretch's frames are copied to the
+    /// coalescing buffer with one copy; what it does not take joins the send queue as one run.
+    /// A held topic, a floor, compression, or keyed and large frames go publication by
+    /// publication (`writePublication`).
+    func writePublications(_ batch: [Publication], _ stretches: [PublicationStretch]) {
+        guard self.session.admitsAll, self.state == .open, let context = self.context, !self.machine.isDraining else {
+            for stretch in stretches {
+                for k in stretch.range { self.writePublication(batch[k]) }
+            }
+            return
+        }
+        let plainBelow = self.deflate == nil ? Int.max : self.server.config.compression.minSize
+        for stretch in stretches {
+            guard self.state == .open else { return }
+            guard let block = stretch.block, stretch.largestBody < plainBelow else {
+                for k in stretch.range { self.deliver(batch[k]) }
+                continue
+            }
+            var index = stretch.first
+            let end = stretch.first + stretch.range.count
+            if self.outbox.isQueueEmpty && context.channel.isWritable {
+                repeat {
+                    let (full, frames, bytes) = self.outbox.writeRun(block, index, end)
+                    self.shard.framesOut += frames
+                    self.shard.bytesOut += bytes
+                    index += frames
+                    if let full { context.write(self.wrapOutboundOut(full), promise: nil) }
+                } while index < end && context.channel.isWritable
+                self.flushAtEndOfTick()
+            }
+            guard index < end else { continue }
+            // What the socket does not take now waits in the send queue, as one run.
+            let before = self.outbox.queuedBytes
+            guard let decision = self.outbox.enqueueRun(block, index, end, priority: stretch.priority) else {
+                for k in (stretch.range.upperBound - (end - index))..<stretch.range.upperBound { self.deliver(batch[k]) }
+                continue
+            }
+            self.queued(decision, before: before)
+        }
     }
 
     /// Queues a topic publication: the shared plain frame, the shared compressed frame, or (for

@@ -196,6 +196,9 @@ struct SubscriptionSession {
         }
     }
 
+    /// True when `admit` lets every publication through (no topic is held or has a floor).
+    var admitsAll: Bool { self.pendingPositions.isEmpty && self.floors.isEmpty }
+
     /// Whether a live publication goes out now: false when it is held (its topic waits for a
     /// position) or was sent already (at or below the topic's floor, same epoch).
     @inline(__always)
