@@ -195,21 +195,28 @@ public func wl_server_free(_ s: OpaquePointer?) {
 /// slice of it is left. So the pointers stay valid until `wl_batch_free`, on whichever thread.
 private final class Batch {
     let events: UnsafeMutablePointer<wl_event>
-    private let drained: [InboundEvent]
+    let count: Int
+    /// The drained events, in the queue's segments: the C array points into their payloads.
+    private let drained: [[InboundEvent]]
 
-    init(_ drained: [InboundEvent]) {
+    init(_ drained: [[InboundEvent]]) {
         self.drained = drained
-        self.events = .allocate(capacity: drained.count)
+        self.count = drained.reduce(0) { $0 + $1.count }
+        self.events = .allocate(capacity: self.count)
         // Borrowed in place: a copy of each event (a retain and a release of its payload) was ~3%
         // of the inbound profile.
-        drained.withUnsafeBufferPointer { all in
-            for i in all.indices {
-                let n = all[i].payload.readableBytes
-                let data: UnsafePointer<CChar>? = n == 0 ? nil : all[i].payload.withUnsafeReadableBytes {
-                    $0.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
+        var i = 0
+        for segment in drained {
+            segment.withUnsafeBufferPointer { all in
+                for e in all.indices {
+                    let n = all[e].payload.readableBytes
+                    let data: UnsafePointer<CChar>? = n == 0 ? nil : all[e].payload.withUnsafeReadableBytes {
+                        $0.baseAddress.map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
+                    }
+                    (self.events + i).initialize(to: wl_event(kind: all[e].kind.rawValue, code: all[e].code, conn: all[e].conn,
+                                                              data: data, len: n))
+                    i += 1
                 }
-                (self.events + i).initialize(to: wl_event(kind: all[i].kind.rawValue, code: all[i].code, conn: all[i].conn,
-                                                          data: data, len: n))
             }
         }
     }
@@ -226,14 +233,14 @@ public func wl_drain(_ s: OpaquePointer?, _ maxEvents: Int32, _ timeoutMs: Int32
     eventsOut?.pointee = nil
     batchOut?.pointee = nil
     guard let core = server(s) else { return -1 }
-    let drained = core.queue.drain(max: Int(maxEvents), timeoutMs: Int(timeoutMs))
+    let drained = core.queue.drainSegments(max: Int(maxEvents), timeoutMs: Int(timeoutMs))
     if drained.isEmpty {
         return core.queue.isOpen ? 0 : -1
     }
     let batch = Batch(drained)
     eventsOut?.pointee = UnsafePointer(batch.events)
     batchOut?.pointee = Unmanaged.passRetained(batch).toOpaque()
-    return Int32(drained.count)
+    return Int32(batch.count)
 }
 
 @_cdecl("wl_batch_free")

@@ -239,7 +239,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     }
 
     /// One frame of the client's.
-    private func received(_ frame: ClientFrame, context: ChannelHandlerContext) {
+    private func received(_ frame: consuming ClientFrame, context: ChannelHandlerContext) {
         if !frame.fin && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation)
             && self.assembler.bufferedBytes + frame.length <= self.server.config.maxMessageSize  // else 1009, below
             && self.server.partialBytes.load(ordering: .relaxed) + frame.length > self.server.config.maxPartialBytes {
@@ -251,9 +251,10 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
             self.initiateClose(code: CloseCode.tryAgainLater, reason: "server busy: too many partly received messages")
             return
         }
+        let fin = frame.fin
         let action = self.assembler.receive(frame)
-        if self.partialBytes != 0 || !frame.fin { self.accountPartial() }
-        switch action {
+        if self.partialBytes != 0 || !fin { self.accountPartial() }
+        switch consume action {
         case .none, .pong:
             break
         case .compressedMessage(let kind, let compressed):
@@ -299,7 +300,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.partialBytes = held
     }
 
-    private func received(_ kind: MessageAssembler.MessageKind, _ payload: ByteBuffer) {
+    private func received(_ kind: MessageAssembler.MessageKind, _ payload: consuming ByteBuffer) {
         self.uncountedMessages += 1
         self.uncountedBytes += payload.readableBytes
         // Every message counts against the rate limit, control messages included (`lastActivity` is now).
@@ -360,7 +361,9 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     }
 
     /// An event for the application, handed over with the rest of this read burst.
-    func push(_ event: InboundEvent) {
+    func push(_ event: consuming InboundEvent) {
+        // The batch's storage went to the queue with the last burst: start with room for a burst.
+        if self.pendingEvents.capacity == 0 { self.pendingEvents.reserveCapacity(16) }
         self.pendingEvents.append(event)
     }
 
@@ -375,9 +378,8 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
     private func flushEvents(context: ChannelHandlerContext) {
         self.commitInboundCounters()
         guard !self.pendingEvents.isEmpty else { return }
+        // The array goes to the queue as it is (an idle connection keeps none).
         let (pause, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: context.channel)
-        // An idle connection does not keep a large array (it may have got the queue's spare one).
-        if self.pendingEvents.capacity > 64 { self.pendingEvents = [] }
         self.queued(pause: pause, wake: wake, context: context)
     }
 

@@ -54,8 +54,14 @@ public final class EventQueue: @unchecked Sendable {
     // Heap-allocated so their addresses are stable (never `&` a stored pthread object in Swift).
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var events: [InboundEvent] = []
+    /// The waiting events as the producers handed them over: each batch is one segment (its array
+    /// changes hands, so no event is copied, and no payload retained and released, on the way),
+    /// and `drainSegments` hands whole segments on.
+    private var segments = CircularBuffer<[InboundEvent]>()
+    /// Events of the first segment already taken.
     private var head = 0
+    /// Events waiting (in every segment, less `head`).
+    private var waiting = 0
     private var paused: [ObjectIdentifier: Channel] = [:]
     private var wakeups = 0
     private var open = true
@@ -95,7 +101,7 @@ public final class EventQueue: @unchecked Sendable {
     public var count: Int {
         pthread_mutex_lock(self.mutex)
         defer { pthread_mutex_unlock(self.mutex) }
-        return self.events.count - self.head
+        return self.waiting
     }
 
     /// Appends an event. Returns true when the producer's channel must pause reading; the channel
@@ -111,8 +117,8 @@ public final class EventQueue: @unchecked Sendable {
     where Events.Element == InboundEvent {
         guard !batch.isEmpty else { return false }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.events.count == self.head
-        self.events.append(contentsOf: batch)
+        let wasEmpty = self.waiting == 0
+        self.appendLocked(Array(batch))
         let pause = self.pauseIfFullLocked(channel)
         if wasEmpty { self.signalLocked() }
         pthread_mutex_unlock(self.mutex)
@@ -129,34 +135,37 @@ public final class EventQueue: @unchecked Sendable {
     where Events.Element == InboundEvent {
         guard !batch.isEmpty else { return (false, false) }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.events.count == self.head
-        self.events.append(contentsOf: batch)
+        let wasEmpty = self.waiting == 0
+        self.appendLocked(Array(batch))
         let pause = self.pauseIfFullLocked(channel)
         pthread_mutex_unlock(self.mutex)
         return (pause, wasEmpty)
     }
 
-    /// `pushDeferringWake` that empties `batch`: into an empty queue the storage changes hands
-    /// (`batch` gets the queue's spare one), else the events are appended and `batch` is cleared.
+    /// `pushDeferringWake` that takes `batch` as it is (its storage changes hands; `batch` is left
+    /// empty, without storage).
     public func pushDeferringWake(moving batch: inout [InboundEvent], from channel: Channel?) -> (pause: Bool, wake: Bool) {
         guard !batch.isEmpty else { return (false, false) }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.events.count == self.head
-        if self.events.isEmpty {
-            swap(&self.events, &batch)
-        } else {
-            self.events.append(contentsOf: batch)
-        }
+        let wasEmpty = self.waiting == 0
+        var segment: [InboundEvent] = []
+        swap(&segment, &batch)
+        self.appendLocked(segment)
         let pause = self.pauseIfFullLocked(channel)
         pthread_mutex_unlock(self.mutex)
-        batch.removeAll(keepingCapacity: true)  // outside the lock: the releases of an append
         return (pause, wasEmpty)
+    }
+
+    /// Queues one segment. Caller holds mutex.
+    private func appendLocked(_ segment: [InboundEvent]) {
+        self.waiting += segment.count
+        self.segments.append(segment)
     }
 
     /// Records `channel` as paused when the queue is at capacity; true when it must stop reading.
     /// Caller holds mutex.
     private func pauseIfFullLocked(_ channel: Channel?) -> Bool {
-        guard let channel, self.events.count - self.head >= self.capacity else { return false }
+        guard let channel, self.waiting >= self.capacity else { return false }
         self.paused[ObjectIdentifier(channel)] = channel
         return true
     }
@@ -164,7 +173,7 @@ public final class EventQueue: @unchecked Sendable {
     /// Wakes the consumer if events wait (the deferred half of `pushDeferringWake`).
     public func wakeConsumer() {
         pthread_mutex_lock(self.mutex)
-        let waiting = self.events.count > self.head
+        let waiting = self.waiting > 0
         if waiting { self.signalLocked() }
         pthread_mutex_unlock(self.mutex)
         if waiting { pthread_cond_signal(self.cond) }
@@ -173,44 +182,53 @@ public final class EventQueue: @unchecked Sendable {
     /// Takes up to `max` events, waiting up to `timeoutMs` for the first one. Returns an empty array
     /// on timeout, after `wake()`, or once the queue is closed and empty.
     public func drain(max: Int, timeoutMs: Int) -> [InboundEvent] {
+        let segments = self.drainSegments(max: max, timeoutMs: timeoutMs)
+        return segments.count == 1 ? segments[0] : Array(segments.joined())
+    }
+
+    /// `drain`, in the segments the producers handed over (in order): a whole segment is handed on
+    /// as it is; only a segment that `max` cuts is copied (its part).
+    public func drainSegments(max: Int, timeoutMs: Int) -> [[InboundEvent]] {
         pthread_mutex_lock(self.mutex)
-        if self.events.count == self.head && timeoutMs > 0 && self.open {
+        if self.waiting == 0 && timeoutMs > 0 && self.open {
             let wakeupsBefore = self.wakeups
             var deadline = timespec()
             clock_gettime(CLOCK_MONOTONIC, &deadline)
             let ns = Int(deadline.tv_nsec) + (timeoutMs % 1000) * 1_000_000
             deadline.tv_sec += timeoutMs / 1000 + ns / 1_000_000_000
             deadline.tv_nsec = ns % 1_000_000_000
-            while self.events.count == self.head && self.open && self.wakeups == wakeupsBefore {
+            while self.waiting == 0 && self.open && self.wakeups == wakeupsBefore {
                 if pthread_cond_timedwait(self.cond, self.mutex, &deadline) == ETIMEDOUT { break }
             }
         }
-        let available = self.events.count - self.head
-        let n = Swift.min(Swift.max(max, 0), available)
-        var out: [InboundEvent] = []
+        let n = Swift.min(Swift.max(max, 0), self.waiting)
+        var out: [[InboundEvent]] = []
         var resume: [Channel] = []
         if n > 0 {
-            if self.head == 0 && n == self.events.count {
-                // All of it: the storage changes hands (no copy, no retain and release per event).
-                // The next producer's batch takes the queue's place (`pushDeferringWake(moving:)`).
-                swap(&out, &self.events)
-            } else {
-                out = Array(self.events[self.head..<(self.head + n)])
-                self.head += n
+            var taken = 0
+            while taken < n {
+                let left = self.segments.first!.count - self.head
+                if self.head == 0 && left <= n - taken {
+                    out.append(self.segments.removeFirst())
+                    taken += left
+                } else {
+                    let k = Swift.min(left, n - taken)
+                    out.append(Array(self.segments.first![self.head..<(self.head + k)]))
+                    self.head += k
+                    taken += k
+                    if self.head == self.segments.first!.count {
+                        self.segments.removeFirst()
+                        self.head = 0
+                    }
+                }
             }
-            if self.head == self.events.count {
-                self.events.removeAll(keepingCapacity: self.events.capacity <= 4 * self.capacity)
-                self.head = 0
-            } else if self.head >= 4096 && self.head * 2 >= self.events.count {
-                self.events.removeFirst(self.head)
-                self.head = 0
-            }
-            if !self.paused.isEmpty && self.events.count - self.head <= self.lowWater {
+            self.waiting -= n
+            if !self.paused.isEmpty && self.waiting <= self.lowWater {
                 resume = Array(self.paused.values)
                 self.paused.removeAll()
             }
         }
-        if self.events.count == self.head { self.clearLocked() }
+        if self.waiting == 0 { self.clearLocked() }
         pthread_mutex_unlock(self.mutex)
         for channel in resume {
             channel.eventLoop.execute {
@@ -234,8 +252,9 @@ public final class EventQueue: @unchecked Sendable {
         pthread_mutex_lock(self.mutex)
         self.open = open
         if open {
-            self.events.removeAll()
+            self.segments.removeAll()
             self.head = 0
+            self.waiting = 0
             self.clearLocked()
         } else {
             self.signalLocked()  // a consumer watching the descriptor sees the stop
@@ -269,7 +288,7 @@ public final class EventQueue: @unchecked Sendable {
         self.notifyWriteFD = fds[1]
         #endif
         self.signalled = false
-        if self.events.count > self.head || !self.open { self.signalLocked() }
+        if self.waiting > 0 || !self.open { self.signalLocked() }
         return self.notifyFD
     }
 

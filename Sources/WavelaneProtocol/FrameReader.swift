@@ -133,16 +133,17 @@ public struct FrameReader {
 
     /// The next complete frame of what `receive` took, or nil when the bytes hold no complete frame.
     public mutating func next() throws(Error) -> ClientFrame? {
-        guard !self.failed, let bytes = self.pending else { return nil }
+        // `pending` is read in place, not bound to a copy (a retain and a release per frame).
+        guard !self.failed, self.pending != nil else { return nil }
         let header: Header
         do {
-            guard let h = try Self.header(bytes, at: bytes.readerIndex, maxFrameSize: self.maxFrameSize) else { return nil }
+            guard let h = try Self.header(self.pending!, at: self.pending!.readerIndex, maxFrameSize: self.maxFrameSize) else { return nil }
             header = h
         } catch {
             self.stop()
             throw error
         }
-        guard bytes.readableBytes - header.size >= header.length else { return nil }
+        guard self.pending!.readableBytes - header.size >= header.length else { return nil }
         self.pending!.moveReaderIndex(forwardBy: header.size + header.length)
         let payload: ByteBuffer
         if header.length == 0 {
@@ -153,7 +154,7 @@ public struct FrameReader {
             // Not reached (`receive` unmasked every complete frame); a copy of its own if it were.
             var out = ByteBufferAllocator().buffer(capacity: header.length)
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: header.length) { dst in
-                bytes.withUnsafeReadableBytes { Self.copyPayload(of: header, at: 0, in: $0, to: dst.baseAddress!) }
+                self.pending!.withUnsafeReadableBytes { Self.copyPayload(of: header, at: 0, in: $0, to: dst.baseAddress!) }
                 return header.length
             }
             payload = out

@@ -65,7 +65,7 @@ public struct MessageAssembler {
         self.receive(ClientFrame(frame))
     }
 
-    public mutating func receive(_ frame: ClientFrame) -> Action {
+    public mutating func receive(_ frame: consuming ClientFrame) -> Action {
         if self.failed { return .none }
         if self.discarding && (frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation) { return .none }
         guard frame.masked else { return self.fail(CloseCode.protocolError, "client frames must be masked") }
@@ -99,7 +99,7 @@ public struct MessageAssembler {
         }
     }
 
-    private mutating func startMessage(_ kind: MessageKind, _ frame: ClientFrame) -> Action {
+    private mutating func startMessage(_ kind: MessageKind, _ frame: consuming ClientFrame) -> Action {
         guard self.fragmentKind == nil else {
             return self.fail(CloseCode.protocolError, "new message started inside a fragmented message")
         }
