@@ -159,7 +159,9 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         // anything then never allocates that array.
         if let payload = self.connectPayload {
             self.connectPayload = nil
-            self.handOver(CollectionOfOne(InboundEvent(kind: .connect, conn: self.id, payload: payload)), context: context)
+            let (pause, wake) = self.server.queue.pushDeferringWake(
+                contentsOf: CollectionOfOne(InboundEvent(kind: .connect, conn: self.id, payload: payload)), from: context.channel)
+            self.queued(pause: pause, wake: wake, urgent: false, context: context)
         }
     }
 
@@ -203,9 +205,10 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.releaseHolds()
         // Messages of the last read burst first, then the disconnect. Never refused: the queue's
         // bound is enforced by pausing reads.
+        let urgent = !self.pendingEvents.isEmpty  // messages of the last burst wait with it
         self.pendingEvents.append(InboundEvent(kind: .disconnect, code: UInt32(closeCode), conn: self.id, payload: reason))
-        self.server.queue.push(contentsOf: self.pendingEvents, from: nil)
-        self.pendingEvents.removeAll()
+        let (_, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: nil)
+        if wake { self.shard.scheduleConsumerWake(urgent: urgent) }
         self.context = nil
     }
 
@@ -380,18 +383,14 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         guard !self.pendingEvents.isEmpty else { return }
         // The array goes to the queue as it is (an idle connection keeps none).
         let (pause, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: context.channel)
-        self.queued(pause: pause, wake: wake, context: context)
+        self.queued(pause: pause, wake: wake, urgent: true, context: context)
     }
 
-    /// Queues events for the application: the consumer is woken once at the end of the tick, and
-    /// reads pause when the queue is full.
-    private func handOver<Events: Collection>(_ events: Events, context: ChannelHandlerContext) where Events.Element == InboundEvent {
-        let (pause, wake) = self.server.queue.pushDeferringWake(contentsOf: events, from: context.channel)
-        self.queued(pause: pause, wake: wake, context: context)
-    }
-
-    private func queued(pause: Bool, wake: Bool, context: ChannelHandlerContext) {
-        if wake { self.shard.scheduleConsumerWake() }
+    /// After events were queued for the application: the consumer is woken once at the end of
+    /// the tick (`urgent`) or soon after (connection lifecycle only), and reads pause when the
+    /// queue is full.
+    private func queued(pause: Bool, wake: Bool, urgent: Bool, context: ChannelHandlerContext) {
+        if wake { self.shard.scheduleConsumerWake(urgent: urgent) }
         if pause {
             self.server.stats.add(.backpressurePauses)
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }

@@ -74,6 +74,9 @@ public final class EventQueue: @unchecked Sendable {
     /// true; it is set only on an empty→non-empty transition (or wake/close), so a busy queue
     /// costs no system call per event.
     private var signalled = false
+    /// The consumer was signalled since it last found the queue empty: it will come for what
+    /// waits, so producers need not wake it again.
+    private var consumerWoken = false
 
     public let capacity: Int
     public var lowWater: Int { self.capacity / 2 }
@@ -117,17 +120,20 @@ public final class EventQueue: @unchecked Sendable {
     where Events.Element == InboundEvent {
         guard !batch.isEmpty else { return false }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.waiting == 0
         self.appendLocked(Array(batch))
         let pause = self.pauseIfFullLocked(channel)
-        if wasEmpty { self.signalLocked() }
+        let wake = !self.consumerWoken
+        if wake {
+            self.consumerWoken = true
+            self.signalLocked()
+        }
         pthread_mutex_unlock(self.mutex)
-        if wasEmpty { pthread_cond_signal(self.cond) }
+        if wake { pthread_cond_signal(self.cond) }
         return pause
     }
 
     /// Like `push(contentsOf:from:)` but leaves waking the consumer to the caller: the result's
-    /// `wake` is true when the queue went from empty to non-empty, and the caller must then call
+    /// `wake` is true when the consumer has not been woken for what waits, and the caller must then call
     /// `wakeConsumer()` soon (an event loop does it once at the end of its tick, so the events of
     /// every connection read in that tick cost one wake-up of Python, not one each, and Python is
     /// not woken, and scheduled over the loop, in the middle of the loop's reads).
@@ -135,11 +141,11 @@ public final class EventQueue: @unchecked Sendable {
     where Events.Element == InboundEvent {
         guard !batch.isEmpty else { return (false, false) }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.waiting == 0
         self.appendLocked(Array(batch))
         let pause = self.pauseIfFullLocked(channel)
+        let wake = !self.consumerWoken
         pthread_mutex_unlock(self.mutex)
-        return (pause, wasEmpty)
+        return (pause, wake)
     }
 
     /// `pushDeferringWake` that takes `batch` as it is (its storage changes hands; `batch` is left
@@ -147,13 +153,13 @@ public final class EventQueue: @unchecked Sendable {
     public func pushDeferringWake(moving batch: inout [InboundEvent], from channel: Channel?) -> (pause: Bool, wake: Bool) {
         guard !batch.isEmpty else { return (false, false) }
         pthread_mutex_lock(self.mutex)
-        let wasEmpty = self.waiting == 0
         var segment: [InboundEvent] = []
         swap(&segment, &batch)
         self.appendLocked(segment)
         let pause = self.pauseIfFullLocked(channel)
+        let wake = !self.consumerWoken
         pthread_mutex_unlock(self.mutex)
-        return (pause, wasEmpty)
+        return (pause, wake)
     }
 
     /// Queues one segment. Caller holds mutex.
@@ -173,10 +179,13 @@ public final class EventQueue: @unchecked Sendable {
     /// Wakes the consumer if events wait (the deferred half of `pushDeferringWake`).
     public func wakeConsumer() {
         pthread_mutex_lock(self.mutex)
-        let waiting = self.waiting > 0
-        if waiting { self.signalLocked() }
+        let wake = self.waiting > 0 && !self.consumerWoken
+        if wake {
+            self.consumerWoken = true
+            self.signalLocked()
+        }
         pthread_mutex_unlock(self.mutex)
-        if waiting { pthread_cond_signal(self.cond) }
+        if wake { pthread_cond_signal(self.cond) }
     }
 
     /// Takes up to `max` events, waiting up to `timeoutMs` for the first one. Returns an empty array
@@ -228,7 +237,10 @@ public final class EventQueue: @unchecked Sendable {
                 self.paused.removeAll()
             }
         }
-        if self.waiting == 0 { self.clearLocked() }
+        if self.waiting == 0 {
+            self.clearLocked()
+            self.consumerWoken = false
+        }
         pthread_mutex_unlock(self.mutex)
         for channel in resume {
             channel.eventLoop.execute {

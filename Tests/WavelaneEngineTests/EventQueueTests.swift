@@ -35,20 +35,43 @@ import Testing
         return poll(&p, 1, 0) == 1 && (p.revents & Int16(POLLIN)) != 0
     }
 
-    @Test func deferredWakeSignalsOnlyWhenAskedAndOnlyOnEmptyToNonEmpty() {
+    @Test func deferredWakeSignalsOnlyWhenAskedAndIsAskedForUntilTheConsumerIsWoken() {
         let q = EventQueue(capacity: 100)
         let fd = q.notificationFD()
         #expect(q.pushDeferringWake(contentsOf: [event(1)], from: nil) == (pause: false, wake: true))
-        #expect(q.pushDeferringWake(contentsOf: [event(2), event(3)], from: nil) == (pause: false, wake: false))
+        // Not woken yet (a loop may have deferred the wake-up of lifecycle events): still asked for.
+        #expect(q.pushDeferringWake(contentsOf: [event(2), event(3)], from: nil) == (pause: false, wake: true))
         #expect(!readable(fd), "not signalled before wakeConsumer")
         q.wakeConsumer()
         #expect(readable(fd))
+        // Woken: it will come for these too.
+        #expect(q.pushDeferringWake(contentsOf: [event(4)], from: nil) == (pause: false, wake: false))
         q.wakeConsumer()  // idempotent
-        #expect(q.drain(max: 10, timeoutMs: 0).map(\.conn) == [1, 2, 3])
+        #expect(q.drain(max: 2, timeoutMs: 0).map(\.conn) == [1, 2])
+        #expect(readable(fd), "events still wait")
+        #expect(q.pushDeferringWake(contentsOf: [event(5)], from: nil) == (pause: false, wake: false))
+        #expect(q.drain(max: 10, timeoutMs: 0).map(\.conn) == [3, 4, 5])
         #expect(!readable(fd))
         q.wakeConsumer()  // nothing waits: no signal
         #expect(!readable(fd))
         #expect(q.pushDeferringWake(contentsOf: [InboundEvent](), from: nil) == (pause: false, wake: false))
+        // Found empty: the next events need a wake-up again.
+        #expect(q.pushDeferringWake(contentsOf: [event(6)], from: nil) == (pause: false, wake: true))
+    }
+
+    @Test func segmentsAreHandedOnWholeAndCutOnlyAtMax() {
+        let q = EventQueue(capacity: 100)
+        var batch = [event(1), event(2), event(3)]
+        _ = q.pushDeferringWake(moving: &batch, from: nil)
+        #expect(batch.isEmpty && batch.capacity == 0, "the array went to the queue")
+        _ = q.push(contentsOf: [event(4)], from: nil)
+        _ = q.push(contentsOf: [event(5), event(6)], from: nil)
+        #expect(q.count == 6)
+        #expect(q.drainSegments(max: 4, timeoutMs: 0).map { $0.map(\.conn) } == [[1, 2, 3], [4]])
+        #expect(q.drainSegments(max: 1, timeoutMs: 0).map { $0.map(\.conn) } == [[5]])
+        #expect(q.count == 1)
+        #expect(q.drain(max: 10, timeoutMs: 0).map(\.conn) == [6])
+        #expect(q.count == 0)
     }
 
     @Test func deferredWakeReleasesABlockedConsumer() {
