@@ -34,6 +34,40 @@ def test_ready_message_and_connect_event(server):
     run(main())
 
 
+def _server_sockets_to(port: int):
+    """The server's accepted TCP sockets whose peer is 127.0.0.1:`port`, found through this
+    process's descriptors (the server runs in it)."""
+    import os
+
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        try:
+            if s.type == socket.SOCK_STREAM and s.family == socket.AF_INET and s.getpeername()[1] == port:
+                found.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except OSError:
+            pass
+        finally:
+            s.close()
+    return found
+
+
+def test_accepted_sockets_have_nodelay(server):
+    """Frames go out at once, not after Nagle's delay: TCP_NODELAY on every accepted socket."""
+    srv, _ = server
+
+    async def main():
+        ws, _ = await open_client(srv)
+        local_port = ws.transport.get_extra_info("sockname")[1]
+        assert [bool(v) for v in _server_sockets_to(local_port)] == [True]
+        await ws.close()
+
+    run(main())
+
+
 def test_heartbeat_reflects_ping_interval(make_server):
     srv, _ = make_server(ping_interval=7)
 
