@@ -20,7 +20,13 @@ public final class FrameBlock: @unchecked Sendable {
     /// not keep a block alive).
     public static let maxFrame = 1024
 
-    /// The frames' bytes, back to back: a run of consecutive frames is one contiguous range.
+    /// The frames' bytes, back to back: a run of consecutive frames is one contiguous range. A
+    /// buffer so that runs can go to sockets as slices of it (`slice(_:)`), shared by every
+    /// connection they go to. It is written only through `bytes` (never through its own API, so
+    /// it is never copied or moved), each byte once, before any slice covers it; its writer index
+    /// is at its end, so slices may cover any written range.
+    private let storage: ByteBuffer
+    /// `storage`'s memory, for `append`.
     private let bytes: UnsafeMutableRawPointer
     /// `offsets[i] ..< offsets[i + 1]`: frame `i`'s bytes (`offsets[0] == 0`).
     private let offsets: UnsafeMutablePointer<Int32>
@@ -28,13 +34,18 @@ public final class FrameBlock: @unchecked Sendable {
     private var count = 0
 
     public init() {
-        self.bytes = .allocate(byteCount: Self.byteLimit + Self.maxFrame, alignment: 16)
+        var storage = ByteBufferAllocator().buffer(capacity: Self.byteLimit + Self.maxFrame)
+        let capacity = storage.capacity
+        // A new buffer is uniquely referenced: its memory is neither copied here nor moved later
+        // (no write through the buffer's API ever asks it to grow).
+        self.bytes = storage.withUnsafeMutableWritableBytes { $0.baseAddress! }
+        storage.moveWriterIndex(forwardBy: capacity)
+        self.storage = storage
         self.offsets = .allocate(capacity: Self.capacity + 1)
         self.offsets[0] = 0
     }
 
     deinit {
-        self.bytes.deallocate()
         self.offsets.deallocate()
     }
 
@@ -56,6 +67,14 @@ public final class FrameBlock: @unchecked Sendable {
     @inline(__always)
     public func size(of range: Range<Int>) -> Int {
         Int(self.offsets[range.upperBound] &- self.offsets[range.lowerBound])
+    }
+
+    /// Frames `range` (all written) as one buffer sharing this block's memory: no copy, and every
+    /// connection that writes them shares the bytes (the block lives while any slice does).
+    public func slice(_ range: Range<Int>) -> ByteBuffer {
+        precondition(range.lowerBound >= 0 && range.lowerBound < range.upperBound && range.upperBound <= Self.capacity)
+        let start = Int(self.offsets[range.lowerBound])
+        return self.storage.getSlice(at: start, length: Int(self.offsets[range.upperBound]) - start)!
     }
 
     /// Copies frames `start..<end` (all written) to the end of `buffer` with one copy, as many as

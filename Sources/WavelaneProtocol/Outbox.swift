@@ -11,6 +11,12 @@ public struct Outbox {
     public static let coalesceMaxFrame = 1024
     /// The coalescing buffer is handed over once it holds this much.
     public static let coalesceLimit = 16 * 1024
+    /// Runs of shared publication frames (`FrameBlock`) of at least this many bytes go to the
+    /// channel as slices of their block, not copies: no per-connection memory for them, and one
+    /// `writev` takes a whole run (up to a block, 64 KB) where copies are handed over 16 KB at a
+    /// time. Smaller runs are copied (a slice keeps its whole block alive: at least 1/16 of it is
+    /// then being written).
+    public static let sliceMin = 4096
 
     /// What `send` decided for one frame.
     public enum Decision: Equatable {
@@ -112,19 +118,33 @@ public struct Outbox {
     }
 
     /// Takes frames `start..<end` of a shared block for the channel (the socket takes data and
-    /// nothing is queued): as many as fit in the coalescing buffer below `coalesceLimit` (at least
-    /// one) are copied there with one copy; a full buffer is handed over. Returns the buffer to
-    /// hand over (if any) and how many frames and bytes it took; the caller asks again for the
-    /// rest while the channel stays writable.
-    public mutating func writeRun(_ block: FrameBlock, _ start: Int, _ end: Int) -> (full: ByteBuffer?, frames: Int, bytes: Int) {
+    /// nothing is queued): all of them as one slice of the block when they hold at least
+    /// `sliceMin` bytes (after what was coalesced before them); else as many as fit in the
+    /// coalescing buffer below `coalesceLimit` (at least one), copied there with one copy, a full
+    /// buffer being handed over. Returns the buffers to hand over and how many frames and bytes
+    /// it took; the caller asks again for the rest while the channel stays writable.
+    public mutating func writeRun(_ block: FrameBlock, _ start: Int, _ end: Int) -> (writes: Writes, frames: Int, bytes: Int) {
+        let size = block.size(of: start..<end)
+        if size >= Self.sliceMin {
+            let slice = block.slice(start..<end)
+            if let before = self.spillNonEmpty() { return (.two(before, slice), end - start, size) }
+            return (.one(slice), end - start, size)
+        }
         if self.coalesced == nil {
             let wanted = max(4096, block.size(of: start..<end))
             self.coalesced = Self.allocator.buffer(capacity: min(wanted, Self.coalesceLimit + Self.coalesceMaxFrame))
         }
         let room = Self.coalesceLimit - self.coalesced!.readableBytes
         let (frames, bytes) = block.copyFrames(start, end, room: room, into: &self.coalesced!)
-        if self.coalesced!.readableBytes >= Self.coalesceLimit { return (self.spill(), frames, bytes) }
-        return (nil, frames, bytes)
+        if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return (.one(full), frames, bytes) }
+        return (.none, frames, bytes)
+    }
+
+    /// The coalesced frames, if there are any.
+    @usableFromInline
+    mutating func spillNonEmpty() -> ByteBuffer? {
+        guard let buffer = self.spill(), buffer.readableBytes > 0 else { return nil }
+        return buffer
     }
 
     /// The coalesced small frames, to hand to the channel now (before a flush or a close frame).
@@ -135,12 +155,18 @@ public struct Outbox {
         return buffer
     }
 
-    /// Hands queued frames over, highest priority first: small ones are copied into the coalescing
-    /// buffer (straight from shared publication blocks) until it holds `coalesceLimit` bytes, a
-    /// large one goes as itself after what was coalesced before it. Returns the buffers for the
+    /// Hands queued frames over, highest priority first: a queued run of at least `sliceMin`
+    /// bytes goes whole as a slice of its block; small frames are copied into the coalescing
+    /// buffer (straight from shared publication blocks) until it holds `coalesceLimit` bytes; a
+    /// large one goes as itself; either after what was coalesced before it. Returns the buffers for the
     /// channel (`.none`: all of it still fits in the coalescing buffer) and the frames and bytes
     /// taken from the queue.
     public mutating func writeQueued() -> (writes: Writes, frames: Int, bytes: Int) {
+        if let (block, run) = self.queue.dequeueRun(minBytes: Self.sliceMin) {
+            let slice = block.slice(run)
+            if let before = self.spillNonEmpty() { return (.two(before, slice), run.count, slice.readableBytes) }
+            return (.one(slice), run.count, slice.readableBytes)
+        }
         var frames = 0
         var bytes = 0
         if let next = self.queue.nextFrameSize, next <= Self.coalesceMaxFrame {

@@ -268,6 +268,22 @@ public struct SendQueue {
         return nil
     }
 
+    /// Takes the next entry off the queue (highest priority first) if it is a run of at least
+    /// `minBytes` bytes: the whole run, as its block and frames.
+    public mutating func dequeueRun(minBytes: Int) -> (block: FrameBlock, frames: Range<Int>)? {
+        guard self.count > 0 else { return nil }
+        guard let level = self.levels.indices.first(where: { !self.levels[$0].isEmpty }),
+              let block = self.levels[level].first!.block else { return nil }
+        let start = self.levels[level].first!.start
+        let end = self.openEnd(level: level) ?? self.levels[level].first!.end
+        let size = block.size(of: start..<end)
+        guard size >= minBytes else { return nil }
+        self.removeFirst(level: level)
+        self.bytes -= size
+        self.count -= end - start
+        return (block, start..<end)
+    }
+
     /// Drops the oldest frame of `level`; returns its size (nil: the level is empty).
     private mutating func dropFirst(level: Int) -> Int? {
         guard !self.levels[level].isEmpty else { return nil }

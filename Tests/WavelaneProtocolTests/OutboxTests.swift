@@ -2,6 +2,11 @@ import NIOCore
 import Testing
 import WavelaneProtocol
 
+/// Where a buffer's readable bytes are in memory.
+private func address(_ buffer: ByteBuffer) -> UInt {
+    buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+}
+
 private func frame(_ size: Int, _ tag: UInt8 = 0) -> ByteBuffer {
     ByteBuffer(bytes: [UInt8](repeating: tag, count: size))
 }
@@ -187,23 +192,63 @@ struct OutboxTests {
         #expect(outbox.queuedBytes == 0)
     }
 
-    @Test func writeQueuedHandsOverFullBuffersOfCoalesceLimit() {
-        var outbox = Outbox(maxQueuedBytes: 1 << 22)
+    @Test func aQueuedRunOfSliceMinGoesWholeAsASliceOfItsBlock() {
         var writer = FrameBlockWriter()
-        let count = 3 * Outbox.coalesceLimit / 100 + 7
-        for i in 0..<count {
-            let f = frame(100, UInt8(i & 0xFF))
-            _ = outbox.send(f, priority: .normal, key: nil, origin: writer.append(f), writable: false, draining: false)
+        let frames = (0..<60).map { frame(100, UInt8($0)) }  // 6,000 bytes, one block
+        let origins = frames.map { writer.append($0)! }
+        var outboxes = [Outbox(maxQueuedBytes: 1 << 20), Outbox(maxQueuedBytes: 1 << 20)]
+        var storages: [UInt] = []
+        for i in outboxes.indices {
+            for (f, o) in zip(frames, origins) {
+                _ = outboxes[i].send(f, priority: .normal, key: nil, origin: o, writable: false, draining: false)
+            }
+            #expect(outboxes[i].queuedEntries == 1)
+            let (writes, n, moved) = outboxes[i].writeQueued()
+            guard case .one(let slice) = writes else {
+                Issue.record("one buffer expected")
+                return
+            }
+            #expect(bytes(slice) == frames.flatMap(bytes))
+            #expect(n == 60 && moved == 6000)
+            #expect(outboxes[i].queuedBytes == 0 && outboxes[i].isQueueEmpty)
+            storages.append(address(slice))
         }
-        #expect(outbox.queuedEntries < count / 100 + 2)  // runs, one per block
-        let (writes, frames, moved) = outbox.writeQueued()
-        let first = written(writes)
-        #expect(first.count == 1)
-        #expect(first[0].count >= Outbox.coalesceLimit && first[0].count < Outbox.coalesceLimit + 100)
-        #expect(frames * 100 == first[0].count)
-        #expect(moved == first[0].count)
-        let rest = drainAll(&outbox)
-        #expect(rest.frames + frames == count)
+        // Both connections write the block's own bytes: no copy each.
+        #expect(storages[0] == storages[1])
+    }
+
+    @Test func aQueuedRunBelowSliceMinIsCopiedIntoTheCoalescingBuffer() {
+        var outbox = Outbox(maxQueuedBytes: 1 << 20)
+        var writer = FrameBlockWriter()
+        let frames = (0..<30).map { frame(100, UInt8($0)) }  // 3,000 bytes
+        for f in frames { _ = outbox.send(f, priority: .normal, key: nil, origin: writer.append(f), writable: false, draining: false) }
+        let (writes, n, moved) = outbox.writeQueued()
+        #expect(written(writes).isEmpty)  // still room in the coalescing buffer
+        #expect(n == 30 && moved == 3000)
+        #expect(outbox.spill().map(bytes) == frames.flatMap(bytes))
+    }
+
+    @Test func writeRunSlicesFromSliceMinAfterWhatWasCoalesced() {
+        var outbox = Outbox(maxQueuedBytes: 1 << 20)
+        var writer = FrameBlockWriter()
+        let frames = (0..<50).map { frame(100, UInt8($0)) }
+        let first = writer.append(frames[0])!
+        for f in frames.dropFirst() { _ = writer.append(f) }
+        // 30 frames, 3,000 bytes: copied.
+        var (writes, n, moved) = outbox.writeRun(first.block, 0, 30)
+        #expect(written(writes).isEmpty && n == 30 && moved == 3000)
+        _ = outbox.write(frame(10, 0xEE))  // something of the connection's own in between
+        // 20 frames would be 2,000 bytes: copied too.
+        (writes, n, moved) = outbox.writeRun(first.block, 30, 50)
+        #expect(written(writes).isEmpty && n == 20)
+        let copied = outbox.spill().map(bytes)
+        #expect(copied == frames[0..<30].flatMap(bytes) + bytes(frame(10, 0xEE)) + frames[30..<50].flatMap(bytes))
+        // 50 frames, 5,000 bytes: the coalesced frame, then one slice of the block.
+        _ = outbox.write(frame(10, 0xAB))
+        (writes, n, moved) = outbox.writeRun(first.block, 0, 50)
+        #expect(written(writes) == [bytes(frame(10, 0xAB)), frames.flatMap(bytes)])
+        #expect(n == 50 && moved == 5000)
+        #expect(outbox.bufferedBytes == 0)
     }
 
     @Test func writeQueuedHandsLargeFramesOverOneByOne() {

@@ -228,4 +228,33 @@ struct SendQueueTests {
         #expect(tags(&queue) == expected)
         #expect(queue.runCount == 0)
     }
+
+    @Test func dequeueRunTakesAWholeRunOfMinBytesHighestPriorityFirst() {
+        var q = SendQueue(maxBytes: 1 << 20)
+        var writer = FrameBlockWriter()
+        let low = (0..<10).map { _ in writer.append(ByteBuffer(repeating: 1, count: 100))! }
+        for o in low { _ = q.enqueue(o.block[o.index], priority: .low, origin: o) }
+        #expect(q.dequeueRun(minBytes: 1001) == nil, "1,000 bytes is below the minimum")
+        let high = (0..<5).map { _ in writer.append(ByteBuffer(repeating: 2, count: 100))! }
+        for o in high { _ = q.enqueue(o.block[o.index], priority: .high, origin: o) }
+        // The open run (high) is next: taken whole, tail included.
+        let first = q.dequeueRun(minBytes: 500)
+        #expect(first?.frames == 10..<15 && first?.block === high[0].block)
+        #expect(q.count == 10 && q.bytes == 1000)
+        // Then the low run; the queue is empty after it and a new run opens cleanly.
+        let second = q.dequeueRun(minBytes: 500)
+        #expect(second?.frames == 0..<10)
+        #expect(q.isEmpty && q.bytes == 0 && q.runCount == 0)
+        let again = writer.append(ByteBuffer(repeating: 3, count: 100))!
+        _ = q.enqueue(again.block[again.index], priority: .normal, origin: again)
+        #expect(q.dequeueRun(minBytes: 100)?.frames == 15..<16)
+        #expect(q.isEmpty)
+    }
+
+    @Test func dequeueRunLeavesAPlainFrameToTheOthers() {
+        var q = SendQueue(maxBytes: 1 << 20)
+        _ = q.enqueue(ByteBuffer(repeating: 1, count: 5000), priority: .normal)
+        #expect(q.dequeueRun(minBytes: 1) == nil)
+        #expect(q.count == 1)
+    }
 }

@@ -132,11 +132,11 @@ extension Connection {
             let end = stretch.first + stretch.range.count
             if self.outbox.isQueueEmpty && context.channel.isWritable {
                 repeat {
-                    let (full, frames, bytes) = self.outbox.writeRun(block, index, end)
+                    let (writes, frames, bytes) = self.outbox.writeRun(block, index, end)
                     self.shard.framesOut += frames
                     self.shard.bytesOut += bytes
                     index += frames
-                    if let full { context.write(self.wrapOutboundOut(full), promise: nil) }
+                    self.perform(writes, context: context)
                 } while index < end && context.channel.isWritable
                 self.flushAtEndOfTick()
             }
