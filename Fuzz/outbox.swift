@@ -30,9 +30,8 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     func newFrame(_ size: Int) -> ByteBuffer {
         serial &+= 1
         // Distinct bytes per frame: a frame out of place, twice or missing changes the output.
-        var frame = ByteBuffer()
-        for k in 0..<max(size, 4) { frame.writeInteger(UInt8(truncatingIfNeeded: serial &* 31 &+ UInt32(k))) }
-        return frame
+        let seed = serial &* 31
+        return ByteBuffer(bytes: (0..<UInt32(max(size, 4))).map { UInt8(truncatingIfNeeded: seed &+ $0) })
     }
     func hand(_ writes: Outbox.Writes) {
         switch writes {

@@ -275,9 +275,6 @@ final class Shard: @unchecked Sendable {
     }
 }
 
-/// One publication, encoded once: the plain frame, its body (a slice of the frame, for connections
-/// that compress with their own parameters) and, when any connection can share it, the frame
-/// compressed once with no context takeover and a 15-bit window.
 /// Consecutive publications of a batch (`range`) whose frames follow each other in one shared
 /// block — `block[first ..< first + range.count]`, all at one priority — or (`block` nil) ones
 /// that go out one by one (keyed, large or compressed-only frames). Computed once per batch and
@@ -316,6 +313,9 @@ struct PublicationStretch {
     }
 }
 
+/// One publication, encoded once: the plain frame, its body (a slice of the frame, for connections
+/// that compress with their own parameters) and, when any connection can share it, the frame
+/// compressed once with no context takeover and a 15-bit window.
 struct Publication: Sendable {
     let topic: String
     /// The topic offset (0: outside the topic's sequence, e.g. published while Redis was down).

@@ -75,7 +75,13 @@ public struct Outbox {
 
     @usableFromInline
     mutating func enqueue(_ frame: ByteBuffer, priority: Priority, key: String?, origin: FrameOrigin?) -> Decision {
-        switch self.queue.enqueue(frame, priority: priority, key: key, origin: origin) {
+        self.decision(self.queue.enqueue(frame, priority: priority, key: key, origin: origin))
+    }
+
+    /// What the send queue did with a frame or run, as `send` reports it (drops recorded for the
+    /// next report).
+    private mutating func decision(_ outcome: SendQueue.Outcome) -> Decision {
+        switch outcome {
         case .coalesced:
             return .coalesced
         case .queued(let dropped):
@@ -105,16 +111,7 @@ public struct Outbox {
     /// Queues frames `start..<end` of a shared block as one run (`SendQueue.enqueueRun`); nil
     /// when the queue holds too many runs: `send` them one by one then.
     public mutating func enqueueRun(_ block: FrameBlock, _ start: Int, _ end: Int, priority: Priority) -> Decision? {
-        switch self.queue.enqueueRun(block, start, end, priority: priority) {
-        case nil: return nil
-        case .coalesced: return .coalesced
-        case .queued(let dropped):
-            self.unreportedDrops.merge(dropped)
-            return .queued(dropped: dropped)
-        case .overflow(let dropped):
-            self.unreportedDrops.merge(dropped)
-            return .overflow(dropped: dropped)
-        }
+        self.queue.enqueueRun(block, start, end, priority: priority).map { self.decision($0) }
     }
 
     /// Takes frames `start..<end` of a shared block for the channel (the socket takes data and

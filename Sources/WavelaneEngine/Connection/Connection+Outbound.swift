@@ -110,8 +110,9 @@ extension Connection {
     }
 
     /// Live publications to one topic, in order: the stretches `stretches` of `batch`
-    /// (`Shard.deliverPending`). While the socket takes data, a stretch's frames are copied to the
-    /// coalescing buffer with one copy; what it does not take joins the send queue as one run.
+    /// (`Shard.deliverPending`). While the socket takes data, a stretch's frames go out as one
+    /// slice of their shared block, or (under `Outbox.sliceMin`) are copied to the coalescing
+    /// buffer with one copy (`Outbox.writeRun`); what it does not take joins the send queue as one run.
     /// A held topic, a floor, compression, or keyed and large frames go publication by
     /// publication (`writePublication`).
     func writePublications(_ batch: [Publication], _ stretches: [PublicationStretch]) {
