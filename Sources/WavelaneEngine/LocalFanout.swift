@@ -17,7 +17,7 @@ extension ServerCore: DeliveryHost {
                                                          priority: priority, key: key)
             self.offsets.recordLocked(publication)
             for shard in shards {
-                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
+                shard.publish(publication)
             }
             return offset
         }
@@ -60,7 +60,7 @@ extension ServerCore: DeliveryHost {
     func deliver(topic: String, message: ClusterMessage) {
         let publication = self.makePublication(topic: topic, message: message)
         for shard in self.shardsBox.withLockedValue({ $0 }) {
-            shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
+            shard.publish(publication)
         }
     }
 
@@ -71,7 +71,7 @@ extension ServerCore: DeliveryHost {
             let publication = self.makePublicationLocked(topic: topic, offset: 0, epoch: nil, kind: kind, payload: payload,
                                                          priority: priority, key: key)
             for shard in shards {
-                shard.eventLoop.execute { shard.deliver(topic: topic, publication: publication) }
+                shard.publish(publication)
             }
         }
     }

@@ -135,18 +135,19 @@ final class Shard: @unchecked Sendable {
         }
     }
 
-    /// Publications handed to this loop and not yet written (`deliver`): written together by
+    /// Publications handed to this loop and not yet written (`publish`): written together by
     /// `deliverPending`, in a task queued behind the ones already waiting.
     private var pendingPublications: [Publication] = []
 
-    /// Takes an encoded publication for every local subscriber of `topic` (`publication.topic`).
-    /// Call it from a task of its own on this loop (the publisher hops here with
-    /// `eventLoop.execute`), so that it takes its place among the tasks in the order they came.
-    /// It is written with the others that reach this loop in the same tick (`deliverPending`),
-    /// before any later task that `execute` runs.
-    func deliver(topic: String, publication: Publication) {
-        self.pendingPublications.append(publication)
-        if self.pendingPublications.count == 1 { self.eventLoop.execute { self.deliverPending() } }
+    /// Hands an encoded publication to this loop for every local subscriber of its topic (from any
+    /// thread). It takes its place among the loop's tasks in the order it came, and is written with
+    /// the others that reach the loop in the same tick (`deliverPending`), before any later task
+    /// that `execute` runs.
+    func publish(_ publication: Publication) {
+        self.eventLoop.execute {
+            self.pendingPublications.append(publication)
+            if self.pendingPublications.count == 1 { self.eventLoop.execute { self.deliverPending() } }
+        }
     }
 
     /// Runs `body` on this loop after the publications handed over before it. Every call that
@@ -276,16 +277,22 @@ final class Shard: @unchecked Sendable {
 }
 
 /// Consecutive publications of a batch (`range`) whose frames follow each other in one shared
-/// block — `block[first ..< first + range.count]`, all at one priority — or (`block` nil) ones
+/// block — `shared`: `block[first ..< first + range.count]`, all at one priority — or (`shared` nil) ones
 /// that go out one by one (keyed, large or compressed-only frames). Computed once per batch and
 /// topic (`Shard.deliverPending`), used for every subscriber.
 struct PublicationStretch {
+    /// Frames `first ..< first + range.count` of `block`, at `priority`; `largestBody`: the largest
+    /// body among them (compression applies from `compression.min_size`).
+    struct Shared {
+        let block: FrameBlock
+        let first: Int
+        let priority: Priority
+        let largestBody: Int
+    }
+
     let range: Range<Int>
-    let block: FrameBlock?
-    let first: Int
-    let priority: Priority
-    /// The largest body among them (compression applies from `compression.min_size`).
-    let largestBody: Int
+    /// Nil: the publications go one by one.
+    let shared: Shared?
 
     /// Appends the stretches of `batch[range]` to `stretches`.
     static func split(_ batch: [Publication], _ range: Range<Int>, into stretches: inout [PublicationStretch]) {
@@ -294,7 +301,7 @@ struct PublicationStretch {
             guard let origin = batch[i].origin else {
                 var j = i + 1
                 while j < range.upperBound && batch[j].origin == nil { j += 1 }
-                stretches.append(PublicationStretch(range: i..<j, block: nil, first: 0, priority: .normal, largestBody: 0))
+                stretches.append(PublicationStretch(range: i..<j, shared: nil))
                 i = j
                 continue
             }
@@ -306,8 +313,8 @@ struct PublicationStretch {
                 largest = max(largest, batch[j].body.readableBytes)
                 j += 1
             }
-            stretches.append(PublicationStretch(range: i..<j, block: origin.block, first: origin.index,
-                                                priority: priority, largestBody: largest))
+            stretches.append(PublicationStretch(range: i..<j, shared: Shared(block: origin.block, first: origin.index,
+                                                                               priority: priority, largestBody: largest)))
             i = j
         }
     }

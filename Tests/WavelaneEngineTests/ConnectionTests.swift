@@ -319,12 +319,12 @@ struct ConnectionTests {
         let h = try Harness { $0.readyMessage = false; $0.topicAccess = TopicAccess(clientTopics: ["room:*"]) }
         try h.send(#"{"type":"subscribe","topics":["room:1"],"id":1}"#)
         #expect(try h.output() == text(#"{"type":"subscribed","topics":["room:1"],"id":1}"#))
-        h.shard.deliver(topic: "room:1", publication: publication("room:1", 1, "hello"))
-        h.shard.deliver(topic: "room:2", publication: publication("room:2", 1, "elsewhere"))
+        h.shard.publish(publication("room:1", 1, "hello"))
+        h.shard.publish(publication("room:2", 1, "elsewhere"))
         #expect(try h.output() == message("room:1", 1, "hello"))
         try h.send(#"{"type":"unsubscribe","topics":["room:1"],"id":2}"#)
         #expect(try h.output() == text(#"{"type":"unsubscribed","topics":["room:1"],"id":2}"#))
-        h.shard.deliver(topic: "room:1", publication: publication("room:1", 2, "gone"))
+        h.shard.publish(publication("room:1", 2, "gone"))
         #expect(try h.output() == [])
     }
 
@@ -365,15 +365,15 @@ struct ConnectionTests {
                 == text(#"{"type":"subscribed","topics":["t"],"id":1,"positions":{"t":{"epoch":"\#(epoch)","offset":3}},"recovered":{"t":true}}"#)
                 + message("t", 2, "b") + message("t", 3, "c"))
         // A live copy of what was recovered is not sent twice; the next one is.
-        h.shard.deliver(topic: "t", publication: publication("t", 3, "c"))
-        h.shard.deliver(topic: "t", publication: publication("t", 4, "d"))
+        h.shard.publish(publication("t", 3, "c"))
+        h.shard.publish(publication("t", 4, "d"))
         #expect(try h.output() == message("t", 4, "d"))
     }
 
     @Test func smallFramesOfOneTickGoOutAsOneWrite() throws {
         let h = try Harness { $0.readyMessage = false }
         h.connection.subscribe(["t"], ack: nil)
-        for i in 1...3 { h.shard.deliver(topic: "t", publication: publication("t", UInt64(i), "m\(i)")) }
+        for i in 1...3 { h.shard.publish(publication("t", UInt64(i), "m\(i)")) }
         #expect(try h.channel.readOutbound(as: ByteBuffer.self) == nil)  // nothing before the tick's flush
         let writes = try h.writes()
         #expect(writes == [message("t", 1, "m1") + message("t", 2, "m2") + message("t", 3, "m3")])
@@ -383,17 +383,17 @@ struct ConnectionTests {
         let h = try Harness { $0.readyMessage = false }
         h.connection.subscribe(["t"], ack: nil)
         var writer = FrameBlockWriter()
-        for p in blockPublications("t", 1...3, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        for p in blockPublications("t", 1...3, &writer) { h.shard.publish(p) }
         #expect(try h.writes() == [message("t", 1, "m1") + message("t", 2, "m2") + message("t", 3, "m3")])
         // A backed-up socket: the tick's publications join the send queue as one run.
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
-        for p in blockPublications("t", 4...8, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        for p in blockPublications("t", 4...8, &writer) { h.shard.publish(p) }
         #expect(try h.output() == [])
         #expect(h.connection.outbox.queuedCount == 5)
         #expect(h.connection.outbox.queuedEntries == 1)
         // Another tick's publications extend that run.
-        for p in blockPublications("t", 9...9, &writer) { h.shard.deliver(topic: "t", publication: p) }
+        for p in blockPublications("t", 9...9, &writer) { h.shard.publish(p) }
         h.channel.embeddedEventLoop.run()
         #expect(h.connection.outbox.queuedEntries == 1)
         h.channel.isWritable = true
@@ -409,20 +409,20 @@ struct ConnectionTests {
         let a = blockPublications("a", 1...2, &writer)
         let b = blockPublications("b", 1...1, &writer)
         let high = blockPublications("a", 3...3, &writer, priority: .high)
-        for p in [a[0], a[1], b[0], high[0]] { h.shard.deliver(topic: p.topic, publication: p) }
+        for p in [a[0], a[1], b[0], high[0]] { h.shard.publish(p) }
         #expect(try h.output() == message("a", 1, "m1") + message("a", 2, "m2") + message("b", 1, "m1") + message("a", 3, "m3"))
     }
 
     @Test func aCallMadeAfterAPublicationReachesTheConnectionAfterIt() throws {
         let h = try Harness { $0.readyMessage = false }
         h.connection.subscribe(["t"], ack: nil)
-        // As the publisher and the API hand them to the loop (LocalFanout, ServerAPI).
+        // As the publisher and the API hand them to the loop (LocalFanout, ServerAPI), in this order.
         let shard = h.shard, connection = h.connection
         let first = publication("t", 1, "first"), second = publication("t", 2, "unsubscribed")
-        shard.eventLoop.execute { shard.deliver(topic: "t", publication: first) }
+        shard.publish(first)
         shard.execute { connection.sendJSON(Array(#"{"type":"after"}"#.utf8)) }
         shard.execute { connection.unsubscribe(["t"], ack: nil) }
-        shard.eventLoop.execute { shard.deliver(topic: "t", publication: second) }
+        shard.publish(second)
         #expect(try h.output() == message("t", 1, "first") + text(#"{"type":"after"}"#))
     }
 
@@ -430,9 +430,9 @@ struct ConnectionTests {
         let h = try Harness { $0.readyMessage = false }
         h.connection.subscribe(["t"], ack: nil)
         let big = String(repeating: "x", count: 2000)
-        h.shard.deliver(topic: "t", publication: publication("t", 1, "s"))
-        h.shard.deliver(topic: "t", publication: publication("t", 2, big))
-        h.shard.deliver(topic: "t", publication: publication("t", 3, "s"))
+        h.shard.publish(publication("t", 1, "s"))
+        h.shard.publish(publication("t", 2, big))
+        h.shard.publish(publication("t", 3, "s"))
         let writes = try h.writes()
         #expect(writes.count == 3)
         #expect(writes.first == message("t", 1, "s"))
@@ -445,10 +445,10 @@ struct ConnectionTests {
         h.connection.subscribe(["t"], ack: nil)
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
-        h.shard.deliver(topic: "t", publication: publication("t", 1, "low", priority: .low))
-        h.shard.deliver(topic: "t", publication: publication("t", 2, "cursor1", key: "cursor"))
-        h.shard.deliver(topic: "t", publication: publication("t", 3, "high", priority: .high))
-        h.shard.deliver(topic: "t", publication: publication("t", 4, "cursor2", key: "cursor"))
+        h.shard.publish(publication("t", 1, "low", priority: .low))
+        h.shard.publish(publication("t", 2, "cursor1", key: "cursor"))
+        h.shard.publish(publication("t", 3, "high", priority: .high))
+        h.shard.publish(publication("t", 4, "cursor2", key: "cursor"))
         #expect(try h.output() == [])
         #expect(h.core.sendQueueBytes.load(ordering: .relaxed) > 0)
         h.channel.isWritable = true
@@ -464,7 +464,7 @@ struct ConnectionTests {
         _ = h.events()
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
-        for i in 1...4 { h.shard.deliver(topic: "t", publication: publication("t", UInt64(i), "0123456789", priority: .low)) }
+        for i in 1...4 { h.shard.publish(publication("t", UInt64(i), "0123456789", priority: .low)) }
         h.channel.embeddedEventLoop.run()  // the shard writes the tick's publications
         h.connection.reportDrops()
         h.connection.reportDrops()
@@ -482,7 +482,7 @@ struct ConnectionTests {
         h.connection.subscribe(["t"], ack: nil)
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
-        h.shard.deliver(topic: "t", publication: publication("t", 1, "must arrive", priority: .critical))
+        h.shard.publish(publication("t", 1, "must arrive", priority: .critical))
         h.channel.embeddedEventLoop.run()
         #expect(!h.isOpen)
         #expect(h.core.stats.value(.slowConsumerCloses) == 1)
@@ -495,7 +495,7 @@ struct ConnectionTests {
         h.connection.subscribe(["t"], ack: nil)
         h.channel.isWritable = false
         h.channel.pipeline.fireChannelWritabilityChanged()
-        h.shard.deliver(topic: "t", publication: publication("t", 1, "last"))
+        h.shard.publish(publication("t", 1, "last"))
         h.channel.embeddedEventLoop.run()
         h.connection.closeAfterDrain(code: 1001, reason: "server shutting down")
         #expect(try h.output() == [])

@@ -125,12 +125,13 @@ extension Connection {
         let plainBelow = self.deflate == nil ? Int.max : self.server.config.compression.minSize
         for stretch in stretches {
             guard self.state == .open else { return }
-            guard let block = stretch.block, stretch.largestBody < plainBelow else {
+            guard let shared = stretch.shared, shared.largestBody < plainBelow else {
                 for k in stretch.range { self.deliver(batch[k]) }
                 continue
             }
-            var index = stretch.first
-            let end = stretch.first + stretch.range.count
+            let block = shared.block
+            var index = shared.first
+            let end = shared.first + stretch.range.count
             if self.outbox.isQueueEmpty && context.channel.isWritable {
                 repeat {
                     let (writes, frames, bytes) = self.outbox.writeRun(block, index, end)
@@ -144,7 +145,7 @@ extension Connection {
             guard index < end else { continue }
             // What the socket does not take now waits in the send queue, as one run.
             let before = self.outbox.queuedBytes
-            guard let decision = self.outbox.enqueueRun(block, index, end, priority: stretch.priority) else {
+            guard let decision = self.outbox.enqueueRun(block, index, end, priority: shared.priority) else {
                 for k in (stretch.range.upperBound - (end - index))..<stretch.range.upperBound { self.deliver(batch[k]) }
                 continue
             }
