@@ -4,7 +4,7 @@
 // Byte 0 picks the frame size limit; byte 1 seeds the read sizes; the rest is the stream.
 // Invariants: no crash; the same frames (first byte, masked, unmasked payload) in the same order and
 // the same error as the reference; payloads held across reads stay intact; nothing is held after a
-// failure; held bytes never exceed what was fed.
+// failure; held bytes never exceed what was fed; a frame marked `ascii` holds only ASCII.
 import NIOCore
 import WavelaneProtocol
 
@@ -78,6 +78,8 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 guard let frame = try reader.next() else { break }
                 got.append(Frame(firstByte: frame.firstByte, masked: frame.masked, payload: Array(frame.payload.readableBytesView)))
                 check(frame.length <= maxFrameSize, "a frame over the limit")
+                check(!frame.ascii || frame.payload.readableBytesView.allSatisfy { $0 < 0x80 }, "ascii set on a payload with a byte of 0x80 or more")
+                check(!frame.ascii || frame.masked, "ascii set on an unmasked frame (never scanned)")
                 held.append(frame)
             } catch let e as FrameReader.Error {
                 error = e

@@ -10,11 +10,15 @@ public struct ClientFrame {
     public let masked: Bool
     /// The payload, unmasked.
     public let payload: ByteBuffer
+    /// Every byte of the payload is known to be ASCII (the reader saw them while unmasking); false
+    /// when not known. A text frame that is all ASCII needs no UTF-8 check (`MessageAssembler`).
+    public let ascii: Bool
 
-    public init(firstByte: UInt8, masked: Bool, payload: ByteBuffer) {
+    public init(firstByte: UInt8, masked: Bool, payload: ByteBuffer, ascii: Bool = false) {
         self.firstByte = firstByte
         self.masked = masked
         self.payload = payload
+        self.ascii = ascii
     }
 
     /// The frame NIOWebSocket would have decoded (tests and fuzzers build frames so), unmasked.
@@ -36,8 +40,10 @@ public struct ClientFrame {
 /// from its `channelRead` (no handler of its own, no frame object or pipeline hop per frame).
 ///
 /// `receive` takes the bytes of one read and unmasks the payloads of every complete frame in them
-/// into one buffer (one allocation per read, not one per message); `next()` then hands the frames
-/// out one by one, their payloads slices of that buffer, sized to fit them and nothing else. `endRead`
+/// into one buffer (one allocation per read, not one per message), noting each frame's header and
+/// whether its payload is all ASCII; `next()` then hands the frames out one by one from those notes
+/// (no header is parsed twice), their payloads slices of that buffer, sized to fit them and nothing
+/// else. `endRead`
 /// keeps what is left of an incomplete frame, and only that: a tight copy when it sits in the read
 /// buffer (so SwiftNIO can reuse its receive buffer), nothing between frames. A header that announces
 /// a frame longer than `maxFrameSize`, a fragmented control frame or a control frame longer than 125
@@ -73,6 +79,16 @@ public struct FrameReader {
     private var owned = false
     /// The unmasked payloads of the current read's complete frames, in order (nil between reads).
     private var payloads: ByteBuffer?
+    /// The current read's complete frames as `receive` found them, in order; `next()` hands out
+    /// `parsed[nextParsed...]` (its capacity is kept from read to read).
+    private var parsed: [Parsed] = []
+    private var nextParsed = 0
+
+    /// A complete frame of the current read: its header, and whether its payload is all ASCII.
+    struct Parsed {
+        var header: Header
+        var ascii: Bool
+    }
     public private(set) var failed = false
 
     public init(maxFrameSize: Int) {
@@ -102,6 +118,8 @@ public struct FrameReader {
     /// into it. All its writes come before any slice of it is handed out (a slice shares the storage,
     /// and a write to shared storage would copy it).
     private mutating func unmaskCompleteFrames(buffers: inout PayloadBuffers, allocator: ByteBufferAllocator) {
+        self.parsed.removeAll(keepingCapacity: true)
+        self.nextParsed = 0
         guard let bytes = self.pending else { return }
         let maxFrameSize = self.maxFrameSize
         let total = bytes.withUnsafeReadableBytes { all in
@@ -109,6 +127,7 @@ public struct FrameReader {
             var total = 0
             while let header = try? Self.header(all, at: at, maxFrameSize: maxFrameSize),
                   all.count - at - header.size >= header.length {
+                self.parsed.append(Parsed(header: header, ascii: header.key != nil))
                 total += header.length
                 at += header.size + header.length
             }
@@ -120,8 +139,11 @@ public struct FrameReader {
             bytes.withUnsafeReadableBytes { all in
                 var at = 0  // in `all`
                 var written = 0
-                while written < total, let header = try? Self.header(all, at: at, maxFrameSize: maxFrameSize) {
-                    Self.copyPayload(of: header, at: at, in: all, to: dst.baseAddress! + written)
+                for k in self.parsed.indices {
+                    let header = self.parsed[k].header
+                    if header.length > 0 {
+                        self.parsed[k].ascii = Self.copyPayload(of: header, at: at, in: all, to: dst.baseAddress! + written)
+                    }
                     written += header.length
                     at += header.size + header.length
                 }
@@ -136,14 +158,23 @@ public struct FrameReader {
         // `pending` is read in place, not bound to a copy (a retain and a release per frame).
         guard !self.failed, self.pending != nil else { return nil }
         let header: Header
-        do {
-            guard let h = try Self.header(self.pending!, at: self.pending!.readerIndex, maxFrameSize: self.maxFrameSize) else { return nil }
-            header = h
-        } catch {
-            self.stop()
-            throw error
+        var ascii = false
+        if self.nextParsed < self.parsed.count {
+            // A complete frame `receive` found: its header is known, its bytes are all there.
+            header = self.parsed[self.nextParsed].header
+            ascii = self.parsed[self.nextParsed].ascii
+            self.nextParsed += 1
+        } else {
+            // Past the complete frames: an incomplete one (nil), or a header that must fail.
+            do {
+                guard let h = try Self.header(self.pending!, at: self.pending!.readerIndex, maxFrameSize: self.maxFrameSize) else { return nil }
+                header = h
+            } catch {
+                self.stop()
+                throw error
+            }
+            guard self.pending!.readableBytes - header.size >= header.length else { return nil }
         }
-        guard self.pending!.readableBytes - header.size >= header.length else { return nil }
         self.pending!.moveReaderIndex(forwardBy: header.size + header.length)
         let payload: ByteBuffer
         if header.length == 0 {
@@ -159,12 +190,14 @@ public struct FrameReader {
             }
             payload = out
         }
-        return ClientFrame(firstByte: header.firstByte, masked: header.key != nil, payload: payload)
+        return ClientFrame(firstByte: header.firstByte, masked: header.key != nil, payload: payload, ascii: ascii)
     }
 
     /// Ends a read: keeps the bytes of an incomplete frame (in a buffer of our own), nothing else; the
     /// payloads' buffer goes back to `buffers`.
     public mutating func endRead(buffers: inout PayloadBuffers, allocator: ByteBufferAllocator) {
+        self.parsed.removeAll(keepingCapacity: true)
+        self.nextParsed = 0
         if let payloads = self.payloads {
             self.payloads = nil
             buffers.giveBack(payloads)
@@ -183,22 +216,27 @@ public struct FrameReader {
         }
     }
 
-    /// Writes the payload of the frame whose header starts at `at` in `bytes`, unmasked, to `destination`.
+    /// Writes the payload of the frame whose header starts at `at` in `bytes`, unmasked, to
+    /// `destination`; returns whether it is all ASCII (known only for a masked frame: an unmasked
+    /// one is refused anyway, and is not scanned).
+    @discardableResult
     private static func copyPayload(of header: Header, at: Int, in bytes: UnsafeRawBufferPointer,
-                                    to destination: UnsafeMutableRawPointer) {
-        guard header.length > 0 else { return }
+                                    to destination: UnsafeMutableRawPointer) -> Bool {
+        guard header.length > 0 else { return true }
         let payload = UnsafeRawBufferPointer(rebasing: bytes[(at + header.size)..<(at + header.size + header.length)])
         if let key = header.key {
-            Unmask.apply(payload, to: destination, key: key)
-        } else {
-            destination.copyMemory(from: payload.baseAddress!, byteCount: header.length)
+            return Unmask.apply(payload, to: destination, key: key)
         }
+        destination.copyMemory(from: payload.baseAddress!, byteCount: header.length)
+        return false
     }
 
     /// Drops everything held and every later byte (the connection is gone).
     public mutating func stop() {
         self.pending = nil
         self.payloads = nil
+        self.parsed = []
+        self.nextParsed = 0
         self.failed = true
     }
 

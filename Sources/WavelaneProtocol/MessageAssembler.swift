@@ -115,8 +115,12 @@ public struct MessageAssembler {
         self.fragmentCompressed = false
         if kind == .text {
             self.validator = UTF8Validator()
-            let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
-            guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
+            // An all-ASCII payload (seen by the reader while unmasking) is valid UTF-8 and leaves
+            // the validator where it was: complete.
+            if !frame.ascii {
+                let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
+                guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
+            }
         }
         if frame.fin {
             if kind == .text && !self.validator.isComplete {
@@ -144,7 +148,9 @@ public struct MessageAssembler {
             return self.fail(CloseCode.messageTooBig, "message too big")
         }
         let data = frame.payload
-        if kind == .text && !self.fragmentCompressed {
+        // ASCII after a complete character keeps it complete; after part of one it must be fed
+        // (and is refused there).
+        if kind == .text && !self.fragmentCompressed && !(frame.ascii && self.validator.isComplete) {
             let ok = data.withUnsafeReadableBytes { self.validator.feed($0) }
             guard ok else { return self.fail(CloseCode.invalidPayload, "invalid UTF-8 in text message") }
         }

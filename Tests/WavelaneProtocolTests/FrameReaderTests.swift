@@ -98,6 +98,35 @@ struct FrameReaderTests {
         #expect(reader.bufferedBytes == 0)
     }
 
+    @Test func framesSayWhetherTheirPayloadIsAllASCII() {
+        var reader = FrameReader(maxFrameSize: 1 << 16)
+        var buffers = PayloadBuffers(count: 2)
+        let long = Array(String(repeating: "ascii only, ", count: 20).utf8)
+        var withHigh = long
+        withHigh[137] = 0xC3
+        // one read: ASCII, ASCII with one high byte, empty, unmasked ASCII (not scanned: unknown)
+        let bytes = clientFrame(0x1, long) + clientFrame(0x1, withHigh) + clientFrame(0x1, []) + clientFrame(0x1, long, masked: false)
+        reader.receive(ByteBuffer(bytes: bytes), buffers: &buffers, allocator: ByteBufferAllocator())
+        var flags: [Bool] = []
+        var payloads: [[UInt8]] = []
+        while let frame = try? reader.next() {
+            flags.append(frame.ascii)
+            payloads.append(Array(frame.payload.readableBytesView))
+        }
+        reader.endRead(buffers: &buffers, allocator: ByteBufferAllocator())
+        #expect(flags == [true, false, true, false])
+        #expect(payloads == [long, withHigh, [], long])
+        // a frame completed by a later read is scanned when it is complete
+        let split = clientFrame(0x1, long)
+        var late: [Bool] = []
+        for part in [Array(split[..<50]), Array(split[50...])] {
+            reader.receive(ByteBuffer(bytes: part), buffers: &buffers, allocator: ByteBufferAllocator())
+            while let frame = try? reader.next() { late.append(frame.ascii) }
+            reader.endRead(buffers: &buffers, allocator: ByteBufferAllocator())
+        }
+        #expect(late == [true])
+    }
+
     @Test func unmaskedFramesAndEveryLengthEncoding() {
         for size in [0, 125, 126, 65_535, 65_536] {
             let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }

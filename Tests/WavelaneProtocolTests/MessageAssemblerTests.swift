@@ -82,6 +82,22 @@ struct MessageAssemblerMessageTests {
         #expect(a.receive(clientFrame(.binary, bytes)) == message(.binary, bytes))
     }
 
+    @Test func asciiFramesSkipOnlyTheUTF8CheckTheyCannotFail() {
+        // `ascii` frames as FrameReader makes them: a text message of them is accepted unchecked.
+        var a = MessageAssembler(maxMessageSize: 1 << 16)
+        let text = ClientFrame(firstByte: 0x81, masked: true, payload: ByteBuffer(string: "plain"), ascii: true)
+        #expect(a.receive(text) == message(.text, Array("plain".utf8)))
+        // "é" cut after its first byte: an ASCII continuation cannot complete it, and is refused.
+        var b = MessageAssembler(maxMessageSize: 1 << 16)
+        #expect(b.receive(ClientFrame(firstByte: 0x01, masked: true, payload: ByteBuffer(bytes: [0x61, 0xC3]))) == .none)
+        let asciiRest = ClientFrame(firstByte: 0x80, masked: true, payload: ByteBuffer(string: "b"), ascii: true)
+        #expect(failCode(b.receive(asciiRest)) == CloseCode.invalidPayload)
+        // after a complete character, an ASCII continuation keeps the message valid
+        var c = MessageAssembler(maxMessageSize: 1 << 16)
+        #expect(c.receive(ClientFrame(firstByte: 0x01, masked: true, payload: ByteBuffer(bytes: [0xC3, 0xA9]))) == .none)
+        #expect(c.receive(ClientFrame(firstByte: 0x80, masked: true, payload: ByteBuffer(string: "!"), ascii: true)) == message(.text, [0xC3, 0xA9, 0x21]))
+    }
+
     @Test func emptyMessages() {
         let a = Assembler(maxMessageSize: 16)
         #expect(a.receive(clientFrame(.text, [])) == message(.text, []))

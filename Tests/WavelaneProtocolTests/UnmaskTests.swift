@@ -22,6 +22,24 @@ struct UnmaskTests {
         }
     }
 
+    @Test func applyTellsWhetherEveryByteWrittenIsASCII() {
+        var rng = SystemRandomNumberGenerator()
+        let key = WebSocketMaskingKey([0x37, 0xfa, 0x21, 0x3d])!
+        let word = Unmask.word(key)
+        for length in 0..<70 {
+            // ASCII throughout, then one byte of 0x80 or more at each position (in the 16-byte
+            // steps, the 4-byte steps and the byte tail alike).
+            for high in [-1] + Array(0..<length) {
+                let plain = (0..<length).map { i in i == high ? UInt8.random(in: 0x80...0xFF, using: &rng) : UInt8.random(in: 0...0x7F, using: &rng) }
+                let masked = plain.enumerated().map { $1 ^ key[$0 % 4] }
+                var out = [UInt8](repeating: 0, count: length)
+                let ascii = masked.withUnsafeBytes { src in out.withUnsafeMutableBytes { Unmask.apply(src, to: $0.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1)!, key: word) } }
+                #expect(out == plain)
+                #expect(ascii == (high < 0), "length \(length), high byte at \(high)")
+            }
+        }
+    }
+
     @Test func unmaskedFrameIsItsPayload() {
         let frame = WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "hello"))
         #expect(ClientFrame(frame).payload == ByteBuffer(string: "hello"))

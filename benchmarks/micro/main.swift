@@ -180,6 +180,34 @@ bench("MessageAssembler.receive 100 B masked text frame") { n in
     blackHole(count)
 }
 
+// A read of 16 masked 100 B text frames (the inbound benchmark's writes), cut into frames by
+// FrameReader and assembled into messages: per frame.
+let readOf16: ByteBuffer = {
+    var frames = ByteBuffer()
+    for _ in 0..<16 {
+        var data = allocator.buffer(bytes: payload100)
+        data.webSocketMask(maskKey)
+        frames.writeBytes([0x81, 0x80 | UInt8(payload100.count)])
+        frames.writeBytes([0x12, 0x34, 0x56, 0x78])
+        frames.writeBuffer(&data)
+    }
+    return frames
+}()
+bench("FrameReader + MessageAssembler, a read of 16 masked 100 B text frames (per frame)") { n in
+    var reader = FrameReader(maxFrameSize: 1 << 20)
+    var assembler = MessageAssembler(maxMessageSize: 1 << 20)
+    var buffers = PayloadBuffers(count: 4)
+    var count = 0
+    for _ in 0..<((n + 15) / 16) {
+        reader.receive(readOf16, buffers: &buffers, allocator: allocator)
+        while let frame = try? reader.next() {
+            if case .message(_, let buffer) = assembler.receive(frame) { count &+= buffer.readableBytes }
+        }
+        reader.endRead(buffers: &buffers, allocator: allocator)
+    }
+    blackHole(count)
+}
+
 // 6. JSON: a client control message, parsed generically and recognised by ClientControl.
 let control = Array(#"{"type":"subscribe","topics":["chat:42","user:*:events"],"id":1}"#.utf8)
 bench("JSONParser.parse subscribe control message (64 B)") { n in
