@@ -327,6 +327,7 @@ def main() -> int:
                                    ("server CPU µs / delivery", "cpu_us_per_delivery", 3),
                                    ("server CPU (cores)", "server_cpu_util", 2),
                                    ("load generator CPU (cores)", "client_cpu_util", 2),
+                                   ("kernel share of server CPU", "server_sys_share", 2),
                                    ("fds / connection", "fds_per_conn", 2),
                                    ("server peak RSS MB", "server_peak_rss_mb", 0)],
           "%d subscribers on one topic; the server's Python publishes %s messages of 100 B "
@@ -348,6 +349,7 @@ def main() -> int:
                                     ("events/s in the app loop", "server_rate", 0),
                                     ("drain-only events/s (pre-filled queue)", "drain_rate", 0),
                                     ("lost", "lost", 0), ("server CPU (cores)", "server_cpu_util", 2),
+                                    ("kernel share of server CPU", "server_sys_share", 2),
                                     ("load generator CPU (cores)", "client_cpu_util", 2)],
           "%d clients × %s messages of 100 B sent as fast as possible (each write carries 16 "
           "pre-built masked frames, so the load generator is not the bound). *End to end*: messages / "
@@ -372,6 +374,7 @@ def main() -> int:
     table("4. Handshakes", "handshakes", [("connections/s", "rate", 0), ("p50 µs", "p50_us", 0),
                                           ("p99 µs", "p99_us", 0), ("errors", "errors", 0),
                                           ("server CPU (cores)", "server_cpu_util", 2),
+                                          ("kernel share of server CPU", "server_sys_share", 2),
                                           ("load generator CPU (cores)", "client_cpu_util", 2)],
           "%s × (TCP connect + HTTP upgrade with `Authorization: Bearer <HS256 JWT>` verified by "
           "the server + the server's first JSON frame + close), %d at a time, from a minimal raw "
@@ -411,7 +414,11 @@ def main() -> int:
     w("Server process CPU seconds (on-CPU time of all threads from the scheduler, "
       "`/proc/PID/task/*/schedstat`, in ns; `/proc/PID/stat`'s 10 ms ticks quantised short runs) during the "
       "fan-out phase divided by the deliveries; fds per connection counted during fan-out and at "
-      "the largest idle step.\n")
+      "the largest idle step. *Kernel share of server CPU* (tables 1, 2 and 4): the server's "
+      "system time over its system plus user time in the same phase (`/proc/PID/stat`'s `stime` "
+      "and `utime`; 10 ms ticks, so ±0.02 over a phase of half a second): what the kernel's "
+      "network stack and system calls cost, which no engine's code removes and which sets a floor "
+      "under its CPU per unit of work.\n")
     w("| engine | server CPU µs / delivery | fds / conn (fan-out) | fds / conn (idle) | server threads |")
     w("|---|---:|---:|---:|---:|")
     for e in engines:

@@ -345,6 +345,12 @@ class Server:
             return ticks_total
         return ns / 1e9 + max(0.0, ticks_total - live_ticks)
 
+    def sys_user_ticks(self) -> tuple:
+        """(system, user) CPU seconds of the whole process in clock ticks (10 ms): coarse, but over a
+        phase of 0.4 s or more good enough for the kernel's share of the server's CPU."""
+        f = open("/proc/%d/stat" % self.pid).read().rsplit(")", 1)[1].split()
+        return int(f[12]) / CLK, int(f[11]) / CLK
+
     def status(self, key: str) -> int:
         for line in open("/proc/%d/status" % self.pid):
             if line.startswith(key + ":"):
@@ -361,8 +367,9 @@ class Server:
         return self.status("Threads")
 
     def snapshot(self) -> dict:
+        sys_s, user_s = self.sys_user_ticks()
         return {"t": time.perf_counter(), "cpu": self.cpu(), "rss_kb": self.rss_kb(),
-                "fds": self.fds(), "threads": self.threads()}
+                "fds": self.fds(), "threads": self.threads(), "sys": sys_s, "user": user_s}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -423,6 +430,12 @@ def loadgen(py: str, env: dict, server: Server, args: list, timeout: float,
 
 # ------------------------------------------------------------------ scenarios
 
+def sys_share(s0: dict, s1: dict):
+    """The kernel's share of the server's CPU between two snapshots (None when too few ticks)."""
+    sys_s, user_s = s1["sys"] - s0["sys"], s1["user"] - s0["user"]
+    return sys_s / (sys_s + user_s) if sys_s + user_s >= 0.1 else None
+
+
 def sc_fanout(ctx, srv, rep):
     P = ctx["params"]
     base = srv.snapshot()
@@ -440,6 +453,7 @@ def sc_fanout(ctx, srv, rep):
         r["server_cpu"] = cpu
         r["server_cpu_util"] = cpu / max(1e-9, s1["t"] - s0["t"])
         r["cpu_us_per_delivery"] = cpu / max(1, r["delivered"]) * 1e6
+        r["server_sys_share"] = sys_share(s0, s1)
         if rep <= 0:  # the first on this server (-1: the warm-up); later ones start while the
             # previous clients may still be closing
             r["fds_per_conn"] = (s0["fds"] - base["fds"]) / (P["fanout_subs"] + 1)
@@ -460,6 +474,7 @@ def sc_inbound(ctx, srv, rep):
         r["server_cpu"] = s1["cpu"] - s0["cpu"]
         r["server_cpu_util"] = r["server_cpu"] / max(1e-9, s1["t"] - s0["t"])
         r["cpu_us_per_event"] = r["server_cpu"] / max(1, r.get("expected") or 1) * 1e6
+        r["server_sys_share"] = sys_share(s0, s1)
     if srv.engine in ("wavelane", "wse"):  # engines with a queue: drain-only speed
         d, _, _ = loadgen(ctx["py"], ctx["env"], srv, args + ["--drain-test"], ctx["timeout"])
         r["drain_only"] = d.get("drain")
@@ -483,6 +498,7 @@ def sc_handshakes(ctx, srv, rep):
         r["server_cpu"] = s1["cpu"] - s0["cpu"]
         r["server_cpu_util"] = r["server_cpu"] / max(1e-9, s1["t"] - s0["t"])
         r["cpu_us_per_handshake"] = r["server_cpu"] / max(1, P["hs_count"] - (r.get("errors") or 0)) * 1e6
+        r["server_sys_share"] = sys_share(s0, s1)
     return r
 
 
@@ -516,12 +532,12 @@ RUNNERS = {"fanout": sc_fanout, "inbound": sc_inbound, "rtt": sc_rtt, "handshake
 # key metrics summarised as median / min / max over repetitions
 METRICS = {
     "fanout": ["rate", "cpu_us_per_delivery", "fds_per_conn", "server_cpu_util", "client_cpu_util",
-               "lost", "secs", "server_peak_rss_mb"],
+               "lost", "secs", "server_peak_rss_mb", "server_sys_share"],
     "inbound": ["rate", "send_rate", "server_rate", "drain_rate", "cpu_us_per_event", "server_cpu_util",
-                "client_cpu_util", "lost"],
+                "client_cpu_util", "lost", "server_sys_share"],
     "rtt": ["p50_us", "p99_us", "max_us", "client_cpu_util"],
     "handshakes": ["rate", "p50_us", "p99_us", "errors", "cpu_us_per_handshake", "server_cpu_util",
-                   "client_cpu_util"],
+                   "client_cpu_util", "server_sys_share"],
     "idle": ["rss_kb_per_conn", "fds_per_conn", "failed"],
 }
 
