@@ -111,6 +111,8 @@ public enum ConfigSchema {
         .init("max_subscriptions", .int, .int(1024), min: 1, max: 10_000_000, "subscriptions per connection"),
         .init("max_topic_length", .int, .int(256), min: 1, max: 65535, "longest topic name, bytes"),
         .init("inbound_queue_size", .int, .int(65536), min: 16, max: 100_000_000, "events waiting for the application"),
+        .init("drain_spin_us", .int, .int(250), min: 0, max: 100_000,
+              "after a batch with a message, drain() polls this long (µs) before it sleeps; 0: sleep at once"),
         .init("max_send_queue", .int, .int(8 << 20), min: 1024, max: Double(1 << 34), "bytes queued per connection"),
         // application switches
         .init("client_subscriptions", .bool, .bool(true), "clients may subscribe themselves"),

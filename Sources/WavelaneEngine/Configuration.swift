@@ -55,6 +55,8 @@ public struct EngineConfiguration: Sendable {
     public var maxSubscriptions = 1024
     public var maxTopicLength = 256
     public var inboundQueueSize = 65536
+    /// `drain_spin_us`: microseconds `EventQueue.drainSegments` polls after an urgent batch.
+    public var drainSpinMicros = 250
     public var maxSendQueue = 8 << 20
     public var slowConsumerTimeout = 10.0
     public var clientSubscriptions = true
@@ -171,6 +173,7 @@ public struct EngineConfiguration: Sendable {
         if let v = try r.int("max_subscriptions") { self.maxSubscriptions = v }
         if let v = try r.int("max_topic_length") { self.maxTopicLength = v }
         if let v = try r.int("inbound_queue_size") { self.inboundQueueSize = v }
+        if let v = try r.int("drain_spin_us") { self.drainSpinMicros = v }
         if let v = try r.int("max_send_queue") { self.maxSendQueue = v }
         if let v = try r.bool("client_subscriptions") { self.clientSubscriptions = v }
         if let v = try r.bool("subscribe_approval") { self.subscribeApproval = v }

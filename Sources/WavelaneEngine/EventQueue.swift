@@ -78,11 +78,23 @@ public final class EventQueue: @unchecked Sendable {
     /// waits, so producers need not wake it again.
     private var consumerWoken = false
 
+    /// Wake-ups sent to the consumer (a `pthread_cond_signal` or broadcast): a spinning consumer
+    /// (`spinNanos`) watches this instead of sleeping on the condition.
+    private var signals = 0
+    /// The last batch `drainSegments` handed out held an event that wakes the consumer at once (a
+    /// message, a request: anything but connect and disconnect), so the next wait spins first.
+    private var spinNext = false
+
     public let capacity: Int
     public var lowWater: Int { self.capacity / 2 }
+    /// How long a `drainSegments` that finds nothing after an urgent batch polls (yielding the CPU
+    /// between looks) before it sleeps on the condition: a reply that comes within it reaches the
+    /// consumer without a futex wake-up and the context switch it costs (`drain_spin_us`).
+    public let spinNanos: Int
 
-    public init(capacity: Int) {
+    public init(capacity: Int, spinNanos: Int = 0) {
         self.capacity = capacity
+        self.spinNanos = max(0, spinNanos)
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
@@ -125,6 +137,7 @@ public final class EventQueue: @unchecked Sendable {
         let wake = !self.consumerWoken
         if wake {
             self.consumerWoken = true
+            self.signals &+= 1
             self.signalLocked()
         }
         pthread_mutex_unlock(self.mutex)
@@ -182,6 +195,7 @@ public final class EventQueue: @unchecked Sendable {
         let wake = self.waiting > 0 && !self.consumerWoken
         if wake {
             self.consumerWoken = true
+            self.signals &+= 1
             self.signalLocked()
         }
         pthread_mutex_unlock(self.mutex)
@@ -206,6 +220,9 @@ public final class EventQueue: @unchecked Sendable {
             let ns = Int(deadline.tv_nsec) + (timeoutMs % 1000) * 1_000_000
             deadline.tv_sec += timeoutMs / 1000 + ns / 1_000_000_000
             deadline.tv_nsec = ns % 1_000_000_000
+            if self.spinNext && self.spinNanos > 0 {
+                self.spinLocked(for: min(self.spinNanos, timeoutMs * 1_000_000))
+            }
             while self.waiting == 0 && self.open && self.wakeups == wakeupsBefore {
                 if pthread_cond_timedwait(self.cond, self.mutex, &deadline) == ETIMEDOUT { break }
             }
@@ -232,11 +249,13 @@ public final class EventQueue: @unchecked Sendable {
                 }
             }
             self.waiting -= n
+            self.spinNext = Self.holdsUrgent(out)
             if !self.paused.isEmpty && self.waiting <= self.lowWater {
                 resume = Array(self.paused.values)
                 self.paused.removeAll()
             }
         }
+        if n == 0 { self.spinNext = false }  // a quiet spell: the next wait sleeps at once
         if self.waiting == 0 {
             self.clearLocked()
             self.consumerWoken = false
@@ -250,10 +269,41 @@ public final class EventQueue: @unchecked Sendable {
         return out
     }
 
+    /// Polls for a wake-up for up to `nanos`, the mutex released between looks and the CPU yielded
+    /// (an event loop sharing the core runs at once): returns, holding the mutex, when one came
+    /// (the caller then finds the queue's events without sleeping) or the time is up. A wake-up is
+    /// what would have ended the sleep: connect and disconnect events alone do not end the spin,
+    /// so their batching (`Shard.lifecycleWakeDelay`) is kept.
+    private func spinLocked(for nanos: Int) {
+        let signalsBefore = self.signals
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        while true {
+            pthread_mutex_unlock(self.mutex)
+            sched_yield()
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            pthread_mutex_lock(self.mutex)
+            if self.signals != signalsBefore || !self.open { return }
+            let elapsed = (Int(now.tv_sec) - Int(start.tv_sec)) * 1_000_000_000 + Int(now.tv_nsec) - Int(start.tv_nsec)
+            if elapsed >= nanos { return }
+        }
+    }
+
+    /// Whether `batch` holds an event that wakes the consumer at once (anything but connect and
+    /// disconnect, as `Shard.scheduleConsumerWake` decides): looks until the first one.
+    private static func holdsUrgent(_ batch: [[InboundEvent]]) -> Bool {
+        for segment in batch {
+            for event in segment where event.kind != .connect && event.kind != .disconnect { return true }
+        }
+        return false
+    }
+
     /// Wakes a consumer blocked in `drain` (it returns what is there, possibly nothing).
     public func wake() {
         pthread_mutex_lock(self.mutex)
         self.wakeups &+= 1
+        self.signals &+= 1
         self.signalLocked()
         pthread_mutex_unlock(self.mutex)
         pthread_cond_broadcast(self.cond)
@@ -269,6 +319,7 @@ public final class EventQueue: @unchecked Sendable {
             self.waiting = 0
             self.clearLocked()
         } else {
+            self.signals &+= 1
             self.signalLocked()  // a consumer watching the descriptor sees the stop
         }
         self.paused.removeAll()

@@ -105,7 +105,7 @@ public final class ServerCore: @unchecked Sendable {
         let sink = self.logSink
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         self.logger = Logger(label: "wavelane", factory: { _ in SinkLogHandler(sink: sink, logLevel: level) })
-        self.queue = EventQueue(capacity: configuration.inboundQueueSize)
+        self.queue = EventQueue(capacity: configuration.inboundQueueSize, spinNanos: configuration.drainSpinMicros * 1000)
         self.globBudget = GlobBudget(limit: configuration.maxGlobs)
         self.delivery = LocalDelivery(host: self)
     }

@@ -40,6 +40,7 @@ private func engineDefault(_ key: String) -> JSONValue?? {
     case "max_subscriptions": return .int(Int64(c.maxSubscriptions))
     case "max_topic_length": return .int(Int64(c.maxTopicLength))
     case "inbound_queue_size": return .int(Int64(c.inboundQueueSize))
+    case "drain_spin_us": return .int(Int64(c.drainSpinMicros))
     case "max_send_queue": return .int(Int64(c.maxSendQueue))
     case "client_subscriptions": return .bool(c.clientSubscriptions)
     case "subscribe_approval": return .bool(c.subscribeApproval)

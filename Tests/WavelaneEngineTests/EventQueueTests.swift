@@ -114,4 +114,51 @@ import Testing
         q.setOpen(true)
         #expect(!readable(fd))
     }
+
+    /// CPU time of the calling thread.
+    private func threadCPU() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    @Test func spinAfterAMessageIsBoundedThenTheConsumerSleeps() {
+        // 20 ms of spin, a 300 ms wait: the rest of the wait is asleep, not polling.
+        let q = EventQueue(capacity: 100, spinNanos: 20_000_000)
+        q.push(event(1), from: nil)
+        #expect(q.drain(max: 10, timeoutMs: 0).map(\.conn) == [1])  // a message: the next wait spins
+        let cpu0 = self.threadCPU(), start = NIODeadline.now()
+        #expect(q.drain(max: 10, timeoutMs: 300).isEmpty)
+        #expect(NIODeadline.now() - start >= .milliseconds(250))
+        #expect(self.threadCPU() - cpu0 < 0.15, "spun \(self.threadCPU() - cpu0) s of a 0.3 s wait")
+        // That wait found nothing: the next one sleeps at once (an idle server does not poll).
+        let cpu1 = self.threadCPU()
+        #expect(q.drain(max: 10, timeoutMs: 100).isEmpty)
+        #expect(self.threadCPU() - cpu1 < 0.01)
+    }
+
+    @Test func aSpinningConsumerTakesWokenEventsAndLeavesLifecycleOnesToTheirWakeUp() {
+        let q = EventQueue(capacity: 100, spinNanos: 2_000_000_000)  // spins for the whole test
+        q.push(event(1), from: nil)
+        _ = q.drain(max: 10, timeoutMs: 0)
+        let done = DispatchSemaphore(value: 0)
+        let got = NIOLockedValueBox<[UInt64]>([])
+        Thread.detachNewThread {
+            got.withLockedValue { $0 = q.drain(max: 10, timeoutMs: 10_000).map(\.conn) }
+            done.signal()
+        }
+        usleep(50_000)
+        // A connect event whose wake-up is deferred (Shard.lifecycleWakeDelay) does not end the spin...
+        let connect = InboundEvent(kind: .connect, conn: 8, payload: ByteBuffer(string: "{}"))
+        #expect(q.pushDeferringWake(contentsOf: [connect], from: nil).wake)
+        #expect(done.wait(timeout: .now() + .milliseconds(100)) == .timedOut, "the spin ended without a wake-up")
+        // ...its wake-up does, well before the spin's 2 s, with everything that waits.
+        q.wakeConsumer()
+        #expect(done.wait(timeout: .now() + 1) == .success)
+        #expect(got.withLockedValue { $0 } == [8])
+        // A batch of lifecycle events alone: the next wait does not spin.
+        let cpu0 = self.threadCPU()
+        #expect(q.drain(max: 10, timeoutMs: 100).isEmpty)
+        #expect(self.threadCPU() - cpu0 < 0.01)
+    }
 }

@@ -34,6 +34,8 @@ def main() -> None:
         # Event loops: 0 = the cores the process may run on, less one for Python, at least 1 (the
         # default; pinned to one core: 1 loop). BENCH_WAVELANE_THREADS overrides it for experiments.
         threads=int(os.environ.get("BENCH_WAVELANE_THREADS", "0")),
+        # drain()'s polling after a message (default 250 µs); BENCH_WAVELANE_SPIN_US overrides it.
+        **({"drain_spin_us": int(os.environ["BENCH_WAVELANE_SPIN_US"])} if "BENCH_WAVELANE_SPIN_US" in os.environ else {}),
     )
     srv.start()
     stop = []
