@@ -2,7 +2,9 @@
 // frames as NIOWebSocket's decoder hands them over. Byte 0 picks the limits; then per frame:
 //   [flags: fin 0x80, rsv1 0x40, rsv2 0x20, rsv3 0x10, opcode 0x0F] [mask? 0x80 | length 0...127] [payload]
 // Invariants: no crash; nothing after a failure; held bytes and messages never pass the limit;
-// text messages are valid UTF-8; compressed messages inflate within the limit or fail cleanly.
+// text messages are valid UTF-8; compressed messages inflate within the limit or fail cleanly; a
+// twin assembler given the same frames marked `ascii` where they are (as FrameReader marks them)
+// acts exactly the same (the UTF-8 check it skips could not have failed).
 import NIOCore
 import NIOWebSocket
 import WavelaneProtocol
@@ -14,6 +16,7 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let maxSize = [0, 1, 2, 5, 16, 125, 200, 1000, 4096, 65536][Int(bytes[0] & 0x0F) % 10]
     let compression = bytes[0] & 0x10 != 0
     var assembler = MessageAssembler(maxMessageSize: maxSize, compression: compression)
+    var twin = MessageAssembler(maxMessageSize: maxSize, compression: compression)
     let inflater = Inflater(contextTakeover: bytes[0] & 0x20 != 0)
     let allocator = ByteBufferAllocator()
     var i = 1
@@ -31,6 +34,10 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                                    rsv3: flags & 0x10 != 0, opcode: WebSocketOpcode(encodedWebSocketOpcode: flags & 0x0F)!,
                                    maskKey: mask, data: payload)
         let action = assembler.receive(frame)
+        let plain = ClientFrame(frame)
+        let ascii = plain.masked && plain.payload.readableBytesView.allSatisfy { $0 < 0x80 }
+        let twinAction = twin.receive(ClientFrame(firstByte: plain.firstByte, masked: plain.masked, payload: plain.payload, ascii: ascii))
+        check(twinAction == action, "a frame marked ascii changed what the assembler did")
         if failed { check(action == .none, "an action after a failure") }
         check(assembler.bufferedBytes <= maxSize, "held more than the message limit")
         switch action {
@@ -55,7 +62,10 @@ public func fuzzTest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         case .none, .pong:
             break
         }
-        if flags == 0xFF { assembler.discardData() }
+        if flags == 0xFF {
+            assembler.discardData()
+            twin.discardData()
+        }
     }
     return 0
 }
