@@ -161,7 +161,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
             self.connectPayload = nil
             let (pause, wake) = self.server.queue.pushDeferringWake(
                 contentsOf: CollectionOfOne(InboundEvent(kind: .connect, conn: self.id, payload: payload)), from: context.channel)
-            self.queued(pause: pause, wake: wake, urgent: false, context: context)
+            self.queued(pause: pause, wake: wake, urgent: InboundEvent.Kind.connect.isUrgent, context: context)
         }
     }
 
@@ -205,7 +205,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         self.releaseHolds()
         // Messages of the last read burst first, then the disconnect. Never refused: the queue's
         // bound is enforced by pausing reads.
-        let urgent = !self.pendingEvents.isEmpty  // messages of the last burst wait with it
+        let urgent = self.pendingEvents.contains { $0.kind.isUrgent }  // messages of the last burst wait with it
         self.pendingEvents.append(InboundEvent(kind: .disconnect, code: UInt32(closeCode), conn: self.id, payload: reason))
         let (_, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: nil)
         if wake { self.shard.scheduleConsumerWake(urgent: urgent) }
@@ -383,7 +383,7 @@ final class Connection: ChannelInboundHandler, Hashable, @unchecked Sendable {
         guard !self.pendingEvents.isEmpty else { return }
         // The array goes to the queue as it is (an idle connection keeps none).
         let (pause, wake) = self.server.queue.pushDeferringWake(moving: &self.pendingEvents, from: context.channel)
-        self.queued(pause: pause, wake: wake, urgent: true, context: context)
+        self.queued(pause: pause, wake: wake, urgent: true, context: context)  // messages, requests: all urgent
     }
 
     /// After events were queued for the application: the consumer is woken once at the end of

@@ -27,6 +27,11 @@ public struct InboundEvent: Sendable {
         case refresh = 8
         /// A client's remote procedure call; payload: JSON {"method":..,"params":..,"id":..}.
         case rpc = 9
+
+        /// Whether the consumer is woken for it at the end of the tick that queued it. Connect and
+        /// disconnect events alone wait up to `Shard.lifecycleWakeDelay` (they go with the next
+        /// urgent wake-up if one comes first), and do not end `drain`'s polling (`drain_spin_us`).
+        public var isUrgent: Bool { self != .connect && self != .disconnect }
     }
 
     public var kind: Kind
@@ -290,13 +295,9 @@ public final class EventQueue: @unchecked Sendable {
         }
     }
 
-    /// Whether `batch` holds an event that wakes the consumer at once (anything but connect and
-    /// disconnect, as `Shard.scheduleConsumerWake` decides): looks until the first one.
+    /// Whether `batch` holds an urgent event (`Kind.isUrgent`): looks until the first one.
     private static func holdsUrgent(_ batch: [[InboundEvent]]) -> Bool {
-        for segment in batch {
-            for event in segment where event.kind != .connect && event.kind != .disconnect { return true }
-        }
-        return false
+        batch.contains { segment in segment.contains { $0.kind.isUrgent } }
     }
 
     /// Wakes a consumer blocked in `drain` (it returns what is there, possibly nothing).

@@ -104,8 +104,7 @@ public struct Outbox {
             if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return .one(full) }
             return .none
         }
-        if let before = self.spill() { return .two(before, frame) }
-        return .one(frame)
+        return self.afterCoalesced(frame)
     }
 
     /// Queues frames `start..<end` of a shared block as one run (`SendQueue.enqueueRun`); nil
@@ -123,9 +122,7 @@ public struct Outbox {
     public mutating func writeRun(_ block: FrameBlock, _ start: Int, _ end: Int) -> (writes: Writes, frames: Int, bytes: Int) {
         let size = block.size(of: start..<end)
         if size >= Self.sliceMin {
-            let slice = block.slice(start..<end)
-            if let before = self.spillNonEmpty() { return (.two(before, slice), end - start, size) }
-            return (.one(slice), end - start, size)
+            return (self.afterCoalesced(block.slice(start..<end)), end - start, size)
         }
         if self.coalesced == nil {
             let wanted = max(4096, block.size(of: start..<end))
@@ -137,11 +134,12 @@ public struct Outbox {
         return (.none, frames, bytes)
     }
 
-    /// The coalesced frames, if there are any.
+    /// `buffer` for the channel, after the frames coalesced before it (if there are any): the
+    /// one place a buffer that is not coalesced is handed over, so nothing overtakes those frames.
     @usableFromInline
-    mutating func spillNonEmpty() -> ByteBuffer? {
-        guard let buffer = self.spill(), buffer.readableBytes > 0 else { return nil }
-        return buffer
+    mutating func afterCoalesced(_ buffer: ByteBuffer) -> Writes {
+        guard let before = self.spill(), before.readableBytes > 0 else { return .one(buffer) }
+        return .two(before, buffer)
     }
 
     /// The coalesced small frames, to hand to the channel now (before a flush or a close frame).
@@ -161,8 +159,7 @@ public struct Outbox {
     public mutating func writeQueued() -> (writes: Writes, frames: Int, bytes: Int) {
         if let (block, run) = self.queue.dequeueRun(minBytes: Self.sliceMin) {
             let slice = block.slice(run)
-            if let before = self.spillNonEmpty() { return (.two(before, slice), run.count, slice.readableBytes) }
-            return (.one(slice), run.count, slice.readableBytes)
+            return (self.afterCoalesced(slice), run.count, slice.readableBytes)
         }
         var frames = 0
         var bytes = 0
@@ -176,10 +173,7 @@ public struct Outbox {
             if self.coalesced!.readableBytes >= Self.coalesceLimit, let full = self.spill() { return (.one(full), frames, bytes) }
         }
         guard let large = self.queue.dequeue()?.frame else { return (.none, frames, bytes) }
-        frames += 1
-        bytes += large.readableBytes
-        if let before = self.spill(), before.readableBytes > 0 { return (.two(before, large), frames, bytes) }
-        return (.one(large), frames, bytes)
+        return (self.afterCoalesced(large), frames + 1, bytes + large.readableBytes)
     }
 
     /// The next queued frame to write: highest priority first.
