@@ -187,6 +187,14 @@ public final class ServerCore: @unchecked Sendable {
     /// subscribers then hold ~16 MB here, not 256 MB (issue #12's fan-out RSS).
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 8 * 1024, high: 16 * 1024)
 
+    /// Whether accepted sockets take TCP_NODELAY from the listener (Linux: `inet_csk_clone_lock`
+    /// copies the listening socket's Nagle setting) instead of a setsockopt each.
+    #if os(Linux)
+    static let listenerNoDelay = true
+    #else
+    static let listenerNoDelay = false
+    #endif
+
     /// SO_REUSEPORT (NIO has no name for it).
     private static let reusePortOption = ChannelOptions.Types.SocketOption(
         level: NIOBSDSocket.OptionLevel.socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
@@ -228,9 +236,12 @@ public final class ServerCore: @unchecked Sendable {
                 .serverChannelOption(ChannelOptions.backlog, value: 4096)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(Self.reusePortOption, value: self.config.reusePort ? 1 : 0)
-                // Child channel options (TCP_NODELAY included) are set in `initializeChild`,
-                // directly: NIO's generic path chains futures per option, per accepted connection
-                // (~3% of a handshake's CPU for TCP_NODELAY alone).
+                // Linux gives an accepted socket the listener's TCP_NODELAY: set once here, it costs
+                // no setsockopt per connection (test_accepted_sockets_have_nodelay checks it).
+                .serverChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: Self.listenerNoDelay ? 1 : 0)
+                // Child channel options are set in `initializeChild`, directly: NIO's generic path
+                // chains futures per option, per accepted connection (~3% of a handshake's CPU for
+                // TCP_NODELAY alone).
                 .childChannelInitializer { [unowned self] channel in self.initializeChild(channel) }
             var bound: Channel? = nil
             var address = "\(self.config.host):\(self.config.port)"
@@ -353,7 +364,9 @@ public final class ServerCore: @unchecked Sendable {
         let state = HandshakeState()
         do {
             if let options = channel.syncOptions {
-                try options.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+                if !Self.listenerNoDelay {
+                    try options.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+                }
                 try options.setOption(ChannelOptions.writeBufferWaterMark, value: Self.writeBufferWaterMark)
                 try options.setOption(ChannelOptions.maxMessagesPerRead, value: Self.handshakeMessagesPerRead)
                 try options.setOption(ChannelOptions.recvAllocator, value: Self.handshakeReceiveAllocator)

@@ -139,6 +139,23 @@ struct HTTPHandlerTests {
         #expect(!h.channel.isActive)
     }
 
+    @Test func anIPv4AddressIsWrittenAsNIOWritesIt() throws {
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var addresses = ["0.0.0.0", "255.255.255.255", "127.0.0.1", "10.0.200.3", "1.22.100.9"]
+        for _ in 0..<200 {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            let v = seed >> 32
+            addresses.append("\(v >> 24 & 0xFF).\(v >> 16 & 0xFF).\(v >> 8 & 0xFF).\(v & 0xFF)")
+        }
+        for (i, ip) in addresses.enumerated() {
+            let port = [0, 1, 9, 10, 99, 443, 8080, 65535][i % 8]
+            let address = try SocketAddress(ipAddress: ip, port: port)
+            #expect(WebSocketUpgrader.describe(address) == "\(address.ipAddress!):\(port)")
+            #expect(WebSocketUpgrader.describe(address) == "\(ip):\(port)")
+        }
+        #expect(WebSocketUpgrader.describe(try SocketAddress(ipAddress: "::1", port: 80)) == "[::1]:80")
+    }
+
     @Test func listTokensAreMatchedWithoutCaseOrSpaces() throws {
         let h = try ChildHarness()
         let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive ,  UPGRADE\r\n"

@@ -84,6 +84,23 @@ struct RequestHeadTests {
         #expect(parseError("GET / HTTP/1.1\r\nX: a\u{1B}b\r\n\r\n") == .badField)
     }
 
+    @Test func namesCompareIgnoringASCIILetterCaseOnly() {
+        let pairs: [(String, String, Bool)] = [
+            ("Sec-WebSocket-Key", "sec-websocket-key", true), ("X-Real-IP", "x-real-ip", true), ("", "", true),
+            ("Origin", "Origins", false), ("Origin", "Orig1n", false),
+            // '@' and '`', '[' and '{' differ in the 0x20 bit but are not letters
+            ("a@", "a`", false), ("x[", "x{", false), ("caf\u{E9}", "CAF\u{C9}", false),
+        ]
+        for (a, b, same) in pairs {
+            #expect(RequestHead.sameName(a, b) == same, "\(a) / \(b)")
+            #expect(RequestHead.sameName(Array(a.utf8), Array(b.utf8)) == same, "bytes: \(a) / \(b)")
+        }
+        let head = RequestHead(method: "GET", target: "/", minorVersion: 1,
+                               fields: [.init(name: "UPGRADE", value: "websocket"), .init(name: "upgradE", value: "x")])
+        #expect(head["Upgrade"] == ["websocket", "x"])
+        #expect(head.listContains("upgrade", token: "WebSocket"))
+    }
+
     @Test func refusesWhatCouldBeReadTwoWays() {
         #expect(parseError("GET / HTTP/1.1\nHost: x\n\n") == .badLineEnding, "seen before the head is complete")
         #expect(parseError("\nGET / HTTP/1.1\r\n\r\n") == .badLineEnding)
