@@ -361,7 +361,12 @@ public final class ServerCore: @unchecked Sendable {
     /// A connection to the WebSocket port: [TLS,] then `HTTPHandler`, which reads the request and
     /// answers it or puts a `Connection` in its place; and the handshake timeout (internal for tests).
     func initializeChild(_ channel: Channel) -> EventLoopFuture<Void> {
+        // The loop's shard (its handshake deadlines, and the `Connection`'s home after the upgrade).
+        guard let shard = self.shard(for: channel.eventLoop) else {
+            return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+        }
         let state = HandshakeState()
+        state.shard = shard
         do {
             if let options = channel.syncOptions {
                 if !Self.listenerNoDelay {
@@ -379,16 +384,10 @@ public final class ServerCore: @unchecked Sendable {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
-        let stats = self.stats
-        // Cancelled at the upgrade, or when the channel closes before it (HTTPHandler.channelInactive,
-        // which also gives back the holds): no close callback keeps the handshake state for the
-        // connection's life.
-        state.timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(self.config.handshakeTimeout * 1e9))) {
-            if !state.upgraded {
-                stats.add(.handshakeTimeouts)
-                channel.close(promise: nil)
-            }
-        }
+        // Ended at the upgrade, or when the channel closes before it (HTTPHandler.channelInactive,
+        // which also gives back the holds): nothing keeps the handshake state for the connection's
+        // life.
+        shard.handshakeDeadlines.add(state, channel: channel)
         return channel.eventLoop.makeSucceededVoidFuture()
     }
 

@@ -29,6 +29,10 @@ final class Shard: @unchecked Sendable {
     private var deflaters: [Int: Deflater] = [:]
     private var flushScheduled = false
     private var sweeper: RepeatedTask?
+    /// The handshake timeouts of this loop's connections still in their HTTP phase.
+    private(set) lazy var handshakeDeadlines = HandshakeDeadlines(
+        eventLoop: self.eventLoop, timeout: .nanoseconds(Int64(self.server.config.handshakeTimeout * 1e9)),
+        stats: self.server.stats)
 
     init(index: Int, eventLoop: EventLoop, server: ServerCore) {
         self.index = index
@@ -49,6 +53,7 @@ final class Shard: @unchecked Sendable {
     func stopSweeping() {
         self.sweeper?.cancel()
         self.sweeper = nil
+        self.handshakeDeadlines.stop()
     }
 
     private func sweep() {

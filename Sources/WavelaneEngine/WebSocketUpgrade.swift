@@ -48,7 +48,15 @@ final class HandshakeState: @unchecked Sendable {
     /// the upgrade, else handed to the connection.
     var holds = ConnectionHolds()
     var upgraded = false
-    var timeout: Scheduled<Void>?
+    /// The loop's shard (found once, at the accept).
+    var shard: Shard?
+    /// The handshake timeout (`HandshakeDeadlines`, the shard's): while listed there, the list
+    /// holds this state, its channel (to close at `deadline`) and its place in the list.
+    var deadlines: HandshakeDeadlines?
+    var deadline = NIODeadline.uptimeNanoseconds(0)
+    var channel: Channel?
+    var next: HandshakeState?
+    unowned(unsafe) var previous: HandshakeState?
     /// What a successful check decided, until the upgrade hands it to the `Connection`.
     final class Accepted {
         let id: UInt64
@@ -77,8 +85,7 @@ final class HandshakeState: @unchecked Sendable {
     /// The channel closed before the upgrade (the HTTP handler's `channelInactive`): the timeout is
     /// cancelled and the holds are given back.
     func channelClosed(_ stats: EngineStats) {
-        self.timeout?.cancel()
-        self.timeout = nil
+        self.deadlines?.remove(self)
         self.holds.release(stats)
     }
 }
@@ -298,7 +305,7 @@ struct WebSocketUpgrader {
     /// frames) goes on to the connection.
     func upgrade(context: ChannelHandlerContext, key: String, rest: ByteBuffer) {
         let channel = context.channel
-        guard let accepted = self.state.accepted, let shard = self.server.shard(for: channel.eventLoop) else {
+        guard let accepted = self.state.accepted, let shard = self.state.shard else {
             self.state.holds.release(self.server.stats)
             context.close(promise: nil)
             return
@@ -307,8 +314,8 @@ struct WebSocketUpgrader {
         // Handed to the connection; the handshake state goes with the HTTP handler.
         self.state.accepted = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)
-        self.state.timeout?.cancel()
-        self.state.timeout = nil
+        self.state.deadlines?.remove(self.state)
+        self.state.shard = nil
         let holds = self.state.holds
         self.state.holds = ConnectionHolds()
         // The handshake read one message at a time into fixed-size buffers

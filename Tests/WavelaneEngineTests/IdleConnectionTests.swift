@@ -46,7 +46,8 @@ struct IdleConnectionTests {
         h.channel.embeddedEventLoop.run()
         #expect(!state.holds.slot)
         #expect(h.core.stats.connectionSlots.load(ordering: .relaxed) == 0)
-        #expect(state.timeout == nil)
+        #expect(state.deadlines == nil && state.channel == nil, "out of the loop's handshake deadlines")
+        #expect(h.core.shardsBox.withLockedValue { $0[0].handshakeDeadlines.count } == 0)
         h.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         #expect(h.core.stats.value(.handshakeTimeouts) == 0, "a closed channel is no handshake timeout")
     }
