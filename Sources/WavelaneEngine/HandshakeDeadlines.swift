@@ -75,12 +75,11 @@ final class HandshakeDeadlines {
         self.timer = nil
         let now = self.eventLoop.now
         while let oldest = self.head, oldest.deadline <= now {
+            // Listed means not upgraded yet: the upgrade removes a handshake before anything else.
             let channel = oldest.channel
             self.remove(oldest)
-            if !oldest.upgraded {
-                self.stats.add(.handshakeTimeouts)
-                channel?.close(promise: nil)
-            }
+            self.stats.add(.handshakeTimeouts)
+            channel?.close(promise: nil)
         }
         if let oldest = self.head { self.arm(oldest.deadline) }
     }

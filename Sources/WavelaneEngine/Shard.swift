@@ -208,8 +208,9 @@ final class Shard: @unchecked Sendable {
     static let lifecycleWakeDelay = TimeAmount.milliseconds(1)
 
     /// Wakes Python for the events this loop queued: at the end of this tick when any of them is
-    /// `urgent` (`InboundEvent.Kind.isUrgent`: a message, a request), else within `lifecycleWakeDelay`. An urgent wake-up takes
-    /// a pending lifecycle one with it (the consumer then drains everything).
+    /// `urgent` (`InboundEvent.Kind.isUrgent`: a message, a request), else within
+    /// `lifecycleWakeDelay`. An urgent wake-up takes a pending lifecycle one with it (the consumer
+    /// then drains everything).
     func scheduleConsumerWake(urgent: Bool = true) {
         guard !self.wakeScheduled else { return }
         if urgent {

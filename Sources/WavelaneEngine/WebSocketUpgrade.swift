@@ -47,7 +47,6 @@ final class HandshakeState: @unchecked Sendable {
     /// The slot and admission counts taken by the checks; given back if the channel closes before
     /// the upgrade, else handed to the connection.
     var holds = ConnectionHolds()
-    var upgraded = false
     /// The loop's shard (found once, at the accept).
     var shard: Shard?
     /// The handshake timeout (`HandshakeDeadlines`, the shard's): while listed there, the list
@@ -310,7 +309,6 @@ struct WebSocketUpgrader {
             context.close(promise: nil)
             return
         }
-        self.state.upgraded = true
         // Handed to the connection; the handshake state goes with the HTTP handler.
         self.state.accepted = nil
         self.server.metrics.handshakeSeconds.recordNanoseconds((NIODeadline.now() - self.state.acceptedAt).nanoseconds)

@@ -38,7 +38,6 @@ struct HandshakeDeadlinesTests {
         #expect(deadlines.count == 4)
         deadlines.remove(states[1])
         deadlines.remove(states[1])  // idempotent
-        states[3].upgraded = true
         deadlines.remove(states[3])
         #expect(deadlines.count == 2)
         #expect(states[1].channel == nil && states[1].next == nil && states[1].previous == nil)
